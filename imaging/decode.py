@@ -1,0 +1,192 @@
+"""Decode one input (a DICOM file, a PNG/JPEG file) into stored values plus how to display them.
+
+Every way an input can be unusable raises :class:`Quarantined` with a reason code and a message that
+names the problem; callers list it in quarantine.csv and carry on.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from imaging.pixels import Intensity
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+_NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}  # Implicit / Explicit VR Little Endian
+
+
+class Quarantined(Exception):
+    """An input that cannot be used. ``code`` is a short category; ``str()`` is the full reason."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+
+
+@dataclass
+class Decoded:
+    stored: np.ndarray  # (H, W) stored values, integer or float
+    intensity: Intensity
+    meta: dict = field(default_factory=dict)
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) colour -> (H, W) grey with ITU-R BT.601 weights (what Pillow's convert('L') uses)."""
+    return rgb[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def read_dicom(path: str | os.PathLike) -> Decoded:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise Quarantined("empty_file", "the file is empty (0 bytes)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            try:
+                ds = pydicom.dcmread(path)
+            except InvalidDicomError:
+                # Files without the 128-byte preamble (old ACR-NEMA style) still parse with force=True;
+                # anything else that "parses" that way lacks the image attributes and is rejected below.
+                ds = pydicom.dcmread(path, force=True)
+                if "PixelData" not in ds or "Rows" not in ds:
+                    raise Quarantined("not_dicom", "not a DICOM file (no 'DICM' marker and no image data set)")
+        except Quarantined:
+            raise
+        except Exception as e:  # pydicom raises many types on a cut or corrupt header
+            raise Quarantined("unreadable", f"DICOM header cannot be read (truncated or corrupt): {e}") from e
+    if "PixelData" not in ds:
+        sop = getattr(ds.get("SOPClassUID"), "name", ds.get("SOPClassUID", "unknown"))
+        raise Quarantined("no_pixel_data", f"DICOM object without pixel data (SOP class {sop})")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise Quarantined("multi_frame", f"multi-frame image ({frames} frames): expected one radiograph per file")
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    if photometric in ("PALETTE COLOR",) or spp not in (1, 3):
+        raise Quarantined("unsupported", f"photometric interpretation {photometric!r} with {spp} samples "
+                                         "per pixel is not a radiograph format this pipeline reads")
+    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    ts_name = getattr(ts, "name", str(ts or "Implicit VR Little Endian (no meta)"))
+    stored = _pixels(ds, str(ts or "1.2.840.10008.1.2"), ts_name, spp)
+    if spp == 3:
+        stored = luma(stored)  # pydicom returns RGB (YBR converted); colour collapses to grey
+        bits = int(ds.get("BitsStored", 8))
+        intensity = Intensity(value_range=(0.0, float(2**bits - 1)))
+    else:
+        intensity = dicom_intensity(ds)
+    meta = {
+        "patient_id": str(ds.get("PatientID", "") or "").strip(),
+        "sop_instance_uid": str(ds.get("SOPInstanceUID", "") or ""),
+        "modality": str(ds.get("Modality", "") or ""),
+        "photometric": photometric,
+        "bits_stored": int(ds.get("BitsStored", 0) or 0),
+        "transfer_syntax": ts_name,
+        "orig_height": int(stored.shape[0]),
+        "orig_width": int(stored.shape[1]),
+    }
+    return Decoded(stored, intensity, meta)
+
+
+def _pixels(ds, ts: str, ts_name: str, spp: int) -> np.ndarray:
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    ba, bs = int(ds.BitsAllocated), int(ds.get("BitsStored", ds.BitsAllocated))
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    if ts in _NATIVE_LE and spp == 1 and ba in (8, 16):
+        # Native little-endian greyscale: read the buffer directly (what pydicom does, minus its overhead;
+        # tests check equality with ds.pixel_array).
+        expected = rows * cols * (ba // 8)
+        data = ds.PixelData
+        if len(data) < expected:
+            raise Quarantined("truncated", f"pixel data has {len(data)} of the {expected} bytes that "
+                                           f"{rows}x{cols} at {ba} bits need (file cut short?)")
+        dtype = np.dtype(f"{'i' if signed else 'u'}{ba // 8}").newbyteorder("<")
+        arr = np.frombuffer(data, dtype=dtype, count=rows * cols).reshape(rows, cols)
+        if bs < ba:
+            if signed:  # sign-extend from the stored bit width
+                shift = ba - bs
+                arr = (arr << shift) >> shift
+            else:
+                arr = arr & np.array((1 << bs) - 1, dtype=dtype)
+        return arr
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arr = ds.pixel_array
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "less than" in msg or "shorter" in msg or "truncat" in msg.lower() or isinstance(e, EOFError):
+            raise Quarantined("truncated", f"pixel data cut short ({ts_name}): {msg}") from e
+        raise Quarantined("decode_error", f"cannot decode {ts_name} pixel data: {msg}") from e
+    expect = (rows, cols, 3) if spp == 3 else (rows, cols)
+    if arr.shape != expect:
+        raise Quarantined("decode_error", f"decoded shape {arr.shape} differs from Rows/Columns {expect}")
+    return arr
+
+
+def dicom_intensity(ds) -> Intensity:
+    """Modality LUT, VOI and photometric from a greyscale DICOM data set."""
+    from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
+
+    t = Intensity(invert=str(ds.get("PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1")
+    if ds.get("ModalityLUTSequence"):
+        desc = ds.ModalityLUTSequence[0].LUTDescriptor
+        xs = np.arange(int(desc[1]), int(desc[1]) + (int(desc[0]) or 65536))
+        t.modality_lut = (xs.astype(np.float64), apply_modality_lut(xs, ds).astype(np.float64))
+    else:
+        t.slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+        t.intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    if ds.get("VOILUTSequence"):
+        desc = ds.VOILUTSequence[0].LUTDescriptor
+        first = int(desc[1])
+        xs = np.arange(first, first + (int(desc[0]) or 65536))
+        t.voi_lut = (xs.astype(np.float64), apply_voi_lut(xs, ds, prefer_lut=True).astype(np.float64))
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        centers, widths = ds.WindowCenter, ds.WindowWidth
+        centers = list(centers) if ds["WindowCenter"].VM > 1 else [centers]
+        widths = list(widths) if ds["WindowWidth"].VM > 1 else [widths]
+        t.windows = [(float(c), float(w)) for c, w in zip(centers, widths) if float(w) > 0]
+        t.voi_function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR")
+    return t
+
+
+def read_image(path: str | os.PathLike) -> Decoded:
+    """PNG/JPEG/TIFF/BMP through Pillow: colour collapses to grey; 8 or 16 bits keep their range."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise Quarantined("empty_file", "the file is empty (0 bytes)")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im).astype(np.uint16 if mode.startswith("I;16") else np.int32)
+                vrange = (0.0, 65535.0)
+            elif mode == "L":
+                arr, vrange = np.asarray(im), (0.0, 255.0)
+            elif mode == "F":
+                arr = np.asarray(im)
+                vrange = None
+            else:
+                arr, vrange = np.asarray(im.convert("L")), (0.0, 255.0)
+    except UnidentifiedImageError as e:
+        raise Quarantined("not_an_image", f"not a readable image file ({path.suffix or 'no suffix'})") from e
+    except OSError as e:
+        code = "truncated" if "truncated" in str(e).lower() else "decode_error"
+        raise Quarantined(code, f"cannot decode image: {e}") from e
+    meta = {"patient_id": "", "sop_instance_uid": "", "modality": "", "photometric": f"PIL:{mode}",
+            "bits_stored": 16 if vrange == (0.0, 65535.0) else 8, "transfer_syntax": "",
+            "orig_height": int(arr.shape[0]), "orig_width": int(arr.shape[1])}
+    return Decoded(arr, Intensity(value_range=vrange), meta)
+
+
+def read_any(path: str | os.PathLike) -> Decoded:
+    """By suffix: Pillow for image formats, DICOM for everything else (DICOM files often have none)."""
+    return read_image(path) if Path(path).suffix.lower() in IMAGE_SUFFIXES else read_dicom(path)
