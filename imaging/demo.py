@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.uid import generate_uid
 
-from imaging.dicom_write import SECONDARY_CAPTURE, SYNTAXES, encode, grey_dataset
+from imaging.dicom_write import SECONDARY_CAPTURE, SYNTAXES, encode, grey_dataset, seeded_uid
 from imaging.phantoms import Anatomy, chest_phantom
 
 CLASSES = ("normal", "pneumonia")
@@ -47,14 +46,15 @@ def _image_dataset(rng, img, *, bits, photometric, modality, rescale, windowed, 
     slope, intercept = (2.0, -float(2 ** (bits - 2))) if rescale else (1.0, 0.0)
     stored, (wc, ww) = _stored(img, bits, photometric, slope, intercept)
     attrs = dict(PatientID=patient_id, PatientName=f"PHANTOM^{patient_id}", StudyInstanceUID=study_uid,
-                 SeriesInstanceUID=generate_uid(), InstanceNumber=idx + 1, BodyPartExamined="CHEST",
+                 SeriesInstanceUID=seeded_uid(rng), InstanceNumber=idx + 1, BodyPartExamined="CHEST",
                  ViewPosition="PA", ImageType=["ORIGINAL", "PRIMARY"],
                  SeriesDescription="demo phantom (synthetic, not a patient)")
     if rescale:
         attrs.update(RescaleSlope=slope, RescaleIntercept=intercept, RescaleType="US")
     if windowed:
         attrs.update(WindowCenter=round(wc, 1), WindowWidth=round(ww, 1))
-    return grey_dataset(stored, bits_stored=bits, photometric=photometric, modality=modality, **attrs)
+    return grey_dataset(stored, bits_stored=bits, photometric=photometric, modality=modality,
+                        sop_uid=seeded_uid(rng), **attrs)
 
 
 def write_demo_archive(out: Path, rng: np.random.Generator, *, patients: int = 30,
@@ -74,7 +74,7 @@ def write_demo_archive(out: Path, rng: np.random.Generator, *, patients: int = 3
         pid = f"DEMO{p:04d}"
         label = CLASSES[1] if p < n_pneu else CLASSES[0]
         anatomy = Anatomy.sample(rng)
-        study = generate_uid()
+        study = seeded_uid(rng)
         modality = "DX" if p % 2 else "CR"
         for i in range(int(rng.integers(images_per_patient[0], images_per_patient[1] + 1))):
             syntax = SYNTAXES[k % len(SYNTAXES)]
@@ -96,8 +96,8 @@ def write_demo_archive(out: Path, rng: np.random.Generator, *, patients: int = 3
     # One RGB secondary capture (identical channels, as a screenshot of a greyscale image): it is usable,
     # and exercises the colour-to-grey path.
     img = (chest_phantom(rng, 256, Anatomy.sample(rng), False) * 255).astype(np.uint8)
-    rgb = grey_dataset(img, bits_stored=8, sop_class=SECONDARY_CAPTURE, modality="OT",
-                       PatientID="DEMO-SC", StudyInstanceUID=generate_uid(), ConversionType="WSD")
+    rgb = grey_dataset(img, bits_stored=8, sop_class=SECONDARY_CAPTURE, modality="OT", sop_uid=seeded_uid(rng),
+                       PatientID="DEMO-SC", StudyInstanceUID=seeded_uid(rng), ConversionType="WSD")
     rgb.SamplesPerPixel, rgb.PhotometricInterpretation, rgb.PlanarConfiguration = 3, "RGB", 0
     rgb.PixelData = np.repeat(img[..., None], 3, axis=2).tobytes()
     (out / "DEMO-SC").mkdir()
@@ -119,25 +119,25 @@ def _write_broken(folder: Path, rng: np.random.Generator, labels: list[tuple[str
     folder.mkdir()
     good = lambda: chest_phantom(rng, 256, Anatomy.sample(rng), False)  # noqa: E731
     ds = _image_dataset(rng, good(), bits=12, photometric="MONOCHROME2", modality="CR", rescale=False,
-                        windowed=True, patient_id="DEMO-BROKEN", study_uid=generate_uid(), idx=0)
+                        windowed=True, patient_id="DEMO-BROKEN", study_uid=seeded_uid(rng), idx=0)
     ds.save_as(folder / "full.dcm", enforce_file_format=True)
     data = (folder / "full.dcm").read_bytes()
     (folder / "full.dcm").unlink()
     (folder / "truncated.dcm").write_bytes(data[: int(len(data) * 0.6)])
     (folder / "empty.dcm").write_bytes(b"")
     (folder / "export_log.txt").write_text("PACS export finished: 132 objects\n")
-    nopix = grey_dataset(np.zeros((4, 4), np.uint8), bits_stored=8, PatientID="DEMO-BROKEN")
+    nopix = grey_dataset(np.zeros((4, 4), np.uint8), bits_stored=8, sop_uid=seeded_uid(rng), PatientID="DEMO-BROKEN")
     del nopix.PixelData  # e.g. a presentation state or report saved beside the images
     nopix.save_as(folder / "no_pixels.dcm", enforce_file_format=True)
     frames = np.stack([(good() * 4095).astype(np.uint16) for _ in range(3)])
-    multi = grey_dataset(frames[0], bits_stored=12, PatientID="DEMO-BROKEN")
+    multi = grey_dataset(frames[0], bits_stored=12, sop_uid=seeded_uid(rng), PatientID="DEMO-BROKEN")
     multi.NumberOfFrames = 3
     multi.PixelData = frames.tobytes()
     multi.save_as(folder / "multiframe.dcm", enforce_file_format=True)
-    blank = grey_dataset(np.full((256, 256), 1000, np.uint16), bits_stored=12, PatientID="DEMO-BROKEN")
+    blank = grey_dataset(np.full((256, 256), 1000, np.uint16), bits_stored=12, sop_uid=seeded_uid(rng), PatientID="DEMO-BROKEN")
     blank.save_as(folder / "blank.dcm", enforce_file_format=True)
     ds2 = _image_dataset(rng, good(), bits=12, photometric="MONOCHROME2", modality="CR", rescale=False,
-                         windowed=True, patient_id="DEMO-NOLABEL", study_uid=generate_uid(), idx=0)
+                         windowed=True, patient_id="DEMO-NOLABEL", study_uid=seeded_uid(rng), idx=0)
     ds2.save_as(folder / "unlabelled.dcm", enforce_file_format=True)
     for name in BROKEN:
         if name != "unlabelled.dcm":

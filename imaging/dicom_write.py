@@ -24,8 +24,12 @@ SYNTAXES = ("explicit", "implicit", "rle", "jpeg-ls", "jpeg2000", "jpeg-baseline
 
 
 def grey_dataset(stored: np.ndarray, *, bits_stored: int, photometric: str = "MONOCHROME2",
-                 modality: str = "CR", sop_class: str | None = None, **attrs) -> Dataset:
-    """An uncompressed single-frame greyscale data set around ``stored`` (uint8 or uint16, 2-D)."""
+                 modality: str = "CR", sop_class: str | None = None, sop_uid: str | None = None,
+                 **attrs) -> Dataset:
+    """An uncompressed single-frame greyscale data set around ``stored`` (uint8 or uint16, 2-D).
+
+    ``sop_uid`` defaults to a fresh random UID; pass one (see :func:`seeded_uid`) for reproducible files.
+    """
     if stored.ndim != 2 or stored.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"expected a 2-D uint8/uint16 array, got {stored.dtype} {stored.shape}")
     if int(stored.max()) >= 2**bits_stored:
@@ -34,7 +38,7 @@ def grey_dataset(stored: np.ndarray, *, bits_stored: int, photometric: str = "MO
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = sop_class
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid or generate_uid()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds.SOPClassUID = sop_class
@@ -53,6 +57,11 @@ def grey_dataset(stored: np.ndarray, *, bits_stored: int, photometric: str = "MO
     return ds
 
 
+def seeded_uid(rng: np.random.Generator) -> str:
+    """A UID drawn from ``rng`` (deterministic for a seeded generator), under pydicom's root."""
+    return generate_uid(entropy_srcs=[str(int(rng.integers(0, 2**63)))])
+
+
 def encode(ds: Dataset, syntax: str) -> Dataset:
     """Re-encode ``ds`` (uncompressed) in place with one of :data:`SYNTAXES`; returns it."""
     if syntax == "explicit":
@@ -61,11 +70,11 @@ def encode(ds: Dataset, syntax: str) -> Dataset:
         ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
         return ds
     if syntax == "rle":
-        ds.compress(RLELossless)
+        ds.compress(RLELossless, generate_instance_uid=False)
     elif syntax == "jpeg-ls":
-        ds.compress(JPEGLSLossless)
+        ds.compress(JPEGLSLossless, generate_instance_uid=False)
     elif syntax == "jpeg2000":
-        ds.compress(JPEG2000Lossless)
+        ds.compress(JPEG2000Lossless, generate_instance_uid=False)
     elif syntax == "jpeg-baseline":  # pydicom has no JPEG baseline encoder: Pillow, then encapsulate
         from PIL import Image
 

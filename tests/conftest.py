@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from imaging.demo import write_demo_archive
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def demo_archive(tmp_path_factory) -> Path:
+    """A small demo archive (every syntax, bit depth and broken file), written once per session."""
+    out = tmp_path_factory.mktemp("demo")
+    write_demo_archive(out, np.random.default_rng(7), patients=12, images_per_patient=(2, 3), sizes=(96, 128, 160))
+    return out
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A params.yaml in tmp_path (relative paths resolve there), MLflow in a sqlite file beside it."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["mlflow"]["tracking_uri"] = "sqlite:///mlflow.db"
+    params["demo"].update(patients=6, images_per_patient=[2, 3], sizes=[96, 128])
+    params["prepare"]["workers"] = 1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return tmp_path
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst

@@ -1,0 +1,147 @@
+"""Decoding: every transfer syntax real archives use gives the stored values back; bad files quarantine."""
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from imaging.decode import Quarantined, read_any, read_dicom
+from imaging.demo import BROKEN
+from imaging.dicom_write import SYNTAXES, encode, grey_dataset
+from imaging.ingest import ingest_file
+from imaging.pixels import PixelConfig
+from imaging.sources import Item
+
+
+def stored_image(bits, shape=(70, 90), seed=0):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:shape[0], 0:shape[1]]
+    img = (np.sin(x / 7.0) * np.cos(y / 5.0) + 1) / 2 * (2**bits - 1) * 0.9 + rng.integers(0, 8, shape)
+    return np.clip(img, 0, 2**bits - 1).astype(np.uint8 if bits == 8 else np.uint16)
+
+
+@pytest.mark.parametrize("syntax", [s for s in SYNTAXES if s != "jpeg-baseline"])
+@pytest.mark.parametrize("bits", [8, 12, 16])
+def test_lossless_syntaxes_decode_to_the_stored_values(tmp_path, syntax, bits):
+    arr = stored_image(bits)
+    ds = encode(grey_dataset(arr.copy(), bits_stored=bits, PatientID="P1"), syntax)
+    ds.save_as(tmp_path / "x.dcm", enforce_file_format=True)
+    dec = read_dicom(tmp_path / "x.dcm")
+    np.testing.assert_array_equal(dec.stored, arr)
+    assert dec.meta["patient_id"] == "P1" and dec.meta["bits_stored"] == bits
+
+
+def test_jpeg_baseline_decodes_close(tmp_path):
+    arr = stored_image(8)
+    encode(grey_dataset(arr.copy(), bits_stored=8), "jpeg-baseline").save_as(tmp_path / "x.dcm")
+    dec = read_dicom(tmp_path / "x.dcm")
+    assert dec.meta["transfer_syntax"].startswith("JPEG Baseline")
+    assert np.abs(dec.stored.astype(int) - arr).mean() < 3
+
+
+def _gdcm_encode(tmp_path, arr, bits, ts_name):
+    gdcm = pytest.importorskip("gdcm")
+    grey_dataset(arr, bits_stored=bits).save_as(tmp_path / "in.dcm", enforce_file_format=True)
+    r = gdcm.ImageReader()
+    r.SetFileName(str(tmp_path / "in.dcm"))
+    assert r.Read()
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(getattr(gdcm.TransferSyntax, ts_name)))
+    change.SetInput(r.GetImage())
+    assert change.Change()
+    w = gdcm.ImageWriter()
+    w.SetFileName(str(tmp_path / "out.dcm"))
+    w.SetFile(r.GetFile())
+    w.SetImage(change.GetOutput())
+    assert w.Write()
+    return tmp_path / "out.dcm"
+
+
+@pytest.mark.parametrize("bits", [8, 12, 16])
+def test_jpeg_lossless_process14(tmp_path, bits):
+    arr = stored_image(bits)
+    path = _gdcm_encode(tmp_path, arr, bits, "JPEGLosslessProcess14_1")
+    dec = read_dicom(path)
+    assert "Lossless" in dec.meta["transfer_syntax"]
+    np.testing.assert_array_equal(dec.stored, arr)
+
+
+def test_jpeg_extended_12bit():
+    # A 12-bit JPEG Extended (process 2 & 4) file from a real encoder, shipped with pydicom.
+    path = get_testdata_file("JPGExtended.dcm")
+    dec = read_dicom(path)
+    assert dec.meta["transfer_syntax"] == "JPEG Extended (Process 2 and 4)" and dec.meta["bits_stored"] == 12
+    assert dec.stored.shape == (1024, 256) and 0 < dec.stored.max() < 4096
+
+
+def test_big_endian_and_no_preamble_files_read(tmp_path):
+    ref = pydicom.dcmread(get_testdata_file("MR_small.dcm")).pixel_array
+    np.testing.assert_array_equal(read_dicom(get_testdata_file("MR_small_bigendian.dcm")).stored, ref)
+    # An old ACR-NEMA style file: a bare implicit-VR data set, no preamble, no 'DICM', no file meta.
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    arr = stored_image(12)
+    ds = grey_dataset(arr, bits_stored=12)
+    del ds.file_meta
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, True
+    write_dataset(fp, ds)
+    (tmp_path / "raw").write_bytes(fp.getvalue())
+    np.testing.assert_array_equal(read_dicom(tmp_path / "raw").stored, arr)
+
+
+@pytest.mark.parametrize("bits, signed", [(8, False), (12, False), (16, False), (12, True), (10, True)])
+def test_fast_native_path_matches_pydicom(tmp_path, bits, signed):
+    arr = stored_image(bits if bits != 10 else 12)
+    ds = grey_dataset(arr, bits_stored=16 if bits > 8 else 8)
+    raw = arr.astype(np.uint16 if bits > 8 else np.uint8)
+    if bits < 16 and bits != 8:
+        raw = raw | np.uint16(0xF000)  # garbage above the high bit must be masked/sign-extended away
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits - 1, int(signed)
+    ds.PixelData = raw.tobytes()
+    ds.save_as(tmp_path / "x.dcm", enforce_file_format=True)
+    np.testing.assert_array_equal(read_dicom(tmp_path / "x.dcm").stored,
+                                  pydicom.dcmread(tmp_path / "x.dcm").pixel_array)
+
+
+def test_rgb_png_and_16bit_png(tmp_path):
+    g = stored_image(8)
+    Image.fromarray(np.repeat(g[..., None], 3, 2)).save(tmp_path / "c.png")
+    dec = read_any(tmp_path / "c.png")
+    np.testing.assert_array_equal(dec.stored, g)
+    assert dec.intensity.value_range == (0, 255)
+    g16 = stored_image(16)
+    Image.fromarray(g16).save(tmp_path / "d.png")
+    dec = read_any(tmp_path / "d.png")
+    np.testing.assert_array_equal(dec.stored, g16)
+    assert dec.intensity.value_range == (0, 65535)
+
+
+def test_dicom_intensity_attributes(tmp_path):
+    ds = grey_dataset(stored_image(12), bits_stored=12, photometric="MONOCHROME1", RescaleSlope=2,
+                      RescaleIntercept=-100, WindowCenter=[1000, 2000], WindowWidth=[500, 800],
+                      VOILUTFunction="LINEAR_EXACT")
+    ds.save_as(tmp_path / "x.dcm", enforce_file_format=True)
+    t = read_dicom(tmp_path / "x.dcm").intensity
+    assert t.invert and t.slope == 2 and t.intercept == -100
+    assert t.windows == [(1000, 500), (2000, 800)] and t.voi_function == "LINEAR_EXACT"
+
+
+# unlabelled.dcm decodes fine: its missing label is caught at assembly (tests/test_prepare.py).
+@pytest.mark.parametrize("name, code", sorted((n, c) for n, c in BROKEN.items() if c != "no_label"))
+def test_each_broken_demo_file_has_its_reason(demo_archive, name, code):
+    got = ingest_file(Item(demo_archive / "BROKEN" / name, f"BROKEN/{name}"), PixelConfig(size=32))
+    assert isinstance(got, tuple), f"{name} was not quarantined"
+    assert got[1].startswith(code + ":"), got
+
+
+def test_truncated_image_file(tmp_path):
+    Image.fromarray(stored_image(8)).save(tmp_path / "a.jpg")
+    data = (tmp_path / "a.jpg").read_bytes()
+    (tmp_path / "b.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(Quarantined, match="truncated"):
+        read_any(tmp_path / "b.jpg")
+    (tmp_path / "c.png").write_text("not a png")
+    with pytest.raises(Quarantined, match="not_an_image"):
+        read_any(tmp_path / "c.png")
