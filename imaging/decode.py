@@ -111,7 +111,7 @@ def _pixels(ds, ts: str, ts_name: str, spp: int) -> np.ndarray:
             if signed:  # sign-extend from the stored bit width
                 shift = ba - bs
                 arr = (arr << shift) >> shift
-            else:
+            elif arr.max() >= (1 << bs):  # bits above the high bit (old overlays): mask them off
                 arr = arr & np.array((1 << bs) - 1, dtype=dtype)
         return arr
     try:

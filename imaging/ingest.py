@@ -7,6 +7,7 @@ import multiprocessing as mp
 import os
 import re
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
@@ -84,8 +85,31 @@ def ingest_many(items: Sequence[Item], cfg: PixelConfig, workers: int = 0) -> It
         yield from map(_ingest_star, jobs)
         return
     chunk = max(1, min(32, len(jobs) // (workers * 8)))
-    with mp.get_context("spawn").Pool(workers) as pool:
+    with single_threaded_children(), mp.get_context("spawn").Pool(workers) as pool:
         yield from pool.imap(_ingest_star, jobs, chunksize=chunk)
+
+
+@contextmanager
+def single_threaded_children():
+    """Environment for spawned decoding workers.
+
+    One BLAS/OpenMP thread each: one process per core already uses every core, and BLAS pools fighting
+    over them make the small resampling products many times slower. And glibc's malloc keeps freed
+    multi-megabyte buffers on its heap instead of unmapping them: otherwise every decoded frame is a
+    fresh mmap whose pages the kernel faults in and zeroes, which costs as much as the decoding itself.
+    """
+    env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "MALLOC_MMAP_THRESHOLD_": str(128 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
+    saved = {n: os.environ.get(n) for n in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for n, v in saved.items():
+            if v is None:
+                os.environ.pop(n, None)
+            else:
+                os.environ[n] = v
 
 
 def ingest_npz(path: Path, cfg: PixelConfig) -> Iterator[Record | tuple[str, str]]:
