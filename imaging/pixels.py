@@ -80,19 +80,14 @@ def area_matrix(n_in: int, n_out: int) -> sp.csr_matrix:
 
 
 def area_resize(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """Area (box) resampling of a 2-D array to (out_h, out_w), float32.
+    """Area (box) resampling of a 2-D array to (out_h, out_w), float32, as two sparse products.
 
-    Rows first with a sparse product (one pass over the full image), then columns of the small
-    intermediate with a dense one.
+    Sparse products run single-threaded in a fixed order, so the result is bit-identical whatever the
+    number of workers or BLAS threads (a dense BLAS product is not: its summation order varies).
     """
     h, w = img.shape
     rows = area_matrix(h, out_h) @ img.astype(np.float32, copy=False)  # (out_h, w)
-    return rows @ _dense_area_t(w, out_w)  # (out_h, out_w)
-
-
-@lru_cache(maxsize=64)
-def _dense_area_t(n_in: int, n_out: int) -> np.ndarray:
-    return np.ascontiguousarray(area_matrix(n_in, n_out).toarray().T)  # (n_in, n_out)
+    return np.ascontiguousarray((area_matrix(w, out_w) @ rows.T).T)  # (out_h, out_w)
 
 
 def fit_geometry(stored: np.ndarray, cfg: PixelConfig) -> tuple[np.ndarray, tuple[int, int]]:
