@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from imaging.decode import Quarantined, read_any
+from imaging.decode import Quarantined, luma, read_any
 from imaging.pixels import BlankImage, Intensity, PixelConfig, prepare_pixels
 from imaging.sources import (
     Item,
@@ -117,8 +117,6 @@ def ingest_npz(path: Path, cfg: PixelConfig) -> Iterator[Record | tuple[str, str
     for rel, split, label, arr in npz_arrays(path):
         arr = np.asarray(arr)
         if arr.ndim == 3:  # (H, W, C) colour
-            from imaging.decode import luma
-
             arr = luma(arr)
         bits = 16 if arr.dtype == np.uint16 else 8
         try:
