@@ -29,6 +29,8 @@ def fresh_clone(tmp_path):
             shutil.copy2(ROOT / f, dst / f)
     params = yaml.safe_load((dst / "params.yaml").read_text())
     params["demo"].update(patients=6, images_per_patient=[2, 2], sizes=[96, 128])
+    params["prepare"]["size"] = 32
+    params["gan"].update(width=0.25, steps=6, batch=8, log_every=3, checkpoint_every=3, grid_every=1)
     (dst / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -43,8 +45,11 @@ def fresh_clone(tmp_path):
 def test_dvc_repro_runs_every_stage_then_nothing(fresh_clone):
     dst, env = fresh_clone
     first = run([sys.executable, "-m", "dvc", "repro"], dst, env)
-    assert "Running stage 'demo_data'" in first and "Running stage 'prepare'" in first
+    for stage in ("demo_data", "prepare", "train_gan"):
+        assert f"Running stage '{stage}'" in first
     assert (dst / "data/prepared/images.npy").is_file() and (dst / "mlflow.db").is_file()
+    assert (dst / "models/gan/generator.pt").is_file() and (dst / "reports/gan/losses.csv").is_file()
+    assert "train_gan" in run([sys.executable, "-m", "dvc", "plots", "show", "--json"], dst, env)
     second = run([sys.executable, "-m", "dvc", "repro"], dst, env)
     assert "Running stage" not in second and "up to date" in second
     status = run(["git", "status", "--porcelain", "--untracked-files=no"], dst, env)

@@ -1,0 +1,413 @@
+"""The training loop: on-device data, D and G steps, EMA, optional CUDA-graph capture, data parallelism,
+divergence guard and self-describing checkpoints. No files, params or prints: the caller passes arrays
+and callbacks and writes what the callbacks hand it.
+
+Data parallelism (``torchrun``): every process holds the whole (small) training set on its device and
+takes its own slice of each global batch from one shared permutation per epoch; gradients are averaged
+with one all-reduce per optimiser step. This is what DistributedDataParallel does, done by hand as in
+StyleGAN2-ADA/StyleGAN3's training loops, because a GAN step does not fit DDP's one-forward-one-backward
+reducer: D runs on real and fake batches before its backward, and the G step back-propagates through D
+while D's gradients must be neither reduced nor applied.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from dcgan.augment import diff_augment, parse_policy
+from dcgan.losses import LOSSES, d_loss, g_loss
+from dcgan.models import Discriminator, GanConfig, Generator
+
+CHECKPOINT_FORMAT = 1
+GENERATOR_FORMAT = 1
+# Step metrics, in this order in the on-device accumulator.
+METRICS = ("loss_d", "loss_g", "d_real", "d_fake")
+
+
+class DivergenceError(RuntimeError):
+    """Training stopped: non-finite losses or a collapsed discriminator. The last good checkpoint stands."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 5000
+    batch: int = 128                     # global batch (split evenly over processes)
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    loss: str = "bce"                    # bce (non-saturating) | hinge
+    label_smoothing: float = 0.0         # one-sided, bce only: real target 1 - s
+    diffaugment: str = ""                # "translation,cutout", a subset, or "" for none
+    ema_decay: float = 0.999             # 0: no EMA, sampling uses the raw generator
+    precision: str = "fp32"              # fp32 | bf16 (autocast)
+    channels_last: bool = False
+    cuda_graphs: bool = False            # capture the whole step (CUDA, one process)
+    log_every: int = 50                  # steps per metrics window (the only host syncs)
+    collapse_patience: int = 5           # windows in a row with D(x) > 0.99 and D(G(z)) < 0.01; 0: off
+    grid_size: int = 64                  # fixed latents for the sample grids (split over classes)
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"gan.loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if not 0 <= self.label_smoothing < 0.5 or (self.label_smoothing and self.loss != "bce"):
+            raise ValueError(f"label_smoothing must be in [0, 0.5) and needs loss bce, got {self.label_smoothing}"
+                             f" with {self.loss}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.steps < 1 or self.batch < 1 or self.log_every < 1:
+            raise ValueError(f"steps, batch and log_every must be positive: {self}")
+        parse_policy(self.diffaugment)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+
+@dataclass
+class Callbacks:
+    """Hooks the caller owns (files, MLflow, progress). Each gets the trainer and the step."""
+    on_log: Callable[["Trainer", int, dict], None] | None = None          # after each metrics window
+    on_epoch: Callable[["Trainer", int, int], None] | None = None         # (trainer, step, epoch) at epoch ends
+    on_checkpoint: Callable[["Trainer", int], None] | None = None         # every checkpoint_every steps
+
+
+@dataclass
+class _Window:
+    t0: float = field(default_factory=time.perf_counter)
+    step0: int = 0
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@torch.no_grad()
+def recalibrate_bn(g: Generator, num_classes: int, batches: int = 8, batch: int = 128,
+                   seed: int = 0) -> Generator:
+    """Re-estimate G's BatchNorm statistics for its own weights (BigGAN's "standing statistics").
+
+    Needed for the EMA generator, whose averaged weights do not match the raw generator's running
+    statistics; afterwards G runs in eval mode, so an image depends only on its latent and label, never on
+    the rest of its batch. Returns ``g`` in eval mode.
+    """
+    device = next(g.parameters()).device
+    bns = [m for m in g.modules() if isinstance(m, nn.BatchNorm2d)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    gen = torch.Generator().manual_seed(seed)
+    g.train()
+    for _ in range(batches):
+        z = torch.randn(batch, g.cfg.z_dim, generator=gen).to(device)
+        y = torch.randint(0, num_classes, (batch,), generator=gen).to(device) if num_classes else None
+        g(z, y)
+    for m, mom in zip(bns, momenta):
+        m.momentum = mom
+    return g.eval()
+
+
+class Trainer:
+    """Holds networks, optimisers, EMA, data and RNG state; ``run(until)`` trains to a step count.
+
+    images: (N, 1, R, R) tensor in [-1, 1] (any float dtype; kept as given on ``device``);
+    labels: (N,) int64 class indices, or None when unconditional.
+    """
+
+    def __init__(self, gan: GanConfig, cfg: TrainConfig, images: torch.Tensor, labels: torch.Tensor | None,
+                 device: torch.device | str, seed: int):
+        if images.ndim != 4 or images.shape[1] != gan.channels or images.shape[-1] != gan.resolution \
+                or images.shape[-2] != gan.resolution:
+            raise ValueError(f"expected (N,{gan.channels},{gan.resolution},{gan.resolution}) images, "
+                             f"got {tuple(images.shape)}")
+        if gan.num_classes and (labels is None or len(labels) != len(images)):
+            raise ValueError("a conditional GAN needs one label per image")
+        if gan.num_classes and (int(labels.min()) < 0 or int(labels.max()) >= gan.num_classes):
+            raise ValueError(f"labels must be in 0..{gan.num_classes - 1}, got {int(labels.min())}..{int(labels.max())}")
+        self.gan, self.cfg, self.seed = gan, cfg, int(seed)
+        self.device = torch.device(device)
+        self.rank, self.world = _world()
+        if cfg.batch % self.world:
+            raise ValueError(f"gan.batch {cfg.batch} is not divisible by the {self.world} processes")
+        self.local_batch = cfg.batch // self.world
+        self.cuda = self.device.type == "cuda"
+        self.use_graphs = bool(cfg.cuda_graphs and self.cuda and self.world == 1)
+        self.policy = parse_policy(cfg.diffaugment)
+        self.n = len(images)
+        self.steps_per_epoch = math.ceil(self.n / cfg.batch)
+
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device, torch.long) if gan.num_classes else None
+
+        with torch.random.fork_rng(devices=[]):  # identical init on every process, global RNG untouched
+            torch.manual_seed(self.seed)
+            self.G, self.D = Generator(gan).to(self.device), Discriminator(gan).to(self.device)
+        self.G_ema = copy.deepcopy(self.G).requires_grad_(False) if cfg.ema_decay > 0 else None
+        if cfg.channels_last:
+            for m in (self.G, self.D, self.G_ema):
+                if m is not None:
+                    m.to(memory_format=torch.channels_last)
+        adam = dict(betas=tuple(cfg.betas), capturable=self.use_graphs)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, **adam)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, **adam)
+        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False)
+                         if cfg.precision == "bf16" else contextlib.nullcontext())
+
+        # Random streams. Latents/augmentation: per process. Epoch permutations: shared by all processes.
+        # Under CUDA graphs the default CUDA generator is used, the one graph capture tracks.
+        if self.cuda:
+            torch.cuda.manual_seed(self.seed * 1000 + self.rank)
+            self.gen = None
+        else:
+            self.gen = torch.Generator(self.device).manual_seed(self.seed * 1000 + self.rank)
+        self.perm_gen = torch.Generator().manual_seed(self.seed)
+        fixed = torch.Generator().manual_seed(self.seed + 1)
+        self.fixed_z = torch.randn(cfg.grid_size, gan.z_dim, generator=fixed)
+        self.fixed_y = (torch.arange(cfg.grid_size) * gan.num_classes // cfg.grid_size
+                        if gan.num_classes else None)  # class blocks, in class order
+
+        self.step = 0
+        self.history: list[dict] = []
+        self.perm = torch.randperm(self.n, generator=self.perm_gen).to(self.device)
+        self.pos = torch.zeros((), dtype=torch.long, device=self.device)      # batches taken this epoch
+        self.ema_t = torch.zeros((), dtype=torch.float32, device=self.device)  # EMA updates so far
+        self.acc = torch.zeros(len(METRICS) + 1, device=self.device)          # sums + count of steps
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._warm = 0
+        self._collapsed = 0
+        self._arange = torch.arange(self.local_batch, device=self.device) + self.rank * self.local_batch
+
+    # ---- one step -------------------------------------------------------------------------------------
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        idx = self.perm[(self.pos * self.cfg.batch + self._arange) % self.n]
+        self.pos += 1
+        x = self.images[idx].float()
+        if self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, (self.labels[idx] if self.labels is not None else None)
+
+    def _aug(self, x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, self.policy, self.gen) if self.policy else x
+
+    def _allreduce(self, params) -> None:
+        if self.world == 1:
+            return
+        grads = [p.grad for p in params if p.grad is not None]
+        flat = torch.cat([g.flatten() for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def _train_step(self) -> None:
+        cfg = self.cfg
+        real, y = self._batch()
+        z = torch.randn(self.local_batch, self.gan.z_dim, device=self.device, generator=self.gen)
+        # D step: maximise log D(x) + log(1 - D(G(z))) (bce) or the hinge margin
+        with self.autocast:
+            fake = self.G(z, y)                                                 # (B, 1, R, R)
+            d_real = self.D(self._aug(real), y)                                  # (B,) logits
+            d_fake = self.D(self._aug(fake.detach()), y)
+            loss_d = d_loss(d_real, d_fake, cfg.loss, cfg.label_smoothing)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self._allreduce(self.D.parameters())
+        self.opt_d.step()
+        # G step: maximise log D(G(z)) (non-saturating) or D(G(z)) (hinge); D's weights are not trained here
+        self.D.requires_grad_(False)
+        with self.autocast:
+            loss_g = g_loss(self.D(self._aug(fake), y), cfg.loss)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self._allreduce(self.G.parameters())
+        self.opt_g.step()
+        self.D.requires_grad_(True)
+        # EMA of G with a warm-up ramp, min(decay, (1 + t) / (10 + t)), so early averages are not stale
+        if self.G_ema is not None:
+            self.ema_t += 1
+            w = 1 - torch.clamp((1 + self.ema_t) / (10 + self.ema_t), max=cfg.ema_decay)
+            for pe, p in zip(self.G_ema.parameters(), self.G.parameters()):
+                pe.lerp_(p.detach(), w)
+        with torch.no_grad():
+            self.acc += torch.stack([loss_d.detach(), loss_g.detach(), torch.sigmoid(d_real.float()).mean(),
+                                     torch.sigmoid(d_fake.float()).mean(), torch.ones((), device=self.device)])
+
+    def _warmup_step(self) -> None:
+        """An eager step on a side stream, as CUDA graph capture requires before recording (cuDNN
+        autotuning, Adam state allocation)."""
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            self._train_step()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        self._warm += 1
+
+    def _capture(self) -> None:
+        """Record one whole step (batch, D, G, EMA, stats) as a CUDA graph; replays then cost one launch.
+        Recording runs nothing, so the caller replays it for the current step."""
+        self.opt_d.zero_grad(set_to_none=True)  # grads are then allocated in the graph's pool
+        self.opt_g.zero_grad(set_to_none=True)
+        self._graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self._graph):
+            self._train_step()
+
+    def _epoch_end(self) -> None:
+        self.perm.copy_(torch.randperm(self.n, generator=self.perm_gen))
+        self.pos.zero_()
+
+    # ---- the loop ---------------------------------------------------------------------------------------
+    def run(self, until: int, callbacks: Callbacks | None = None, checkpoint_every: int = 0) -> None:
+        """Train until ``self.step == until``. Raises DivergenceError (no checkpoint after the bad window)."""
+        cb = callbacks or Callbacks()
+        self.G.train(), self.D.train()
+        window = _Window(step0=self.step)
+        while self.step < until:
+            if not self.use_graphs:
+                self._train_step()
+            elif self._graph is not None:
+                self._graph.replay()
+            elif self._warm < 3:
+                self._warmup_step()
+            else:
+                self._capture()
+                self._graph.replay()
+            self.step += 1
+            if self.step % self.steps_per_epoch == 0:
+                self._epoch_end()
+                if cb.on_epoch:
+                    cb.on_epoch(self, self.step, self.step // self.steps_per_epoch)
+            ckpt = bool(checkpoint_every) and (self.step % checkpoint_every == 0 or self.step == until)
+            if self.step % self.cfg.log_every == 0 or self.step == until or ckpt:
+                metrics = self._flush(window)
+                if cb.on_log:
+                    cb.on_log(self, self.step, metrics)
+                if ckpt and cb.on_checkpoint:
+                    cb.on_checkpoint(self, self.step)
+                window = _Window(step0=self.step)  # callbacks' time is not training time
+
+    def _flush(self, window: _Window) -> dict:
+        """Read and reset the on-device sums (the one host sync per window); check for divergence."""
+        sums = self.acc.tolist()
+        self.acc.zero_()
+        if self.world > 1:
+            t = torch.tensor(sums, dtype=torch.float64, device=self.device)
+            dist.all_reduce(t)
+            sums = t.tolist()
+        count = max(sums[-1], 1.0)
+        seconds = time.perf_counter() - window.t0
+        m = {k: v / count for k, v in zip(METRICS, sums)}
+        m["lr_g"], m["lr_d"] = self.cfg.lr_g, self.cfg.lr_d
+        m["images_per_second"] = (self.step - window.step0) * self.cfg.batch / max(seconds, 1e-9)
+        m["epoch"] = self.step / self.steps_per_epoch
+        self.history.append({"step": self.step, **m})
+        if not all(math.isfinite(m[k]) for k in METRICS):
+            raise DivergenceError(f"non-finite losses at step {self.step} ({_fmt(m)}); the last checkpoint "
+                                  "before this window is kept. Lower gan.lr_d/gan.lr_g, try gan.loss=hinge or "
+                                  "gan.spectral_norm=true")
+        if self.cfg.collapse_patience and m["d_real"] > 0.99 and m["d_fake"] < 0.01:
+            self._collapsed += 1
+            if self._collapsed >= self.cfg.collapse_patience:
+                raise DivergenceError(
+                    f"the discriminator has won for {self._collapsed} windows in a row (D(x) > 0.99, D(G(z)) < "
+                    f"0.01 at step {self.step}: {_fmt(m)}); the generator gets no useful gradient. The last "
+                    "good checkpoint is kept. Try gan.diffaugment=translation,cutout, a lower gan.lr_d, or "
+                    "gan.spectral_norm=true")
+        else:
+            self._collapsed = 0
+        return m
+
+    # ---- sampling and state ----------------------------------------------------------------------------
+    def sampler(self, seed: int = 0) -> Generator:
+        """A copy of the EMA generator (raw G when EMA is off) with recalibrated BatchNorm, in eval mode."""
+        g = copy.deepcopy(self.G_ema if self.G_ema is not None else self.G).float()
+        g = g.to(memory_format=torch.contiguous_format)
+        return recalibrate_bn(g, self.gan.num_classes, seed=self.seed + 2 + seed)
+
+    @torch.no_grad()
+    def grid_images(self, g: Generator | None = None) -> torch.Tensor:
+        """The fixed latent batch through ``g`` (default: ``sampler()``): (grid_size, 1, R, R) on the CPU."""
+        g = g or self.sampler()
+        y = self.fixed_y.to(self.device) if self.fixed_y is not None else None
+        return g(self.fixed_z.to(self.device), y).float().cpu()
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume exactly. Collective under torch.distributed (every process's
+        random stream is gathered), so every process must call it."""
+        own = torch.cuda.get_rng_state(self.device) if self.cuda else self.gen.get_state()
+        streams = [own]
+        if self.world > 1:
+            streams = [None] * self.world
+            dist.all_gather_object(streams, own)
+        rng = {"perm": self.perm_gen.get_state(), "device": streams}
+        return {
+            "format": CHECKPOINT_FORMAT, "step": self.step, "seed": self.seed,
+            "gan_config": self.gan.to_dict(), "train_config": self.cfg.to_dict(),
+            "G": self.G.state_dict(), "D": self.D.state_dict(),
+            "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "ema_t": self.ema_t.cpu(), "perm": self.perm.cpu(), "pos": self.pos.cpu(), "rng": rng,
+            "fixed_z": self.fixed_z, "fixed_y": self.fixed_y,
+            "history": self.history, "collapsed": self._collapsed,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint format {state.get('format')} is not {CHECKPOINT_FORMAT}")
+        if state["gan_config"] != self.gan.to_dict():
+            raise ValueError(f"checkpoint is for {state['gan_config']}, not {self.gan.to_dict()}")
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        if self.G_ema is not None and state["G_ema"] is not None:
+            self.G_ema.load_state_dict(state["G_ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.step, self._collapsed = int(state["step"]), int(state["collapsed"])
+        self.history = list(state["history"])
+        self.ema_t.copy_(state["ema_t"])
+        self.perm.copy_(state["perm"])
+        self.pos.copy_(state["pos"])
+        self.perm_gen.set_state(state["rng"]["perm"])
+        streams = state["rng"]["device"]
+        if len(streams) != self.world:
+            raise ValueError(f"checkpoint was written by {len(streams)} processes, this run has {self.world}")
+        if self.cuda:
+            torch.cuda.set_rng_state(streams[self.rank], self.device)
+        else:
+            self.gen.set_state(streams[self.rank])
+        self.fixed_z, self.fixed_y = state["fixed_z"], state["fixed_y"]
+
+
+def generator_state(trainer: Trainer, classes: list[str]) -> dict:
+    """What the generator file holds: config, EMA weights with recalibrated BatchNorm, fixed latents."""
+    g = trainer.sampler()
+    return {"format": GENERATOR_FORMAT, "gan_config": trainer.gan.to_dict(), "state_dict": g.state_dict(),
+            "classes": list(classes), "seed": trainer.seed, "step": trainer.step, "ema": trainer.G_ema is not None,
+            "fixed_z": trainer.fixed_z, "fixed_y": trainer.fixed_y}
+
+
+def load_generator(state: dict, device: torch.device | str = "cpu") -> Generator:
+    """A Generator in eval mode from ``generator_state``'s dict (``torch.load(..., weights_only=True)``)."""
+    if state.get("format") != GENERATOR_FORMAT:
+        raise ValueError(f"generator format {state.get('format')} is not {GENERATOR_FORMAT}")
+    g = Generator(GanConfig(**state["gan_config"]))
+    g.load_state_dict(state["state_dict"])
+    return g.to(device).eval()
+
+
+def _fmt(m: dict) -> str:
+    return ", ".join(f"{k} {m[k]:.4g}" for k in METRICS)

@@ -1,0 +1,47 @@
+"""Reading the prepare stage's outputs (the one place that knows their layout besides prepare itself)."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Split:
+    images: np.ndarray      # (n, 1, S, S) float16 in [-1, 1]
+    labels: np.ndarray      # (n,) int64
+    rows: list[dict]        # index.csv rows, in images order
+    classes: list[str]
+
+    @property
+    def data_hash(self) -> str:
+        """Identifies the images and labels of this split (from the prepared-pixel hashes)."""
+        h = hashlib.sha256()
+        for r in self.rows:
+            h.update(f"{r['sha256']}:{r['label']}\n".encode())
+        return h.hexdigest()[:16]
+
+
+def load_split(prepared: Path, split: str) -> Split:
+    """One split of a prepared folder; images are read into memory (prepared sets are small)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    prepared = Path(prepared)
+    for name in ("images.npy", "index.csv", "summary.json"):
+        if not (prepared / name).exists():
+            raise FileNotFoundError(f"{prepared / name} is missing: run the prepare stage first (dvc repro prepare)")
+    with open(prepared / "index.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == split]
+    classes = json.loads((prepared / "summary.json").read_text())["classes"]
+    if not rows:
+        raise ValueError(f"{prepared} has no {split!r} images")
+    all_images = np.load(prepared / "images.npy", mmap_mode="r")
+    idx = np.array([int(r["row"]) for r in rows])
+    return Split(images=np.ascontiguousarray(all_images[idx]), labels=np.array([int(r["label"]) for r in rows]),
+                 rows=rows, classes=classes)

@@ -1,0 +1,132 @@
+"""train_gan stage end to end on a small prepared demo set: outputs, MLflow, resume after a kill, torchrun."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from dcgan.train import load_generator
+from pipeline import prepare, train_gan
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = dict(width=0.25, steps=12, batch=8, log_every=3, checkpoint_every=6, grid_every=2)
+
+
+@pytest.fixture
+def prepared(project, demo_archive):
+    """A project with the demo archive prepared at 32x32 and a tiny, fast GAN in its params.yaml."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["data"]["source"] = str(demo_archive)
+    params["prepare"]["size"] = 32
+    params["gan"].update(FAST)
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    prepare.main(["--params", str(project / "params.yaml")])
+    return project
+
+
+def stage_args(project, *overrides):
+    return ["--params", str(project / "params.yaml"), *[a for o in overrides for a in ("-S", o)]]
+
+
+def env():
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
+def log_steps(project):
+    with open(project / "reports/gan/losses.csv", newline="") as f:
+        return [int(r["step"]) for r in csv.DictReader(f)]
+
+
+def test_train_gan_stage_outputs_and_mlflow(prepared):
+    summary = train_gan.main(stage_args(prepared))
+    assert summary["steps"] == 12 and summary["resolution"] == 32 and summary["classes"] == ["normal", "pneumonia"]
+    state = torch.load(prepared / "models/gan/generator.pt", weights_only=True)
+    g = load_generator(state)
+    assert g.sample(3, label=1).shape == (3, 1, 32, 32)
+    assert state["fixed_z"].shape == (64, 100) and state["step"] == 12
+    ckpt = torch.load(prepared / "models/gan/checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 12 and ckpt["fixed_z"].equal(state["fixed_z"])
+    reports = prepared / "reports/gan"
+    assert log_steps(prepared) == [3, 6, 9, 12]
+    assert (reports / "samples_normal.png").is_file() and (reports / "samples_pneumonia.png").is_file()
+    train_images = summary["train_images"]
+    epochs = 12 // -(-train_images // 8)
+    assert len(list((reports / "grids").glob("epoch_*.png"))) == epochs // 2
+    assert json.loads((reports / "summary.json").read_text())["steps"] == 12
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{prepared / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("medaug")
+    run = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("stage") == "train_gan"][0]
+    curve = client.get_metric_history(run.info.run_id, "loss_d")
+    assert [m.step for m in sorted(curve, key=lambda m: m.step)] == [3, 6, 9, 12]
+    for key in ("loss_g", "d_real", "d_fake", "lr_g", "lr_d", "images_per_second"):
+        assert len(client.get_metric_history(run.info.run_id, key)) == 4
+    assert run.data.params["gan.loss"] == "bce"
+    arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"samples_normal.png", "losses.csv", "summary.json"} <= arts
+
+
+def test_num_classes_must_match_the_data(prepared):
+    with pytest.raises(SystemExit, match="num_classes=3"):
+        train_gan.main(stage_args(prepared, "gan.num_classes=3"))
+
+
+def test_unconditional_and_restart_on_config_change(prepared, capsys):
+    train_gan.main(stage_args(prepared, "gan.num_classes=0", "gan.steps=6"))
+    assert not (prepared / "reports/gan/samples_normal.png").exists()
+    more = train_gan.main(stage_args(prepared, "gan.num_classes=0", "gan.steps=9"))
+    assert more["resumed_from_step"] == 6 and more["steps"] == 9          # steps is not part of the run key
+    other = train_gan.main(stage_args(prepared, "gan.num_classes=0", "gan.steps=9", "gan.loss=hinge"))
+    assert other["resumed_from_step"] == 0 and "starting over" in capsys.readouterr().out
+
+
+def test_killed_run_resumes_and_finishes_the_planned_steps(prepared):
+    steps = 400
+    args = [sys.executable, "-m", "pipeline.train_gan", *stage_args(
+        prepared, f"gan.steps={steps}", "gan.checkpoint_every=20", "gan.log_every=10", "mlflow.enabled=false")]
+    proc = subprocess.Popen(args, cwd=prepared, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = prepared / "models/gan/checkpoint.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+    killed_at = torch.load(ckpt, weights_only=True)["step"]
+    assert 0 < killed_at < steps
+    assert not (prepared / "models/gan/generator.pt").exists()
+    assert not list(ckpt.parent.glob(".*.tmp"))  # or if a temp file was left, it was not renamed in
+
+    summary = train_gan.main(stage_args(prepared, f"gan.steps={steps}", "gan.checkpoint_every=20",
+                                        "gan.log_every=10", "mlflow.enabled=false"))
+    assert summary["resumed_from_step"] >= killed_at and summary["steps"] == steps
+    assert torch.load(ckpt, weights_only=True)["step"] == steps
+    assert load_generator(torch.load(prepared / "models/gan/generator.pt", weights_only=True)).sample(
+        2, label=0).shape == (2, 1, 32, 32)
+    logged = log_steps(prepared)
+    assert logged == sorted(set(logged)) and logged[-1] == steps  # one continuous curve
+
+
+def test_torchrun_two_cpu_processes(prepared):
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "pipeline.train_gan", *stage_args(prepared, "gan.steps=6", "gan.checkpoint_every=3")],
+        cwd=prepared, env=env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("train_gan: 6 steps") == 1  # one writer
+    ckpts = list((prepared / "models/gan").glob("*.pt"))
+    assert sorted(p.name for p in ckpts) == ["checkpoint.pt", "generator.pt"]
+    ckpt = torch.load(prepared / "models/gan/checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 6 and len(ckpt["rng"]["device"]) == 2
+    assert not torch.equal(ckpt["rng"]["device"][0], ckpt["rng"]["device"][1])  # each process its own noise
+    summary = json.loads((prepared / "reports/gan/summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 6
