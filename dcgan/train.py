@@ -95,13 +95,14 @@ def _world() -> tuple[int, int]:
 
 
 @torch.no_grad()
-def recalibrate_bn(g: Generator, num_classes: int, batches: int = 8, batch: int = 128,
+def recalibrate_bn(g: Generator, class_probs: torch.Tensor | None = None, batches: int = 8, batch: int = 128,
                    seed: int = 0) -> Generator:
     """Re-estimate G's BatchNorm statistics for its own weights (BigGAN's "standing statistics").
 
     Needed for the EMA generator, whose averaged weights do not match the raw generator's running
     statistics; afterwards G runs in eval mode, so an image depends only on its latent and label, never on
-    the rest of its batch. Returns ``g`` in eval mode.
+    the rest of its batch. Labels are drawn with ``class_probs`` (the training mix, which is what the
+    batch statistics saw during training; uniform when None). Returns ``g`` in eval mode.
     """
     device = next(g.parameters()).device
     bns = [m for m in g.modules() if isinstance(m, nn.BatchNorm2d)]
@@ -113,7 +114,10 @@ def recalibrate_bn(g: Generator, num_classes: int, batches: int = 8, batch: int 
     g.train()
     for _ in range(batches):
         z = torch.randn(batch, g.cfg.z_dim, generator=gen).to(device)
-        y = torch.randint(0, num_classes, (batch,), generator=gen).to(device) if num_classes else None
+        y = None
+        if g.cfg.num_classes:
+            probs = class_probs if class_probs is not None else torch.ones(g.cfg.num_classes)
+            y = torch.multinomial(probs.float().cpu(), batch, replacement=True, generator=gen).to(device)
         g(z, y)
     for m, mom in zip(bns, momenta):
         m.momentum = mom
@@ -336,7 +340,8 @@ class Trainer:
         """A copy of the EMA generator (raw G when EMA is off) with recalibrated BatchNorm, in eval mode."""
         g = copy.deepcopy(self.G_ema if self.G_ema is not None else self.G).float()
         g = g.to(memory_format=torch.contiguous_format)
-        return recalibrate_bn(g, self.gan.num_classes, seed=self.seed + 2 + seed)
+        probs = torch.bincount(self.labels, minlength=self.gan.num_classes) if self.labels is not None else None
+        return recalibrate_bn(g, probs, seed=self.seed + 2 + seed)
 
     @torch.no_grad()
     def grid_images(self, g: Generator | None = None) -> torch.Tensor:

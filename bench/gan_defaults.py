@@ -1,0 +1,135 @@
+"""Which GAN options make the best images on the real data? One factor at a time from the paper's DCGAN,
+on the Kermany chest X-rays in ../shared/data, scored by the Fréchet distance in the domain extractor's
+feature space (evaluation/features.py, trained on the train split only) between generated images and the
+real *validation* split (the test split is never read). Each configuration trains for --steps steps and is
+scored at several points, so collapse or late divergence shows.
+
+    python bench/gan_defaults.py [--resolution 32] [--steps 3000] [--width 0.5] [--seeds 1]
+
+Prints a table and writes bench/results/gan_defaults_<resolution>.json. On a 2-core CPU the default
+settings take about half an hour; use --resolution 64 --width 1 --steps 10000 on a GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dcgan.models import GanConfig  # noqa: E402
+from dcgan.train import TrainConfig, Trainer  # noqa: E402
+from evaluation.features import ExtractorConfig, extract, train_extractor  # noqa: E402
+from evaluation.fid import feature_stats, fid, frechet_distance  # noqa: E402
+from pipeline.prepared import load_split  # noqa: E402
+from pipeline.train_gan import resolve_runtime  # noqa: E402
+
+PAPER = dict(diffaugment="", ema_decay=0.0, loss="bce", label_smoothing=0.0, lr_g=2e-4, lr_d=2e-4)
+DA = dict(diffaugment="translation,cutout")
+EMA = dict(ema_decay=0.999)
+CONFIGS = {
+    "dcgan (paper)": ({}, False),
+    "+ema": (EMA, False),
+    "+diffaugment": (DA, False),
+    "+diffaugment +ema": ({**DA, **EMA}, False),
+    "+diffaugment +ema +spectral_norm": ({**DA, **EMA}, True),
+    "+diffaugment +ema +hinge": ({**DA, **EMA, "loss": "hinge"}, False),
+    "+diffaugment +ema +label_smoothing 0.1": ({**DA, **EMA, "label_smoothing": 0.1}, False),
+    "+diffaugment +ema lr_d 4e-4 lr_g 1e-4": ({**DA, **EMA, "lr_d": 4e-4, "lr_g": 1e-4}, False),
+}
+
+
+def prepared(shared: Path, size: int) -> Path:
+    out = ROOT / f"bench/work/shared/kermany{'' if size == 64 else size}"
+    if not (out / "images.npy").exists():
+        from pipeline import prepare
+        prepare.main(["--params", str(ROOT / "params.yaml"), "-S", f"data.source={shared / 'kermany_224_train'}",
+                      "-S", f"paths.prepared={out}", "-S", f"prepare.size={size}", "-S", "mlflow.enabled=false"])
+    return out
+
+
+def generate(trainer: Trainer, labels: np.ndarray, seed: int) -> np.ndarray:
+    """One generated image per label in ``labels`` (class mix of the reference set), from the sampler."""
+    g = trainer.sampler()
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(labels), 500):
+            y = torch.as_tensor(labels[i:i + 500]).to(trainer.device)
+            z = torch.randn(len(y), g.cfg.z_dim, generator=gen).to(trainer.device)
+            out.append(g(z, y if g.cfg.num_classes else None).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shared", default=str(ROOT.parent / "shared/data"))
+    ap.add_argument("--resolution", type=int, default=32)
+    ap.add_argument("--width", type=float, default=0.5)
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--evals", type=int, default=3, help="FID evaluations per run, evenly spaced")
+    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--extractor-steps", type=int, default=1500)
+    ap.add_argument("--only", nargs="*", help="configuration names to run (default: all)")
+    args = ap.parse_args()
+
+    runtime = resolve_runtime({"device": "auto", "precision": "auto", "channels_last": "auto",
+                               "cuda_graphs": "auto"}, 0)
+    device = runtime["device"]
+    src = prepared(Path(args.shared), args.resolution)
+    train, val = load_split(src, "train"), load_split(src, "val")
+    t0 = time.perf_counter()
+    net = train_extractor(train.images, train.labels, ExtractorConfig(resolution=args.resolution,
+                                                                       num_classes=len(train.classes)),
+                          steps=args.extractor_steps, seed=0, device=device)
+    ref = extract(net, val.images)
+    mu_v, s_v = feature_stats(ref)
+    floor = fid(extract(net, train.images[:len(val.images) * 2]), ref)
+    print(f"extractor trained in {time.perf_counter() - t0:.0f} s; {len(train.images)} train, {len(val.images)} val "
+          f"images at {args.resolution}px; FID(train sample, val) = {floor:.3f} (real-real floor)")
+
+    results = {"resolution": args.resolution, "width": args.width, "steps": args.steps, "batch": args.batch,
+               "device": str(device), "train_images": len(train.images), "val_images": len(val.images),
+               "extractor": "evaluation.features.DomainNet (label + rotation), train split only",
+               "reference": "val split", "fid_real_train_vs_val": round(floor, 4), "configs": {}}
+    evals = sorted({int(args.steps * (i + 1) / args.evals) for i in range(args.evals)})
+    for name, (opts, sn) in CONFIGS.items():
+        if args.only and name not in args.only:
+            continue
+        runs = []
+        for seed in range(args.seeds):
+            gan = GanConfig(resolution=args.resolution, width=args.width, num_classes=len(train.classes),
+                            spectral_norm=sn)
+            cfg = TrainConfig(**{**PAPER, **opts}, steps=args.steps, batch=args.batch, log_every=100,
+                              precision=runtime["precision"], channels_last=runtime["channels_last"],
+                              cuda_graphs=runtime["cuda_graphs"], collapse_patience=0)
+            tr = Trainer(gan, cfg, torch.from_numpy(train.images), torch.from_numpy(train.labels), device, seed)
+            t = time.perf_counter()
+            curve = {}
+            for step in evals:
+                tr.run(step)
+                fake = generate(tr, val.labels, seed=100 + seed)
+                curve[step] = round(frechet_distance(*feature_stats(extract(net, fake)), mu_v, s_v), 4)
+            runs.append({"seed": seed, "fid_by_step": curve, "seconds": round(time.perf_counter() - t, 1),
+                         "final_losses": {k: round(tr.history[-1][k], 4) for k in ("loss_d", "loss_g", "d_real",
+                                                                                  "d_fake")}})
+        final = [r["fid_by_step"][evals[-1]] for r in runs]
+        best = [min(r["fid_by_step"].values()) for r in runs]
+        results["configs"][name] = {"runs": runs, "fid_final_mean": round(float(np.mean(final)), 4),
+                                    "fid_best_mean": round(float(np.mean(best)), 4)}
+        print(f"{name:42s} FID by step {runs[0]['fid_by_step']}  final mean {np.mean(final):.3f} "
+              f"[{runs[0]['seconds']} s]", flush=True)
+    out = ROOT / f"bench/results/gan_defaults_{args.resolution}.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"-> {out}")
+
+
+if __name__ == "__main__":
+    main()
