@@ -77,7 +77,8 @@ def main():
     ap.add_argument("--evals", type=int, default=3, help="FID evaluations per run, evenly spaced")
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--extractor-steps", type=int, default=1500)
-    ap.add_argument("--only", nargs="*", help="configuration names to run (default: all)")
+    ap.add_argument("--only", nargs="*", help="configuration names to run (default: all; none: only the floor); "
+                    "results merge into an existing JSON")
     args = ap.parse_args()
 
     runtime = resolve_runtime({"device": "auto", "precision": "auto", "channels_last": "auto",
@@ -91,7 +92,9 @@ def main():
                           steps=args.extractor_steps, seed=0, device=device)
     ref = extract(net, val.images)
     mu_v, s_v = feature_stats(ref)
-    floor = fid(extract(net, train.images[:len(val.images) * 2]), ref)
+    # real-real floor: a random train sample of the val size (the split is in file order, grouped by class)
+    pick = np.random.default_rng(0).choice(len(train.images), len(val.images), replace=False)
+    floor = fid(extract(net, train.images[pick]), ref)
     print(f"extractor trained in {time.perf_counter() - t0:.0f} s; {len(train.images)} train, {len(val.images)} val "
           f"images at {args.resolution}px; FID(train sample, val) = {floor:.3f} (real-real floor)")
 
@@ -101,7 +104,7 @@ def main():
                "reference": "val split", "fid_real_train_vs_val": round(floor, 4), "configs": {}}
     evals = sorted({int(args.steps * (i + 1) / args.evals) for i in range(args.evals)})
     for name, (opts, sn) in CONFIGS.items():
-        if args.only and name not in args.only:
+        if args.only is not None and name not in args.only:
             continue
         runs = []
         for seed in range(args.seeds):
@@ -127,6 +130,9 @@ def main():
         print(f"{name:42s} FID by step {runs[0]['fid_by_step']}  final mean {np.mean(final):.3f} "
               f"[{runs[0]['seconds']} s]", flush=True)
     out = ROOT / f"bench/results/gan_defaults_{args.resolution}.json"
+    if args.only is not None and out.exists():
+        old = json.loads(out.read_text())
+        results["configs"] = {**old.get("configs", {}), **results["configs"]}
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"-> {out}")
 

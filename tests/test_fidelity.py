@@ -39,3 +39,82 @@ def test_extractor_shapes_and_training(res):
     with pytest.raises(ValueError, match=r"\(N,1,"):
         extract(net, x[:, 0])
     assert isinstance(net, DomainNet)
+
+
+# ---- torch-fidelity path -------------------------------------------------------------------------------
+from evaluation import fidelity as fd  # noqa: E402
+from evaluation.fid import fid as scipy_fid  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def domain():
+    """A small trained domain extractor and 64 images of two classes at 32x32."""
+    cfg = ExtractorConfig(resolution=32, num_classes=2, width=8, dim=32)
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(64, 1, 32, 32, generator=g) * 2 - 1).numpy()
+    y = np.arange(64) % 2
+    x[y == 1, :, :16] = -1
+    net = train_extractor(x, y, cfg, steps=20, batch=16, seed=1)
+    return fd.extractor_state(net), x
+
+
+def gauss(n, d=16, shift=0.0, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, d)) + shift
+
+
+def test_fid_of_identical_sets_is_zero_and_agrees_with_scipy():
+    a, b = gauss(600), gauss(600, shift=0.3, seed=1)
+    assert abs(fd.fid(a, a)) < 1e-6
+    assert fd.fid(a, b) == pytest.approx(scipy_fid(a, b), rel=1e-3)
+
+
+def test_fid_does_not_depend_on_batch_size(domain):
+    state, x = domain
+    f7 = fd.features(x, fd.DOMAIN, batch=7, domain_state=state)
+    f64 = fd.features(x, fd.DOMAIN, batch=64, domain_state=state)
+    assert f7.shape == (64, 32)
+    torch.testing.assert_close(f7, f64, rtol=1e-5, atol=1e-5)
+    y = x.copy()
+    y[:, :, 8:] = -1
+    other = fd.features(y, fd.DOMAIN, batch=64, domain_state=state)
+    assert fd.fid(f7, other) == pytest.approx(fd.fid(f64, other), rel=1e-6)
+
+
+def test_kid_of_two_samples_of_one_distribution_is_near_zero():
+    m = fd.fidelity_metrics(gauss(400), gauss(400, seed=1), kid_subsets=20)
+    far = fd.fidelity_metrics(gauss(400), gauss(400, shift=1.0, seed=1), kid_subsets=20)
+    assert abs(m[fd.KID]) < 0.05 * far[fd.KID] and m[fd.KID_SUBSET] == 400
+    assert m[fd.N_SYNTHETIC] == 400 and m[fd.N_REAL] == 400
+
+
+def test_precision_recall_of_identical_sets_are_one():
+    a = gauss(300)
+    m = fd.fidelity_metrics(a, a.copy(), kid_subsets=5)
+    assert m[fd.PRECISION] == pytest.approx(1.0) and m[fd.RECALL] == pytest.approx(1.0)
+    off = fd.fidelity_metrics(gauss(300, shift=5.0), a, kid_subsets=5)
+    assert off[fd.PRECISION] < 0.05 and off[fd.RECALL] < 0.05
+
+
+def test_relative_fid_is_about_one_for_a_perfect_generator():
+    rng = np.random.default_rng(0)
+    good = fd.relative_fid(gauss(2000, seed=3), gauss(2000, seed=4), rng)
+    bad = fd.relative_fid(gauss(2000, shift=0.5, seed=3), gauss(2000, seed=4), rng)
+    assert 0.7 < good["relative_fid"] < 1.4 and bad["relative_fid"] > 3
+    assert good["n_half"] == 1000 and good["n_synthetic_used"] == 1000
+
+
+def test_memorisation_audit_flags_copies_not_fresh_samples():
+    train, held = gauss(500, seed=1), gauss(300, seed=2)
+    copies = train[:200] + 1e-4
+    fresh = gauss(200, seed=3)
+    m_copy = fd.memorisation_audit(copies, train, held)
+    m_fresh = fd.memorisation_audit(fresh, train, held)
+    assert m_copy["fraction_synthetic_below"] == 1.0 and (m_copy["nearest_train"] == np.arange(200)).all()
+    assert m_fresh["fraction_synthetic_below"] < 0.05
+    assert m_fresh["fraction_heldout_below"] == pytest.approx(0.01, abs=0.005)
+
+
+def test_missing_inception_weights_are_reported_not_crashed(tmp_path):
+    with pytest.raises(fd.ExtractorUnavailable, match="inception"):
+        fd.features(np.zeros((2, 1, 32, 32), np.float32), fd.INCEPTION,
+                    feature_extractor_weights_path=str(tmp_path / "missing.pth"))
