@@ -28,7 +28,7 @@ from dcgan.train import TrainConfig, Trainer  # noqa: E402
 from evaluation.features import ExtractorConfig, extract, train_extractor  # noqa: E402
 from evaluation.fid import feature_stats, fid, frechet_distance  # noqa: E402
 from pipeline.prepared import load_split  # noqa: E402
-from pipeline.train_gan import resolve_runtime  # noqa: E402
+from pipeline.runtime import resolve_runtime  # noqa: E402
 
 PAPER = dict(diffaugment="", ema_decay=0.0, loss="bce", label_smoothing=0.0, lr_g=2e-4, lr_d=2e-4)
 DA = dict(diffaugment="translation,cutout")

@@ -36,7 +36,7 @@ from dcgan.models import GanConfig  # noqa: E402
 from dcgan.train import TrainConfig, Trainer  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
 from pipeline.prepared import load_split  # noqa: E402
-from pipeline.train_gan import resolve_runtime  # noqa: E402
+from pipeline.runtime import resolve_runtime  # noqa: E402
 
 WORK = ROOT / "bench/work"
 

@@ -137,5 +137,10 @@ class Discriminator(nn.Module):
         return logit
 
 
+def latents(seeds, z_dim: int) -> torch.Tensor:
+    """One latent per integer seed, (len(seeds), z_dim): any image can be regenerated from its seed alone."""
+    return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
 def build(cfg: GanConfig) -> tuple[Generator, Discriminator]:
     return Generator(cfg), Discriminator(cfg)

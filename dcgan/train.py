@@ -397,9 +397,10 @@ class Trainer:
         self.fixed_z, self.fixed_y = state["fixed_z"], state["fixed_y"]
 
 
-def generator_state(trainer: Trainer, classes: list[str]) -> dict:
-    """What the generator file holds: config, EMA weights with recalibrated BatchNorm, fixed latents."""
-    g = trainer.sampler()
+def generator_state(trainer: Trainer, classes: list[str], g: Generator | None = None) -> dict:
+    """What the generator file holds: config, EMA weights with recalibrated BatchNorm (``g``, default
+    ``trainer.sampler()``), fixed latents."""
+    g = g or trainer.sampler()
     return {"format": GENERATOR_FORMAT, "gan_config": trainer.gan.to_dict(), "state_dict": g.state_dict(),
             "classes": list(classes), "seed": trainer.seed, "step": trainer.step, "ema": trainer.G_ema is not None,
             "fixed_z": trainer.fixed_z, "fixed_y": trainer.fixed_y}

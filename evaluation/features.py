@@ -81,7 +81,7 @@ def train_extractor(images: np.ndarray, labels: np.ndarray, cfg: ExtractorConfig
         dy, dx = torch.randint(-shift, shift + 1, (2,), generator=gen).tolist()
         x = torch.roll(x, (dy, dx), (2, 3))
         rot = torch.randint(0, 4, (batch,), generator=gen).to(device)
-        x = _rotate(x, rot)
+        x = rotate_quarters(x, rot)
         cls, rlog = net(x)
         keep = rot == 0  # the label is about the upright image
         loss = F.cross_entropy(rlog, rot)
@@ -96,7 +96,7 @@ def train_extractor(images: np.ndarray, labels: np.ndarray, cfg: ExtractorConfig
     return net.eval()
 
 
-def _rotate(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+def rotate_quarters(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Rotate each square image by k[i] quarter turns."""
     out = x.clone()
     for q in (1, 2, 3):

@@ -1,5 +1,8 @@
 """train_gan stage: prepared train split -> paths.gan_model/{generator.pt, checkpoint.pt} and
-paths.gan_reports/ (sample grids, losses.csv for DVC plots, summary.json).
+paths.gan_reports/ (sample grids, losses.csv and fid.csv for DVC plots, summary.json).
+
+With gan.fid_every > 0 the domain FID (extractor stage) of the EMA generator against the val split is
+checked every that many epochs and generator.pt is the generator with the lowest FID.
 
 Resumes from checkpoint.pt when it belongs to the same configuration and data; otherwise starts over.
 Multi-GPU: ``torchrun --nproc_per_node N -m pipeline.train_gan`` (process 0 writes files and MLflow).
@@ -15,40 +18,26 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
 from common.images import save_png, tile
 from common.io import atomic_file, write_json
-from dcgan.models import GanConfig
-from dcgan.train import METRICS, Callbacks, DivergenceError, TrainConfig, Trainer, generator_state
+from common.seeding import stage_rng
+from dcgan.models import GanConfig, latents
+from dcgan.train import METRICS, Callbacks, DivergenceError, TrainConfig, Trainer, generator_state, load_generator
+from evaluation import fidelity as fd
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split
+from pipeline.runtime import resolve_runtime
 from pipeline.tracking import stage_run
 
 LOG_COLUMNS = ("step", "epoch", *METRICS, "lr_g", "lr_d", "images_per_second")
+FID_COLUMNS = ("step", "epoch", "fid_domain")
 # Params that do not change the trained weights: a checkpoint made under other values still resumes.
-NOT_IN_RUN_KEY = ("steps", "log_every", "checkpoint_every", "grid_every")
-
-
-def resolve_runtime(g: dict, local_rank: int) -> dict:
-    """device/precision/channels_last/cuda_graphs from params, with ``auto`` decided once, here."""
-    dev = g["device"]
-    if dev == "auto":
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
-    if dev == "cuda":
-        dev = f"cuda:{local_rank}"
-    device = torch.device(dev)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"gan.device={g['device']} but no CUDA device is visible")
-    cuda = device.type == "cuda"
-    precision = g["precision"]
-    if precision == "auto":
-        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
-    auto = lambda v: cuda if v == "auto" else bool(v)  # noqa: E731
-    return {"device": device, "precision": precision, "channels_last": auto(g["channels_last"]),
-            "cuda_graphs": auto(g["cuda_graphs"])}
+NOT_IN_RUN_KEY = ("steps", "log_every", "checkpoint_every", "grid_every", "fid_every", "fid_samples")
 
 
 def run_key(g: dict, runtime: dict, seed: int, data_hash: str, world: int) -> str:
@@ -57,9 +46,9 @@ def run_key(g: dict, runtime: dict, seed: int, data_hash: str, world: int) -> st
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def write_log(path: Path, history: list[dict]) -> None:
+def write_log(path: Path, history: list[dict], columns=LOG_COLUMNS) -> None:
     with atomic_file(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=LOG_COLUMNS, extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
         for row in history:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
@@ -68,6 +57,39 @@ def write_log(path: Path, history: list[dict]) -> None:
 def save_torch(path: Path, obj) -> None:
     with atomic_file(path) as tmp:
         torch.save(obj, tmp)
+
+
+class FidMonitor:
+    """Domain FID of the sampler (EMA generator) on fixed latents against the val split, checked every
+    gan.fid_every epochs; keeps the generator with the lowest FID. The val split is held out from GAN
+    training and is what model selection may see; the test split is never read here."""
+
+    def __init__(self, extractor: dict, val, n: int, z_dim: int, conditional: bool, device, seed: int):
+        self.extractor, self.device = extractor, device
+        self.ref = fd.features(val.images, fd.DOMAIN, device, domain_state=extractor)
+        labels = np.sort(val.labels)
+        self.y = labels[np.linspace(0, len(labels) - 1, n).round().astype(int)] if conditional else None
+        self.z = latents(stage_rng(seed, "train_gan", "fid").choice(2**62, n, replace=False), z_dim)
+        self.history: list[dict] = []
+        self.best: dict | None = None
+
+    def check(self, tr: Trainer, classes: list[str]) -> float:
+        g = tr.sampler()
+        with torch.no_grad():
+            fake = torch.cat([g(self.z[i:i + 500].to(self.device),
+                                torch.as_tensor(self.y[i:i + 500], device=self.device) if self.y is not None
+                                else None).float().cpu() for i in range(0, len(self.z), 500)])
+        value = fd.fid(fd.features(fake.numpy(), fd.DOMAIN, self.device, domain_state=self.extractor), self.ref)
+        self.history.append({"step": tr.step, "epoch": tr.step / tr.steps_per_epoch, "fid_domain": value})
+        if self.best is None or value < self.best["fid"]:
+            self.best = {"fid": value, "step": tr.step, "generator": generator_state(tr, classes, g)}
+        return value
+
+    def state_dict(self) -> dict:
+        return {"history": self.history, "best": self.best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history, self.best = list(state["history"]), state["best"]
 
 
 def main(argv=None) -> dict:
@@ -114,6 +136,16 @@ def _train(args, p, g, seed, runtime, rank, world) -> dict:
     except ValueError as e:
         raise SystemExit(f"train_gan: {e}") from e
 
+    fid_every = int(g["fid_every"])
+    monitor = None
+    if fid_every and writer:
+        extractor = torch.load(args.path(p["paths"]["extractor"]) / "extractor.pt", map_location="cpu",
+                               weights_only=True)
+        if extractor.get("data") != data.data_hash:
+            raise SystemExit("train_gan: the domain extractor was trained on other data; run the extractor stage")
+        monitor = FidMonitor(extractor, load_split(args.path(p["paths"]["prepared"]), "val"),
+                             int(g["fid_samples"]), gan.z_dim, bool(nc), runtime["device"], seed)
+
     key = run_key(g, runtime, seed, data.data_hash, world)
     ckpt_path = model_dir / "checkpoint.pt"
     resumed_from = 0
@@ -121,6 +153,8 @@ def _train(args, p, g, seed, runtime, rank, world) -> dict:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         if state.get("run_key") == key and state["step"] <= cfg.steps:
             trainer.load_state_dict(state)
+            if monitor and state.get("fid_monitor"):
+                monitor.load_state_dict(state["fid_monitor"])
             resumed_from = trainer.step
             if writer:
                 print(f"train_gan: resuming from step {resumed_from} of {cfg.steps} ({ckpt_path})")
@@ -155,12 +189,17 @@ def _train(args, p, g, seed, runtime, rank, world) -> dict:
             path = save_grid(tr, f"epoch_{epoch:06d}.png")
             if ml:
                 ml.log_artifact(str(path), "grids")
+        if monitor and epoch % fid_every == 0:
+            pending.append({"step": step, "fid_domain": monitor.check(tr, data.classes)})
 
     def on_checkpoint(tr: Trainer, step: int) -> None:
         state = tr.state_dict()  # collective under torchrun: every process takes part
         if writer:
-            save_torch(ckpt_path, {**state, "run_key": key, "classes": data.classes})
+            save_torch(ckpt_path, {**state, "run_key": key, "classes": data.classes,
+                                   "fid_monitor": monitor.state_dict() if monitor else None})
             write_log(reports / "losses.csv", tr.history)
+            if monitor:
+                write_log(reports / "fid.csv", monitor.history, FID_COLUMNS)
             flush_metrics()
 
     def flush_metrics() -> None:
@@ -181,7 +220,9 @@ def _train(args, p, g, seed, runtime, rank, world) -> dict:
             ml.log_params({"gan.resolution": res, "gan.resolved_precision": runtime["precision"],
                            "gan.resolved_device": str(runtime["device"]), "gan.world_size": world,
                            "gan.resumed_from_step": resumed_from})
-            pending.extend(trainer.history)  # curve before a resume, so this run holds all of it
+            pending.extend(trainer.history)  # curves before a resume, so this run holds all of them
+            if monitor:
+                pending.extend({"step": r["step"], "fid_domain": r["fid_domain"]} for r in monitor.history)
         bar = tqdm(total=cfg.steps, initial=trainer.step, desc="train_gan", unit="step", disable=not writer,
                    mininterval=1)
         t0 = time.perf_counter()
@@ -197,10 +238,15 @@ def _train(args, p, g, seed, runtime, rank, world) -> dict:
         seconds = time.perf_counter() - t0
         if not writer:
             return {}
-        gen_state = generator_state(trainer, data.classes)
+        if monitor and (not monitor.history or monitor.history[-1]["step"] != trainer.step):
+            pending.append({"step": trainer.step, "fid_domain": monitor.check(trainer, data.classes)})
+        # the stage's generator: the lowest-FID EMA generator when FID is checked, else the last
+        gen_state = monitor.best["generator"] if monitor else generator_state(trainer, data.classes)
         save_torch(model_dir / "generator.pt", gen_state)
-        # The last window always ends at cfg.steps, so checkpoint.pt is the final state too.
-        grid = trainer.grid_images()
+        if monitor:
+            write_log(reports / "fid.csv", monitor.history, FID_COLUMNS)
+        # checkpoint.pt holds the final training state (the last window always ends at cfg.steps)
+        grid = trainer.grid_images(load_generator(gen_state, runtime["device"]))
         finals = [reports / "grids" / "final.png"]
         save_png(finals[0], tile(grid, grid_cols))
         for c, name in enumerate(data.classes if nc else []):
@@ -215,10 +261,15 @@ def _train(args, p, g, seed, runtime, rank, world) -> dict:
                    "precision": runtime["precision"], "cuda_graphs": trainer.use_graphs, "world_size": world,
                    "seconds": round(seconds, 2),
                    "images_per_second": round(trained * cfg.batch / seconds, 1) if trained else None,
-                   "final": {k: round(last[k], 5) for k in METRICS if k in last}}
+                   "final": {k: round(last[k], 5) for k in METRICS if k in last},
+                   "generator_step": gen_state["step"],
+                   "fid_domain_best": round(monitor.best["fid"], 5) if monitor else None,
+                   "fid_domain_last": round(monitor.history[-1]["fid_domain"], 5) if monitor else None}
         write_json(reports / "summary.json", summary)
         if ml:
             flush_metrics()
+            if monitor:
+                ml.log_artifact(str(reports / "fid.csv"))
             for path in finals:
                 ml.log_artifact(str(path))
             ml.log_artifact(str(reports / "losses.csv"))

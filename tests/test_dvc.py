@@ -31,7 +31,10 @@ def fresh_clone(tmp_path):
     params = yaml.safe_load((dst / "params.yaml").read_text())
     params["demo"].update(patients=6, images_per_patient=[2, 2], sizes=[96, 128])
     params["prepare"]["size"] = 32
-    params["gan"].update(width=0.25, steps=6, batch=8, log_every=3, checkpoint_every=3, grid_every=1)
+    params["gan"].update(width=0.25, steps=6, batch=8, log_every=3, checkpoint_every=3, grid_every=1,
+                         fid_every=3, fid_samples=20)
+    params["extractor"].update(width=4, dim=16, steps=5, batch=16)
+    params["fidelity"].update(kid_subsets=5, inception_weights="no-such-file.pth")
     (dst / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -46,10 +49,11 @@ def fresh_clone(tmp_path):
 def test_dvc_repro_runs_every_stage_then_nothing(fresh_clone):
     dst, env = fresh_clone
     first = run([sys.executable, "-m", "dvc", "repro"], dst, env)
-    for stage in ("demo_data", "prepare", "train_gan"):
+    for stage in ("demo_data", "prepare", "extractor", "train_gan", "synthesize", "fidelity"):
         assert f"Running stage '{stage}'" in first
     assert (dst / "data/prepared/images.npy").is_file() and (dst / "mlflow.db").is_file()
     assert (dst / "models/gan/generator.pt").is_file() and (dst / "reports/gan/losses.csv").is_file()
+    assert json.loads((dst / "metrics/fidelity.json").read_text())["extractors"]["medaug-domain"]["overall"]["fid"] > 0
     plots = json.loads(run([sys.executable, "-m", "dvc", "plots", "show", "--json"], dst, env))["data"]
     values = plots["GAN losses"][0]["content"]["data"]["values"]
     assert {v["field"] for v in values} == {"loss_d", "loss_g"} and max(int(v["step"]) for v in values) == 6

@@ -16,7 +16,7 @@ from dcgan.train import load_generator
 from pipeline import prepare, train_gan
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = dict(width=0.25, steps=12, batch=8, log_every=3, checkpoint_every=6, grid_every=2)
+FAST = dict(width=0.25, steps=12, batch=8, log_every=3, checkpoint_every=6, grid_every=2, fid_every=0)
 
 
 @pytest.fixture

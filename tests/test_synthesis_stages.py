@@ -1,0 +1,108 @@
+"""extractor, train_gan with FID checks, synthesize and fidelity stages on the small demo set."""
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+import yaml
+
+from dcgan.models import latents
+from dcgan.train import load_generator
+from imaging.dicom_write import SECONDARY_CAPTURE
+from pipeline import fidelity, prepare, synthesize, train_extractor, train_gan
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def args(project, *overrides):
+    return ["--params", str(project / "params.yaml"), *[a for o in overrides for a in ("-S", o)]]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, demo_archive):
+    """Prepared demo data at 32x32, a domain extractor and a GAN trained with FID checks."""
+    project = tmp_path_factory.mktemp("synth")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["mlflow"]["tracking_uri"] = "sqlite:///mlflow.db"
+    params["data"]["source"] = str(demo_archive)
+    params["prepare"].update(size=32, workers=1)
+    params["extractor"].update(width=4, dim=16, steps=10, batch=16)
+    params["gan"].update(width=0.25, steps=8, batch=8, log_every=2, checkpoint_every=4, grid_every=0,
+                         fid_every=2, fid_samples=40)
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    prepare.main(args(project))
+    extractor = train_extractor.main(args(project))
+    gan = train_gan.main(args(project))
+    return project, extractor, gan
+
+
+def test_extractor_stage(trained):
+    project, summary, _ = trained
+    state = torch.load(project / "models/extractor/extractor.pt", weights_only=True)
+    assert state["config"]["dim"] == 16 and state["classes"] == ["normal", "pneumonia"]
+    assert 0 <= summary["val_label_accuracy"] <= 1 and 0 <= summary["val_rotation_accuracy"] <= 1
+
+
+def test_train_gan_keeps_the_lowest_fid_generator(trained):
+    project, _, summary = trained
+    with open(project / "reports/gan/fid.csv", newline="") as f:
+        rows = [(int(r["step"]), float(r["fid_domain"])) for r in csv.DictReader(f)]
+    epoch = -(-summary["train_images"] // 8)
+    assert [s for s, _ in rows] == sorted({*range(2 * epoch, 9, 2 * epoch), 8})
+    best_step, best_fid = min(rows, key=lambda r: r[1])
+    assert summary["generator_step"] == best_step and summary["fid_domain_best"] == pytest.approx(best_fid, abs=1e-5)
+    assert torch.load(project / "models/gan/generator.pt", weights_only=True)["step"] == best_step
+
+
+def test_synthesize_counts_seeds_and_copies(trained):
+    project, _, gan = trained
+    s = synthesize.main(args(project, "synthesize.ratio=0.5", "synthesize.png=true", "synthesize.dicom=true"))
+    out = project / "data/synthetic"
+    train_counts = {k: v for k, v in json.loads((project / "data/prepared/summary.json").read_text())["splits"]
+                    ["train"].items() if k in ("normal", "pneumonia")}
+    assert s["per_class"] == {c: max(1, round(n * 0.5)) for c, n in train_counts.items()}
+    images = np.load(out / "images.npy")
+    with open(out / "index.csv", newline="") as f:
+        index = list(csv.DictReader(f))
+    assert images.shape == (s["images"], 1, 32, 32) and len(index) == s["images"]
+    assert len({r["seed"] for r in index}) == len(index)
+    # any image regenerates from its seed alone
+    g = load_generator(torch.load(project / "models/gan/generator.pt", weights_only=True))
+    r = index[-1]
+    with torch.no_grad():
+        again = g(latents([int(r["seed"])], 100), torch.tensor([int(r["label"])]))
+    np.testing.assert_allclose(again[0].numpy(), images[-1].astype(np.float32), atol=2e-3)
+    assert len(list((out / "png").rglob("*.png"))) == s["images"] and (out / "contact_sheet.png").is_file()
+    dcms = sorted((out / "dicom").rglob("*.dcm"))
+    assert len(dcms) == s["images"]
+    ds = pydicom.dcmread(dcms[0])
+    assert ds.SOPClassUID == SECONDARY_CAPTURE and list(ds.ImageType) == ["DERIVED", "SECONDARY"]
+    assert ds.ConversionType == "SYN" and "SYNTHETIC" in ds.SeriesDescription and "not" in ds.ImageComments
+    assert ds.PatientID == "SYNTHETIC" and "BirthDate" not in str(ds.get("PatientBirthDate", ""))
+    uids = {pydicom.dcmread(d).SOPInstanceUID for d in dcms}
+    assert len(uids) == len(dcms)
+    counts = synthesize.main(args(project, "synthesize.count=5"))
+    assert counts["per_class"] == {"normal": 5, "pneumonia": 5} and counts["images"] == 10
+
+
+def test_fidelity_stage_metrics(trained):
+    project, _, _ = trained
+    synthesize.main(args(project, "synthesize.count=12"))
+    with pytest.warns(UserWarning, match="inception-v3-compat unavailable"):
+        r = fidelity.main(args(project, "fidelity.inception_weights=missing.pth", "fidelity.kid_subsets=5"))
+    saved = json.loads((project / "metrics/fidelity.json").read_text())
+    assert saved["reference_split"] == "val" and saved["n_synthetic"] == 24
+    inc = saved["extractors"]["inception-v3-compat"]
+    assert inc["overall"]["fid"] is None and "missing.pth" in inc["unavailable"]
+    dom = saved["extractors"]["medaug-domain"]
+    assert dom["overall"]["fid"] > 0 and dom["overall"]["n_synthetic"] == 24
+    assert dom["overall"]["n_real"] == r["n_reference"]
+    assert set(dom["per_class"]) == {"normal", "pneumonia"}
+    assert dom["per_class"]["normal"]["n_synthetic"] == 12
+    for space in ("features", "pixels"):
+        m = saved["memorisation"][space]
+        assert 0 <= m["fraction_synthetic_below"] <= 1 and m["n_synthetic"] == 24
+    assert (project / "reports/fidelity/nearest_pairs_features.png").is_file()
