@@ -28,6 +28,7 @@ from evaluation import fidelity as fd  # noqa: E402
 from evaluation.features import DomainNet, ExtractorConfig  # noqa: E402
 from pipeline.prepared import load_split  # noqa: E402
 from pipeline.runtime import resolve_device  # noqa: E402
+from _data import kermany  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 
 def main():
@@ -39,11 +40,7 @@ def main():
     ap.add_argument("--prc", action="store_true", help="also time precision/recall")
     args = ap.parse_args()
     device = resolve_device("auto")
-    src = ROOT / "bench/work/shared/kermany"
-    if not (src / "images.npy").exists():
-        from pipeline import prepare
-        prepare.main(["--params", str(ROOT / "params.yaml"), "-S", f"data.source={Path(args.shared) / 'kermany_224_train'}",
-                      "-S", f"paths.prepared={src}", "-S", "mlflow.enabled=false"])
+    src = kermany(Path(args.shared))
     pool = load_split(src, "train").images
     rng = np.random.default_rng(0)
     a, b = pool[rng.integers(0, len(pool), args.n)], pool[rng.integers(0, len(pool), args.n)]

@@ -29,6 +29,7 @@ from evaluation.features import ExtractorConfig, extract, train_extractor  # noq
 from evaluation.fid import feature_stats, fid, frechet_distance  # noqa: E402
 from pipeline.prepared import load_split  # noqa: E402
 from pipeline.runtime import resolve_runtime  # noqa: E402
+from _data import kermany  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 PAPER = dict(diffaugment="", ema_decay=0.0, loss="bce", label_smoothing=0.0, lr_g=2e-4, lr_d=2e-4)
 DA = dict(diffaugment="translation,cutout")
@@ -43,15 +44,6 @@ CONFIGS = {
     "+diffaugment +ema +label_smoothing 0.1": ({**DA, **EMA, "label_smoothing": 0.1}, False),
     "+diffaugment +ema lr_d 4e-4 lr_g 1e-4": ({**DA, **EMA, "lr_d": 4e-4, "lr_g": 1e-4}, False),
 }
-
-
-def prepared(shared: Path, size: int) -> Path:
-    out = ROOT / f"bench/work/shared/kermany{'' if size == 64 else size}"
-    if not (out / "images.npy").exists():
-        from pipeline import prepare
-        prepare.main(["--params", str(ROOT / "params.yaml"), "-S", f"data.source={shared / 'kermany_224_train'}",
-                      "-S", f"paths.prepared={out}", "-S", f"prepare.size={size}", "-S", "mlflow.enabled=false"])
-    return out
 
 
 def generate(trainer: Trainer, labels: np.ndarray, seed: int) -> np.ndarray:
@@ -76,6 +68,7 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--evals", type=int, default=3, help="FID evaluations per run, evenly spaced")
     ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed+seeds-1")
     ap.add_argument("--extractor-steps", type=int, default=1500)
     ap.add_argument("--only", nargs="*", help="configuration names to run (default: all; none: only the floor); "
                     "results merge into an existing JSON")
@@ -84,7 +77,7 @@ def main():
     runtime = resolve_runtime({"device": "auto", "precision": "auto", "channels_last": "auto",
                                "cuda_graphs": "auto"}, 0)
     device = runtime["device"]
-    src = prepared(Path(args.shared), args.resolution)
+    src = kermany(Path(args.shared), args.resolution)
     train, val = load_split(src, "train"), load_split(src, "val")
     t0 = time.perf_counter()
     net = train_extractor(train.images, train.labels, ExtractorConfig(resolution=args.resolution,
@@ -107,7 +100,7 @@ def main():
         if args.only is not None and name not in args.only:
             continue
         runs = []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             gan = GanConfig(resolution=args.resolution, width=args.width, num_classes=len(train.classes),
                             spectral_norm=sn)
             cfg = TrainConfig(**{**PAPER, **opts}, steps=args.steps, batch=args.batch, log_every=100,
@@ -123,16 +116,23 @@ def main():
             runs.append({"seed": seed, "fid_by_step": curve, "seconds": round(time.perf_counter() - t, 1),
                          "final_losses": {k: round(tr.history[-1][k], 4) for k in ("loss_d", "loss_g", "d_real",
                                                                                   "d_fake")}})
-        final = [r["fid_by_step"][evals[-1]] for r in runs]
-        best = [min(r["fid_by_step"].values()) for r in runs]
-        results["configs"][name] = {"runs": runs, "fid_final_mean": round(float(np.mean(final)), 4),
-                                    "fid_best_mean": round(float(np.mean(best)), 4)}
-        print(f"{name:42s} FID by step {runs[0]['fid_by_step']}  final mean {np.mean(final):.3f} "
-              f"[{runs[0]['seconds']} s]", flush=True)
+        results["configs"][name] = {"runs": runs}
+        print(f"{name:42s} FID by step {runs[0]['fid_by_step']} [{runs[0]['seconds']} s]", flush=True)
     out = ROOT / f"bench/results/gan_defaults_{args.resolution}.json"
-    if args.only is not None and out.exists():
+    if args.only is not None and out.exists():  # merge: runs of other seeds are kept
         old = json.loads(out.read_text())
-        results["configs"] = {**old.get("configs", {}), **results["configs"]}
+        merged = old.get("configs", {})
+        for name, c in results["configs"].items():
+            seeds = {r["seed"] for r in c["runs"]}
+            merged[name] = {"runs": [r for r in merged.get(name, {}).get("runs", []) if r["seed"] not in seeds]
+                            + c["runs"]}
+        results["configs"] = merged
+    for c in results["configs"].values():
+        final = [r["fid_by_step"][str(evals[-1])] if str(evals[-1]) in r["fid_by_step"] else r["fid_by_step"][evals[-1]]
+                 for r in c["runs"]]
+        c["fid_final_mean"] = round(float(np.mean(final)), 4)
+        c["fid_final_std"] = round(float(np.std(final)), 4)
+        c["seeds"] = len(final)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"-> {out}")
 

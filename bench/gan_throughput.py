@@ -37,6 +37,7 @@ from dcgan.train import TrainConfig, Trainer  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
 from pipeline.prepared import load_split  # noqa: E402
 from pipeline.runtime import resolve_runtime  # noqa: E402
+from _data import kermany  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 WORK = ROOT / "bench/work"
 
@@ -149,15 +150,6 @@ def ours_throughput(images, labels, gan: GanConfig, cfg: TrainConfig, device, se
     elapsed = time.perf_counter() - t0
     return {"images_per_second": round((tr.step - 20) * cfg.batch / elapsed, 1), "cuda_graphs": tr.use_graphs,
             "precision": cfg.precision, "channels_last": cfg.channels_last}
-
-
-def kermany(shared: Path) -> Path:
-    out = WORK / "shared/kermany"
-    if not (out / "images.npy").exists():
-        from pipeline import prepare
-        prepare.main(["--params", str(ROOT / "params.yaml"), "-S", f"data.source={shared / 'kermany_224_train'}",
-                      "-S", f"paths.prepared={out}", "-S", "mlflow.enabled=false"])
-    return out
 
 
 def write_pngs(images: np.ndarray, labels: np.ndarray, classes, dst: Path) -> list[Path]:
