@@ -13,7 +13,7 @@ export DO_NOT_TRACK := 1
 export DVC_SITE_CACHE_DIR := $(CURDIR)/.dvc/tmp/site-cache
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test test-all install ui bench-prepare clean
+.PHONY: demo test test-all install browser ui bench-prepare clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,8 +29,13 @@ demo: install
 test: install
 	pytest -q -m "not slow" -n $(PYTEST_WORKERS)
 
-test-all: install
+test-all: install browser
 	pytest -q -n $(PYTEST_WORKERS)
+
+# Debian's Chromium and ChromeDriver, for the reader-page test in the slow tier (needs root or sudo).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ $$(command -v sudo) apt-get update -q && $$(command -v sudo) apt-get install -y -q chromium chromium-driver; }
 
 ui: install
 	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

@@ -9,7 +9,6 @@ validation split by default, so choosing runs by FID never touches the test spli
 """
 from __future__ import annotations
 
-import csv
 import time
 import warnings
 
@@ -21,17 +20,11 @@ from common.io import write_json
 from common.seeding import stage_rng
 from evaluation import fidelity as fd
 from pipeline.params import parse_stage_args
-from pipeline.prepared import load_split
+from pipeline.prepared import load_split, load_synthetic
 from pipeline.runtime import resolve_device
 from pipeline.tracking import numeric_metrics, stage_run
 
 NULL_METRICS = dict.fromkeys((fd.FID, fd.KID, fd.KID_STD, fd.PRECISION, fd.RECALL, "relative_fid"))
-
-
-def load_synthetic(folder) -> tuple[np.ndarray, np.ndarray]:
-    with open(folder / "index.csv", newline="") as f:
-        labels = np.array([int(r["label"]) for r in csv.DictReader(f)])
-    return np.load(folder / "images.npy"), labels
 
 
 def set_metrics(f_syn, f_ref, rng, kid_subsets: int) -> dict:
@@ -71,7 +64,7 @@ def main(argv=None) -> dict:
         warnings.warn("fidelity.reference_split=test: choosing runs by these FIDs selects on the test split",
                       stacklevel=1)
     device = resolve_device(f["device"])
-    syn, y_syn = load_synthetic(args.path(p["paths"]["synthetic"]))
+    syn, y_syn, _ = load_synthetic(args.path(p["paths"]["synthetic"]))
     prepared = args.path(p["paths"]["prepared"])
     train, ref = load_split(prepared, "train"), load_split(prepared, f["reference_split"])
     domain = torch.load(args.path(p["paths"]["extractor"]) / "extractor.pt", map_location="cpu", weights_only=True)

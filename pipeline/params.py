@@ -99,6 +99,7 @@ def flatten(params: dict, prefix: str = "") -> dict[str, Any]:
 class StageArgs:
     params: dict
     root: Path  # folder of the params file: relative paths in params are taken from here
+    extra: argparse.Namespace | None = None  # a command's own arguments (add_arguments)
 
     def path(self, value: str | Path) -> Path:
         """A params path made absolute against the project root."""
@@ -106,9 +107,12 @@ class StageArgs:
         return p if p.is_absolute() else self.root / p
 
 
-def parse_stage_args(description: str, argv: Sequence[str] | None = None) -> StageArgs:
-    """The command line every stage shares: ``--params FILE`` and repeated ``-S key=value``."""
-    ap = argparse.ArgumentParser(description=description)
+def parse_stage_args(description: str, argv: Sequence[str] | None = None, add_arguments=None) -> StageArgs:
+    """The command line every stage shares: ``--params FILE`` and repeated ``-S key=value``;
+    ``add_arguments(parser)`` adds a command's own (their values land in ``StageArgs.extra``)."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if add_arguments:
+        add_arguments(ap)
     ap.add_argument("--params", default="params.yaml", help="params file (default: ./params.yaml)")
     ap.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a params.yaml key, as with `dvc exp run -S` (repeatable)")
@@ -117,4 +121,4 @@ def parse_stage_args(description: str, argv: Sequence[str] | None = None) -> Sta
         params = load_params(ns.params, ns.overrides)
     except ParamsError as e:
         ap.error(str(e))
-    return StageArgs(params=params, root=Path(ns.params).resolve().parent)
+    return StageArgs(params=params, root=Path(ns.params).resolve().parent, extra=ns)

@@ -45,3 +45,13 @@ def load_split(prepared: Path, split: str) -> Split:
     idx = np.array([int(r["row"]) for r in rows])
     return Split(images=np.ascontiguousarray(all_images[idx]), labels=np.array([int(r["label"]) for r in rows]),
                  rows=rows, classes=classes)
+
+
+def load_synthetic(folder: Path) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """The synthesize stage's images (N,1,S,S float16), labels (-1 when unconditional) and index rows."""
+    folder = Path(folder)
+    if not (folder / "images.npy").exists():
+        raise FileNotFoundError(f"{folder / 'images.npy'} is missing: run the synthesize stage first")
+    with open(folder / "index.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return np.load(folder / "images.npy"), np.array([int(r["label"]) for r in rows]), rows

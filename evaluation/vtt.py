@@ -1,0 +1,236 @@
+"""Visual Turing test: blinded real/synthetic image sets for readers, and the scoring of their answers.
+
+Blinding: real and synthetic images go through one rendering path (resample to the display size, 8-bit,
+PNG without compression or metadata chunks, so every file of a set has the same byte size), get random
+opaque ids from the OS's secure random source, and are listed in shuffled order. The answer key lives
+outside the blinded folder; the manifest carries its SHA-256, so the key can be shown later unchanged
+(each key row has its own random salt, so the hash reveals nothing).
+
+Scoring: accuracy, sensitivity for synthetic, specificity, an exact binomial test against 50%, accuracy by
+confidence, Cohen's (two readers) or Fleiss' (more) kappa, and a Mann-Whitney U test of a 10-point realism
+score between real and synthetic images. Realism comes from the answer and its 1-5 confidence: "synthetic,
+confidence 5" -> 1 ... "synthetic, confidence 1" -> 5, "real, confidence 1" -> 6 ... "real, confidence 5" -> 10.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import secrets
+from importlib import resources
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from scipy import stats
+
+from common.images import to_uint8
+
+REAL, SYNTHETIC = "real", "synthetic"
+KEY_COLUMNS = ("id", "truth", "label_name", "origin", "salt")
+RESPONSE_COLUMNS = ("reader", "key_version", "id", "answer", "confidence", "comment")
+
+
+# ---- export ---------------------------------------------------------------------------------------------
+def stratified_pick(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n indices, split over classes in proportion to ``labels`` (largest remainders), without replacement."""
+    classes, counts = np.unique(labels, return_counts=True)
+    if n > len(labels):
+        raise ValueError(f"asked for {n} images, only {len(labels)} available")
+    share = counts / counts.sum() * n
+    take = np.floor(share).astype(int)
+    for i in np.argsort(-(share - take))[: n - take.sum()]:
+        take[i] += 1
+    return np.concatenate([rng.choice(np.flatnonzero(labels == c), k, replace=False)
+                           for c, k in zip(classes, take)]).astype(int)
+
+
+def render_png(image, size: int) -> bytes:
+    """One [-1,1] (1,H,W) or (H,W) image -> an 8-bit greyscale PNG of ``size`` x ``size``: bicubic
+    resampling, no compression (the byte size depends on the pixel count alone), no text or time chunks."""
+    a = to_uint8(np.asarray(image, dtype=np.float32).reshape(np.shape(image)[-2:]))
+    img = Image.fromarray(a)
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=0)
+    return buf.getvalue()
+
+
+def new_id() -> str:
+    return secrets.token_hex(6)
+
+
+def key_text(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=KEY_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def commitment(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class BlindedItem:
+    id: str
+    png: bytes
+    truth: str
+    label_name: str
+    origin: str
+
+
+def blind(real: np.ndarray, real_names: list[str], real_origin: list[str], synthetic: np.ndarray,
+          synthetic_names: list[str], synthetic_origin: list[str], size: int) -> list[BlindedItem]:
+    """Render both sets through one path and shuffle them with a secure random order and ids."""
+    items = [BlindedItem(new_id(), render_png(x, size), REAL, n, o) for x, n, o in zip(real, real_names, real_origin)]
+    items += [BlindedItem(new_id(), render_png(x, size), SYNTHETIC, n, o)
+              for x, n, o in zip(synthetic, synthetic_names, synthetic_origin)]
+    if len({it.id for it in items}) != len(items):  # 48-bit ids: a clash is astronomically rare; redraw
+        return blind(real, real_names, real_origin, synthetic, synthetic_names, synthetic_origin, size)
+    secrets.SystemRandom().shuffle(items)
+    return items
+
+
+def key_rows(items: list[BlindedItem]) -> list[dict]:
+    return [{"id": it.id, "truth": it.truth, "label_name": it.label_name, "origin": it.origin,
+             "salt": secrets.token_hex(8)} for it in sorted(items, key=lambda it: it.id)]
+
+
+def reader_page(ids: list[str], key_version: str, image_dir: str = "images") -> str:
+    """The self-contained, offline reader page (evaluation/vtt_reader.html) for these ids."""
+    template = resources.files("evaluation").joinpath("vtt_reader.html").read_text(encoding="utf-8")
+    data = json.dumps({"ids": list(ids), "key_version": key_version, "image_dir": image_dir})
+    return template.replace("__STUDY_JSON__", data.replace("</", "<\\/"))
+
+
+# ---- scoring ----------------------------------------------------------------------------------------------
+class ResponseError(ValueError):
+    """A response file that cannot be scored; the message names the file and rows."""
+
+
+def read_key(text: str) -> dict[str, dict]:
+    return {r["id"]: r for r in csv.DictReader(io.StringIO(text))}
+
+
+def check_responses(name: str, rows: list[dict], key: dict[str, dict], key_version: str) -> list[dict]:
+    """Validate one reader's rows (line numbers as in the file: header = line 1); returns normalised rows."""
+    problems = []
+    missing_cols = [c for c in ("reader", "key_version", "id", "answer", "confidence") if rows and c not in rows[0]]
+    if missing_cols:
+        raise ResponseError(f"{name}: missing columns {missing_cols}; expected {list(RESPONSE_COLUMNS)}")
+    seen: dict[str, int] = {}
+    out = []
+    for line, r in enumerate(rows, start=2):
+        rid = (r.get("id") or "").strip()
+        if r.get("key_version", "").strip() != key_version:
+            problems.append(f"line {line}: key version {r.get('key_version')!r} is not this export's {key_version!r}")
+            continue
+        if rid not in key:
+            problems.append(f"line {line}: unknown id {rid!r}")
+            continue
+        if rid in seen:
+            problems.append(f"line {line}: id {rid} already answered on line {seen[rid]}")
+            continue
+        seen[rid] = line
+        answer = (r.get("answer") or "").strip().lower()
+        if answer not in (REAL, SYNTHETIC):
+            problems.append(f"line {line}: answer {r.get('answer')!r} for {rid} is not 'real' or 'synthetic'")
+            continue
+        try:
+            conf = int(r.get("confidence"))
+            if not 1 <= conf <= 5:
+                raise ValueError
+        except (TypeError, ValueError):
+            problems.append(f"line {line}: confidence {r.get('confidence')!r} for {rid} is not 1-5")
+            continue
+        out.append({"reader": r["reader"].strip(), "id": rid, "answer": answer, "confidence": conf,
+                    "truth": key[rid]["truth"], "comment": r.get("comment", "")})
+    missing = sorted(set(key) - set(seen))
+    if missing and not problems:
+        problems.append(f"{len(missing)} of {len(key)} images have no answer: {', '.join(missing[:10])}"
+                        + (" ..." if len(missing) > 10 else ""))
+    readers = {r["reader"] for r in out}
+    if len(readers) > 1:
+        problems.append(f"one file holds several readers {sorted(readers)}: one file per reader")
+    if problems:
+        raise ResponseError(f"{name}: " + "; ".join(problems))
+    return out
+
+
+def realism(answer: str, confidence: int) -> int:
+    return 5 + confidence if answer == REAL else 6 - confidence
+
+
+def _rates(rows: list[dict]) -> dict:
+    n = len(rows)
+    correct = sum(r["answer"] == r["truth"] for r in rows)
+    syn = [r for r in rows if r["truth"] == SYNTHETIC]
+    real = [r for r in rows if r["truth"] == REAL]
+    test = stats.binomtest(correct, n, 0.5, alternative="two-sided") if n else None
+    by_conf = {}
+    for c in range(1, 6):
+        sel = [r for r in rows if r["confidence"] == c]
+        by_conf[str(c)] = {"n": len(sel), "accuracy": sum(r["answer"] == r["truth"] for r in sel) / len(sel)
+                           if sel else None}
+    rs = [realism(r["answer"], r["confidence"]) for r in real]
+    ss = [realism(r["answer"], r["confidence"]) for r in syn]
+    mw = stats.mannwhitneyu(rs, ss, alternative="two-sided") if rs and ss else None
+    return {"n": n, "correct": correct, "accuracy": correct / n if n else None,
+            "sensitivity_synthetic": sum(r["answer"] == SYNTHETIC for r in syn) / len(syn) if syn else None,
+            "specificity": sum(r["answer"] == REAL for r in real) / len(real) if real else None,
+            "binomial_p_vs_chance": float(test.pvalue) if test else None,
+            "accuracy_95ci": list(test.proportion_ci(0.95, method="exact")) if test else None,
+            "accuracy_by_confidence": by_conf,
+            "realism_real_median": float(np.median(rs)) if rs else None,
+            "realism_synthetic_median": float(np.median(ss)) if ss else None,
+            "realism_mann_whitney_u": float(mw.statistic) if mw else None,
+            "realism_mann_whitney_p": float(mw.pvalue) if mw else None}
+
+
+def cohen_kappa(a: list[str], b: list[str]) -> float:
+    cats = sorted(set(a) | set(b))
+    n = len(a)
+    po = sum(x == y for x, y in zip(a, b)) / n
+    ca, cb = Counter(a), Counter(b)
+    pe = sum(ca[c] * cb[c] for c in cats) / n**2
+    return 1.0 if pe == 1 else (po - pe) / (1 - pe)
+
+
+def fleiss_kappa(table: np.ndarray) -> float:
+    """table: (items, categories) counts of raters per category; every item rated by the same number."""
+    table = np.asarray(table, dtype=float)
+    n = table.sum(axis=1)[0]
+    p_j = table.sum(axis=0) / table.sum()
+    p_i = (np.square(table).sum(axis=1) - n) / (n * (n - 1))
+    p_bar, p_e = p_i.mean(), np.square(p_j).sum()
+    return 1.0 if p_e == 1 else float((p_bar - p_e) / (1 - p_e))
+
+
+def score(readers: dict[str, list[dict]]) -> dict:
+    """``readers``: reader name -> validated rows (check_responses). Per reader, pooled, and agreement."""
+    out = {"readers": {name: _rates(rows) for name, rows in readers.items()},
+           "pooled": _rates([r for rows in readers.values() for r in rows])}
+    names = sorted(readers)
+    if len(names) >= 2:
+        answers = {n: {r["id"]: r["answer"] for r in readers[n]} for n in names}
+        ids = sorted(set.intersection(*(set(a) for a in answers.values())))
+        if len(names) == 2:
+            out["agreement"] = {"method": "cohen_kappa", "kappa": cohen_kappa(
+                [answers[names[0]][i] for i in ids], [answers[names[1]][i] for i in ids]), "items": len(ids)}
+        else:
+            table = np.array([[sum(answers[n][i] == c for n in names) for c in (REAL, SYNTHETIC)] for i in ids])
+            out["agreement"] = {"method": "fleiss_kappa", "kappa": fleiss_kappa(table), "items": len(ids),
+                                "readers": len(names)}
+    return out
+
+
+def group_by_reader(rows: list[dict]) -> dict[str, list[dict]]:
+    g = defaultdict(list)
+    for r in rows:
+        g[r["reader"]].append(r)
+    return dict(g)

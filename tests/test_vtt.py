@@ -1,0 +1,204 @@
+"""Visual Turing test: export blinding and leak audit, response checks, and scoring against hand-computed values."""
+import csv
+import io
+import json
+import re
+
+import numpy as np
+import pydicom
+import pytest
+import yaml
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_score
+
+from evaluation import vtt
+
+# ---- scoring on fixed response files ------------------------------------------------------------------------
+KEY_ROWS = [{"id": f"r{i}", "truth": "real", "label_name": "normal", "origin": "x", "salt": "00"} for i in range(1, 5)] \
+    + [{"id": f"s{i}", "truth": "synthetic", "label_name": "normal", "origin": "x", "salt": "00"} for i in range(1, 5)]
+KEY = vtt.read_key(vtt.key_text(KEY_ROWS))
+TRUTH = {r["id"]: r["truth"] for r in KEY_ROWS}
+
+
+def responses(reader, answers, conf=5, version="v1"):
+    return [{"reader": reader, "key_version": version, "id": i, "answer": a,
+             "confidence": str(conf if isinstance(conf, int) else conf[i]), "comment": ""} for i, a in answers.items()]
+
+
+PERFECT = dict(TRUTH)
+ALL_REAL = {i: "real" for i in TRUTH}
+SWAPPED = {**TRUTH, "r1": "synthetic", "s1": "real"}
+
+
+def test_perfect_reader():
+    rows = vtt.check_responses("p.csv", responses("p", PERFECT), KEY, "v1")
+    r = vtt.score({"p": rows})["readers"]["p"]
+    assert r["accuracy"] == 1 and r["sensitivity_synthetic"] == 1 and r["specificity"] == 1
+    assert r["binomial_p_vs_chance"] == pytest.approx(2 * 0.5**8)   # 8 of 8, two-sided
+    assert r["realism_real_median"] == 10 and r["realism_synthetic_median"] == 1
+    assert r["realism_mann_whitney_u"] == 16 and r["realism_mann_whitney_p"] < 0.05
+    assert r["accuracy_by_confidence"]["5"] == {"n": 8, "accuracy": 1.0}
+
+
+def test_reader_at_chance():
+    rows = vtt.check_responses("c.csv", responses("c", ALL_REAL, conf=1), KEY, "v1")
+    r = vtt.score({"c": rows})["readers"]["c"]
+    assert r["accuracy"] == 0.5 and r["sensitivity_synthetic"] == 0 and r["specificity"] == 1
+    assert r["binomial_p_vs_chance"] == pytest.approx(1.0)
+    assert r["realism_mann_whitney_p"] == pytest.approx(1.0)  # every image rated 6
+
+
+def test_two_readers_who_disagree_cohen_kappa():
+    conf = {i: (2 if i in ("r1", "s1") else 4) for i in TRUTH}
+    a = vtt.check_responses("a.csv", responses("a", PERFECT), KEY, "v1")
+    b = vtt.check_responses("b.csv", responses("b", SWAPPED, conf), KEY, "v1")
+    s = vtt.score({"a": a, "b": b})
+    # po = 6/8, both 4 real / 4 synthetic: pe = 0.5, kappa = (0.75 - 0.5) / 0.5
+    assert s["agreement"] == {"method": "cohen_kappa", "kappa": pytest.approx(0.5), "items": 8}
+    rb = s["readers"]["b"]
+    assert rb["accuracy"] == 0.75 and rb["accuracy_by_confidence"]["2"] == {"n": 2, "accuracy": 0.0}
+    assert rb["accuracy_by_confidence"]["4"] == {"n": 6, "accuracy": 1.0}
+    assert s["pooled"]["n"] == 16 and s["pooled"]["accuracy"] == pytest.approx(14 / 16)
+    c = vtt.check_responses("c.csv", responses("c", ALL_REAL), KEY, "v1")
+    assert vtt.score({"a": a, "c": c})["agreement"]["kappa"] == pytest.approx(0.0)  # po = pe = 0.5
+
+
+def test_three_readers_fleiss_kappa():
+    readers = {n: vtt.check_responses(f"{n}.csv", responses(n, ans), KEY, "v1")
+               for n, ans in (("a", PERFECT), ("b", SWAPPED), ("c", ALL_REAL))}
+    s = vtt.score(readers)
+    # by hand: P_bar = (1/3 + 3 + 1/3 + 1) / 8 = 7/12, P_e = (2/3)^2 + (1/3)^2 = 5/9 -> (7/12 - 5/9) / (4/9) = 1/16
+    assert s["agreement"]["method"] == "fleiss_kappa" and s["agreement"]["kappa"] == pytest.approx(1 / 16)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda rows: rows.append(dict(rows[0], id="zz")), r"line 10: unknown id 'zz'"),
+    (lambda rows: rows.append(dict(rows[2])), r"line 10: id r3 already answered on line 4"),
+    (lambda rows: rows.pop(), r"1 of 8 images have no answer: s4"),
+    (lambda rows: rows[1].update(key_version="old"), r"line 3: key version 'old'"),
+    (lambda rows: rows[0].update(answer="maybe"), r"line 2: answer 'maybe'"),
+    (lambda rows: rows[0].update(confidence="7"), r"line 2: confidence '7'"),
+])
+def test_bad_response_files_name_the_rows(edit, message):
+    rows = responses("p", PERFECT)
+    edit(rows)
+    with pytest.raises(vtt.ResponseError, match=message):
+        vtt.check_responses("p.csv", rows, KEY, "v1")
+
+
+def test_kappa_helpers_on_textbook_values():
+    # Fleiss (1971)-style check: perfect agreement -> 1
+    assert vtt.fleiss_kappa(np.array([[3, 0], [0, 3], [3, 0]])) == pytest.approx(1.0)
+    assert vtt.cohen_kappa(["a", "b", "a", "b"], ["a", "b", "a", "b"]) == 1.0
+
+
+# ---- export ------------------------------------------------------------------------------------------------
+def test_render_png_size_depends_only_on_pixel_count_and_has_no_text_chunks():
+    rng = np.random.default_rng(0)
+    smooth = np.zeros((1, 32, 32), np.float32)
+    noisy = rng.uniform(-1, 1, (1, 32, 32)).astype(np.float32)
+    a, b = vtt.render_png(smooth, 64), vtt.render_png(noisy, 64)
+    assert len(a) == len(b)
+    for chunk in (b"tEXt", b"iTXt", b"zTXt", b"tIME", b"eXIf"):
+        assert chunk not in a
+
+
+def test_blinded_properties_carry_no_information_on_a_large_export():
+    rng = np.random.default_rng(1)
+    real = rng.uniform(-1, 1, (500, 1, 16, 16)).astype(np.float32)
+    real[:, :, 4:12, 4:12] = 0.5           # the two sets differ in their pixels only
+    syn = np.tanh(rng.normal(0, 2, (500, 1, 16, 16))).astype(np.float32)
+    items = vtt.blind(real, ["a"] * 500, ["r"] * 500, syn, ["a"] * 500, ["s"] * 500, 32)
+    y = np.array([it.truth == vtt.SYNTHETIC for it in items])
+    order = np.arange(len(items))
+    feats = np.column_stack([[len(it.png) for it in items], [int(it.id, 16) / 16**12 for it in items],
+                             [int(it.id[0], 16) for it in items], order / len(items)])
+    assert len({len(it.png) for it in items}) == 1
+    acc = cross_val_score(LogisticRegression(max_iter=1000), feats, y, cv=5).mean()
+    assert abs(acc - 0.5) < 0.07, acc          # chance: SE of 1000 coin flips is 0.016
+    assert len({it.id for it in items}) == 1000 and all(re.fullmatch(r"[0-9a-f]{12}", it.id) for it in items)
+
+
+@pytest.fixture
+def exported(project, demo_archive):
+    """The demo pipeline up to vtt_export (tiny GAN) in a project folder."""
+    from pipeline import prepare, synthesize, train_gan, vtt_export
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["data"]["source"] = str(demo_archive)
+    params["prepare"]["size"] = 32
+    params["gan"].update(width=0.25, steps=2, batch=8, fid_every=0, grid_every=0)
+    params["vtt"].update(n=4, display_size=64, dicom=True)
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    a = ["--params", str(project / "params.yaml")]
+    prepare.main(a)
+    train_gan.main(a)
+    synthesize.main(a)
+    return project, vtt_export.main(a)
+
+
+def test_export_leaks_nothing(exported, demo_archive):
+    project, summary = exported
+    out = project / "exports/vtt"
+    blinded = out / "blinded"
+    files = [f for f in blinded.rglob("*") if f.is_file()]
+    assert summary["images"] == 8 and summary["per_truth_and_class"]["real"] == summary["per_truth_and_class"]["synthetic"]
+    assert not (blinded / "key.csv").exists() and (out / "key.csv").exists()
+    key = (out / "key.csv").read_text()
+    manifest = json.loads((blinded / "manifest.json").read_text())
+    assert manifest["key_sha256"] == vtt.commitment(key) and manifest["images"] == 8
+    # nothing from the sources: paths, file names, patient ids and every UID and name in the source DICOMs
+    secrets_ = set()
+    with open(project / "data/prepared/index.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            secrets_ |= {r["path"], r["path"].split("/")[-1], r["patient_id"]}
+    for dcm in demo_archive.rglob("*"):
+        if dcm.is_file() and dcm.suffix != ".csv":
+            try:
+                ds = pydicom.dcmread(dcm, stop_before_pixels=True, force=True)
+            except Exception:  # noqa: BLE001 - the deliberately broken files
+                continue
+            for tag in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID", "PatientName"):
+                if str(ds.get(tag, "")):
+                    secrets_.add(str(ds.get(tag)))
+    key_rows = list(csv.DictReader(io.StringIO(key)))
+    secrets_ |= {r["salt"] for r in key_rows} | {r["origin"] for r in key_rows}
+    secrets_ = {s for s in secrets_ if len(s) >= 6}
+    for f in files:
+        data = f.read_bytes()
+        for s in secrets_:
+            assert s.encode() not in data, f"{s!r} found in {f.relative_to(blinded)}"
+    # file names, sizes and DICOM tag sets are the same for real and synthetic images
+    pngs = sorted((blinded / "images").glob("*.png"))
+    assert len(pngs) == 8 and len({p.stat().st_size for p in pngs}) == 1
+    assert len({f.stat().st_mtime for f in files}) == 1
+    assert {p.stem for p in pngs} == {r["id"] for r in key_rows}
+    dicoms = [pydicom.dcmread(d) for d in sorted((blinded / "dicom").glob("*.dcm"))]
+    assert len({tuple(sorted(ds.keys())) for ds in dicoms}) == 1
+    varying = {k for k in dicoms[0].keys() if len({str(ds[k].value) for ds in dicoms}) > 1}
+    assert {pydicom.datadict.keyword_for_tag(k) for k in varying} <= {"SOPInstanceUID", "PatientID", "PixelData"}
+    page = (blinded / "reader.html").read_text()
+    assert "http://" not in page and "https://" not in page and "<link" not in page and "src=\"http" not in page
+    for r in key_rows:
+        assert r["id"] in page
+    assert "truth" not in page
+
+
+def test_vtt_score_command_end_to_end(exported, tmp_path):
+    from pipeline import vtt_score
+
+    project, summary = exported
+    key = list(csv.DictReader(open(project / "exports/vtt/key.csv", newline="")))
+    path = tmp_path / "reader.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=vtt.RESPONSE_COLUMNS)
+        w.writeheader()
+        for r in key:
+            w.writerow({"reader": "dr a", "key_version": summary["key_version"], "id": r["id"], "answer": r["truth"],
+                        "confidence": 4, "comment": "looks, \"fine\""})
+    result = vtt_score.main(["--params", str(project / "params.yaml"), str(path)])
+    assert result["pooled"]["accuracy"] == 1.0 and result["images"] == 8
+    assert json.loads((project / "metrics/vtt.json").read_text())["readers"]["dr a"]["n"] == 8
+    (project / "exports/vtt/key.csv").write_text((project / "exports/vtt/key.csv").read_text().replace("real", "synthetic", 1))
+    with pytest.raises(SystemExit, match="does not match the commitment"):
+        vtt_score.main(["--params", str(project / "params.yaml"), str(path)])
