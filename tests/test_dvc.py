@@ -35,6 +35,11 @@ def fresh_clone(tmp_path):
                          fid_every=3, fid_samples=20)
     params["extractor"].update(width=4, dim=16, steps=5, batch=16)
     params["fidelity"].update(kid_subsets=5, inception_weights="no-such-file.pth")
+    params["downstream"].update(fractions=[1.0], seeds=[0])
+    params["downstream"]["cnn"].update(width=4, epochs=1, batch=16)
+    params["downstream"]["xgboost"].update(n_estimators=10)
+    params["downstream"]["bootstrap"]["samples"] = 20
+    params["vtt"].update(n=1, display_size=64)
     (dst / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -49,7 +54,9 @@ def fresh_clone(tmp_path):
 def test_dvc_repro_runs_every_stage_then_nothing(fresh_clone):
     dst, env = fresh_clone
     first = run([sys.executable, "-m", "dvc", "repro"], dst, env)
-    for stage in ("demo_data", "prepare", "extractor", "train_gan", "synthesize", "fidelity"):
+    for stage in ("demo_data", "prepare", "extractor", "train_gan", "synthesize", "fidelity",
+                  "downstream@cnn-real_synthetic-1.0-0", "downstream@xgboost-real-1.0-0", "downstream_summary",
+                  "vtt_export"):
         assert f"Running stage '{stage}'" in first
     assert (dst / "data/prepared/images.npy").is_file() and (dst / "mlflow.db").is_file()
     assert (dst / "models/gan/generator.pt").is_file() and (dst / "reports/gan/losses.csv").is_file()

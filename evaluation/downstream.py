@@ -1,0 +1,150 @@
+"""Downstream classifiers that answer "do synthetic images help?": a compact MONAI CNN and XGBoost on image
+features. Both follow scikit-learn's contract (``__init__`` stores arguments, ``fit`` returns self, learned
+attributes end in ``_``) and choose everything they choose (CNN epoch, XGBoost rounds, decision threshold)
+on the validation arrays given to ``fit``; the test split reaches them only through ``predict_proba``.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from evaluation.metrics import youden_threshold
+
+
+def _check(X, y=None):
+    X = np.asarray(X)
+    if X.ndim != 4 or X.shape[1] != 1:
+        raise ValueError(f"expected (N,1,H,W) images in [-1,1], got {X.shape}")
+    if y is not None and (np.asarray(y).shape != (len(X),)):
+        raise ValueError(f"expected {len(X)} labels, got {np.asarray(y).shape}")
+    return X
+
+
+def classic_augment(seed: int):
+    """The baseline a GAN must beat: flips, small rotations (up to 10 degrees) and intensity jitter, as MONAI
+    transforms on (1,H,W) tensors in [-1,1]."""
+    from monai.transforms import Compose, RandFlip, RandRotate, RandScaleIntensity, RandShiftIntensity
+
+    t = Compose([RandFlip(prob=0.5, spatial_axis=1), RandRotate(range_x=np.deg2rad(10), prob=0.5, padding_mode="zeros"),
+                 RandScaleIntensity(factors=0.1, prob=0.5), RandShiftIntensity(offsets=0.1, prob=0.5)])
+    t.set_random_state(seed)
+    return t
+
+
+def _net(arch: str, width: int):
+    from monai.networks.nets import DenseNet, ResNet
+
+    if arch == "resnet10":   # MONAI's ResNet, 2-D, one input channel, basic blocks [1, 1, 1, 1]
+        return ResNet("basic", [1, 1, 1, 1], [width, 2 * width, 4 * width, 8 * width], spatial_dims=2,
+                      n_input_channels=1, num_classes=2, conv1_t_size=3, conv1_t_stride=1)
+    if arch == "resnet18":
+        return ResNet("basic", [2, 2, 2, 2], [width, 2 * width, 4 * width, 8 * width], spatial_dims=2,
+                      n_input_channels=1, num_classes=2, conv1_t_size=3, conv1_t_stride=1)
+    if arch == "densenet":   # a compact DenseNet
+        return DenseNet(spatial_dims=2, in_channels=1, out_channels=2, init_features=width, growth_rate=width // 2,
+                        block_config=(2, 4, 6, 4))
+    raise ValueError(f"unknown CNN architecture {arch!r}; choose resnet10, resnet18 or densenet")
+
+
+class CNNClassifier:
+    def __init__(self, arch: str = "resnet10", width: int = 32, epochs: int = 20, batch: int = 64, lr: float = 1e-3,
+                 weight_decay: float = 1e-4, augment: bool = False, device: str = "cpu", random_state: int = 0):
+        self.arch, self.width, self.epochs, self.batch, self.lr = arch, width, epochs, batch, lr
+        self.weight_decay, self.augment, self.device, self.random_state = weight_decay, augment, device, random_state
+
+    def fit(self, X, y, X_val, y_val, on_epoch=None) -> "CNNClassifier":
+        """Train on (X, y); keep the epoch with the best validation ROC AUC and the Youden threshold there."""
+        from evaluation.metrics import classification_metrics
+
+        X, Xv = _check(X, y), _check(X_val, y_val)
+        device = torch.device(self.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.random_state)
+            net = _net(self.arch, self.width).to(device)
+        gen = torch.Generator().manual_seed(self.random_state)
+        aug = classic_augment(self.random_state) if self.augment else None
+        x_all = torch.as_tensor(X, dtype=torch.float32)
+        y_all = torch.as_tensor(np.asarray(y), dtype=torch.long)
+        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        steps = self.epochs * max(1, -(-len(X) // self.batch))
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=steps)
+        # class-balanced loss: the classes are unbalanced (Kermany 1:3)
+        counts = torch.bincount(y_all, minlength=2).float().clamp(min=1)
+        weight = (counts.sum() / (2 * counts)).to(device)
+        best, self.history_ = (-1.0, None, 0), []
+        for epoch in range(1, self.epochs + 1):
+            net.train()
+            for idx in torch.randperm(len(X), generator=gen).split(self.batch):
+                xb = x_all[idx]
+                if aug is not None:
+                    xb = torch.stack([torch.as_tensor(aug(img)) for img in xb]).clamp(-1, 1)
+                loss = F.cross_entropy(net(xb.to(device)), y_all[idx].to(device), weight=weight)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+            self.model_ = net
+            val = self.predict_proba(Xv)[:, 1]
+            auc = classification_metrics(np.asarray(y_val), val)["roc_auc"]
+            auc = -1.0 if auc is None else auc
+            self.history_.append({"epoch": epoch, "val_roc_auc": auc})
+            if on_epoch:
+                on_epoch(epoch, auc)
+            if auc > best[0]:
+                best = (auc, copy.deepcopy(net.state_dict()), epoch)
+        net.load_state_dict(best[1])
+        self.model_, self.best_epoch_, self.val_roc_auc_ = net.eval(), best[2], best[0]
+        self.threshold_ = youden_threshold(np.asarray(y_val), self.predict_proba(Xv)[:, 1])
+        return self
+
+    @torch.no_grad()
+    def predict_proba(self, X) -> np.ndarray:
+        X = _check(X)
+        self.model_.eval()
+        device = next(self.model_.parameters()).device
+        out = [torch.softmax(self.model_(torch.as_tensor(X[i:i + 512], dtype=torch.float32).to(device)), 1).cpu()
+               for i in range(0, len(X), 512)]
+        return torch.cat(out).numpy()
+
+
+def pixel_features(X, size: int = 16) -> np.ndarray:
+    """Images -> flattened area-averaged size x size pixels."""
+    X = torch.as_tensor(_check(X), dtype=torch.float32)
+    return F.adaptive_avg_pool2d(X, size).flatten(1).numpy()
+
+
+class XGBoostClassifier:
+    """XGBoost on image features (the DCGAN + XGBoost recipe): ``feature_fn`` maps (N,1,H,W) images to
+    (N, D) features (flattened pixels, the domain extractor's features, or both joined)."""
+
+    def __init__(self, feature_fn=pixel_features, n_estimators: int = 400, max_depth: int = 4,
+                 learning_rate: float = 0.05, early_stopping_rounds: int = 30, augment_copies: int = 0,
+                 random_state: int = 0, n_jobs: int = 0):
+        self.feature_fn, self.n_estimators, self.max_depth = feature_fn, n_estimators, max_depth
+        self.learning_rate, self.early_stopping_rounds = learning_rate, early_stopping_rounds
+        self.augment_copies, self.random_state, self.n_jobs = augment_copies, random_state, n_jobs
+
+    def fit(self, X, y, X_val, y_val) -> "XGBoostClassifier":
+        from xgboost import XGBClassifier
+
+        X, Xv, y = _check(X, y), _check(X_val, y_val), np.asarray(y)
+        if self.augment_copies:  # XGBoost cannot augment on the fly: add augmented copies
+            aug = classic_augment(self.random_state)
+            extra = [np.stack([np.clip(np.asarray(aug(torch.as_tensor(img))), -1, 1) for img in X])
+                     for _ in range(self.augment_copies)]
+            X, y = np.concatenate([X, *extra]), np.concatenate([y] * (1 + self.augment_copies))
+        pos = max(1, int((y == 1).sum()))
+        self.model_ = XGBClassifier(n_estimators=self.n_estimators, max_depth=self.max_depth,
+                                    learning_rate=self.learning_rate, early_stopping_rounds=self.early_stopping_rounds,
+                                    eval_metric="auc", random_state=self.random_state, n_jobs=self.n_jobs or None,
+                                    scale_pos_weight=(len(y) - pos) / pos, tree_method="hist")
+        self.model_.fit(self.feature_fn(X), y, eval_set=[(self.feature_fn(Xv), np.asarray(y_val))], verbose=False)
+        self.best_iteration_ = int(self.model_.best_iteration)
+        self.threshold_ = youden_threshold(np.asarray(y_val), self.predict_proba(Xv)[:, 1])
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        return self.model_.predict_proba(self.feature_fn(_check(X)))

@@ -1,0 +1,171 @@
+"""downstream stage, one arm of the DVC matrix: classifier x training set x real-data fraction x seed.
+
+    python -m pipeline.downstream --arm CLASSIFIER TRAINSET FRACTION SEED
+
+CLASSIFIER: cnn | xgboost. TRAINSET: real | real_synthetic | synthetic | real_classic (real images with
+flips, small rotations and intensity jitter). FRACTION: share of the real training *patients* kept
+(stratified by label). The classifier picks its epoch/rounds and decision threshold on the real val split
+and reads the real test split once. Writes metrics/downstream/<arm>.json (metrics with bootstrap 95% CIs
+over test patients) and reports/downstream/<arm>/ (roc.csv, predictions.csv for DVC plots).
+"""
+from __future__ import annotations
+
+import csv
+import time
+
+import numpy as np
+import torch
+
+from common.io import atomic_dir, write_json
+from common.seeding import stage_rng
+from evaluation import metrics as M
+from evaluation.downstream import CNNClassifier, XGBoostClassifier, pixel_features
+from pipeline.params import parse_stage_args
+from pipeline.prepared import load_split, load_synthetic
+from pipeline.runtime import resolve_device
+from pipeline.tracking import numeric_metrics, stage_run
+
+CLASSIFIERS = ("cnn", "xgboost")
+TRAINSETS = ("real", "real_synthetic", "synthetic", "real_classic")
+
+
+def arm_name(classifier: str, trainset: str, fraction: float, seed: int) -> str:
+    """As dvc.yaml's matrix names it: the fraction printed as YAML prints a float (1.0, 0.25)."""
+    return f"{classifier}-{trainset}-{float(fraction)}-{int(seed)}"
+
+
+def subsample_patients(patients: list[str], labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Indices of the images of round(fraction x patients) patients per class (a patient's class: its most
+    frequent label), so patients stay whole and the class mix is kept. At least one patient per class."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    by_patient: dict[str, list[int]] = {}
+    for i, p in enumerate(patients):
+        by_patient.setdefault(p, []).append(i)
+    ids = sorted(by_patient)
+    plabel = np.array([np.bincount(labels[by_patient[p]]).argmax() for p in ids])
+    keep = []
+    for c in np.unique(plabel):
+        members = [ids[i] for i in np.flatnonzero(plabel == c)]
+        k = max(1, int(round(fraction * len(members))))
+        keep.extend(rng.choice(members, k, replace=False).tolist())
+    return np.sort(np.concatenate([by_patient[p] for p in keep]))
+
+
+def build_classifier(name: str, trainset: str, p: dict, seed: int, device, domain_features):
+    d = p["downstream"]
+    if name == "cnn":
+        c = d["cnn"]
+        return CNNClassifier(arch=c["arch"], width=int(c["width"]), epochs=int(c["epochs"]), batch=int(c["batch"]),
+                             lr=float(c["lr"]), augment=trainset == "real_classic", device=str(device), random_state=seed)
+    if name == "xgboost":
+        x = d["xgboost"]
+        kinds = list(x["features"])
+
+        def features(X):
+            parts = []
+            if "pixels" in kinds:
+                parts.append(pixel_features(X, int(x["pixel_size"])))
+            if "domain" in kinds:
+                parts.append(domain_features(X))
+            return np.concatenate(parts, axis=1)
+
+        return XGBoostClassifier(feature_fn=features, n_estimators=int(x["n_estimators"]), max_depth=int(x["max_depth"]),
+                                 learning_rate=float(x["learning_rate"]), augment_copies=1 if trainset == "real_classic"
+                                 else 0, random_state=seed)
+    raise ValueError(f"unknown classifier {name!r}; choose from {CLASSIFIERS}")
+
+
+def training_set(trainset: str, real_x, real_y, syn_x, syn_y):
+    if trainset in ("real", "real_classic"):
+        return real_x, real_y
+    if trainset == "real_synthetic":
+        return np.concatenate([real_x, syn_x]), np.concatenate([real_y, syn_y])
+    if trainset == "synthetic":
+        return syn_x, syn_y
+    raise ValueError(f"unknown training set {trainset!r}; choose from {TRAINSETS}")
+
+
+def run_arm(classifier, train_x, train_y, val, test) -> tuple[np.ndarray, object]:
+    """Fit on train with val for every choice, then read the test images once."""
+    classifier.fit(train_x, train_y, val.images, val.labels)
+    return classifier.predict_proba(test.images)[:, 1], classifier
+
+
+def main(argv=None) -> dict:
+    args = parse_stage_args(__doc__, argv, lambda ap: ap.add_argument(
+        "--arm", nargs=4, required=True, metavar=("CLASSIFIER", "TRAINSET", "FRACTION", "SEED")))
+    p = args.params
+    classifier_name, trainset, fraction, seed = args.extra.arm
+    fraction, seed = float(fraction), int(seed)
+    name = arm_name(classifier_name, trainset, fraction, seed)
+    prepared = args.path(p["paths"]["prepared"])
+    train, val, test = (load_split(prepared, s) for s in ("train", "val", "test"))
+    if len(train.classes) != 2:
+        raise SystemExit(f"downstream: binary classification only; the data has classes {train.classes}")
+    rng = stage_rng(p["base"]["seed"], "downstream", "subsample", f"{fraction:g}", seed)
+    keep = subsample_patients([r["patient_id"] for r in train.rows], train.labels, fraction, rng)
+    syn_x = syn_y = None
+    if "synthetic" in trainset:
+        syn_x, syn_y, _ = load_synthetic(args.path(p["paths"]["synthetic"]))
+        if (syn_y < 0).any():
+            raise SystemExit("downstream: synthetic training sets need a conditional GAN (gan.num_classes > 0)")
+    device = resolve_device(p["downstream"]["device"])
+    domain = None
+    if classifier_name == "xgboost" and "domain" in p["downstream"]["xgboost"]["features"]:
+        from evaluation.features import extract
+        from evaluation.fidelity import domain_net_from_state
+        net = domain_net_from_state(torch.load(args.path(p["paths"]["extractor"]) / "extractor.pt", map_location="cpu",
+                                               weights_only=True))
+        domain = lambda X: extract(net, X)  # noqa: E731
+    try:
+        clf = build_classifier(classifier_name, trainset, p, seed, device, domain)
+        X, y = training_set(trainset, train.images[keep], train.labels[keep], syn_x, syn_y)
+    except ValueError as e:
+        raise SystemExit(f"downstream: {e}") from e
+    t0 = time.perf_counter()
+    scores, clf = run_arm(clf, X, y, val, test)
+    seconds = time.perf_counter() - t0
+    b = p["downstream"]["bootstrap"]
+    patients = [r["patient_id"] for r in test.rows]
+    point = M.classification_metrics(test.labels, scores, clf.threshold_)
+    ci = M.bootstrap_ci(test.labels, scores, patients, clf.threshold_, n_boot=int(b["samples"]),
+                        seed=int(stage_rng(p["base"]["seed"], "downstream", "bootstrap", name).integers(2**31)))
+    result = {"arm": name, "classifier": classifier_name, "trainset": trainset, "fraction": fraction, "seed": seed,
+              "n_train_real": int(len(keep)), "n_train_real_patients": len({train.rows[i]["patient_id"] for i in keep}),
+              "n_train_synthetic": int(len(syn_x)) if syn_x is not None and trainset != "real" else 0,
+              "n_train_total": int(len(X)), "n_test": int(len(test.labels)), "n_test_patients": len(set(patients)),
+              "threshold": clf.threshold_, "selected": {k: getattr(clf, k) for k in ("best_epoch_", "best_iteration_",
+                                                                                      "val_roc_auc_") if hasattr(clf, k)},
+              "metrics": point, "ci95": ci, "bootstrap_samples": int(b["samples"]), "seconds": round(seconds, 1)}
+    out = args.path(p["paths"]["downstream_metrics"]) / f"{name}.json"
+    write_json(out, result)
+    reports = args.path(p["paths"]["downstream_reports"]) / name
+    from sklearn.metrics import roc_curve
+    fpr, tpr, _ = roc_curve(test.labels, scores)
+    with atomic_dir(reports) as tmp:
+        with open(tmp / "roc.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["fpr", "tpr"])
+            w.writerows(zip(np.round(fpr, 6), np.round(tpr, 6)))
+        with open(tmp / "predictions.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["actual", "predicted", "score"])
+            w.writerows((train.classes[a], train.classes[int(s >= clf.threshold_)], round(float(s), 6))
+                        for a, s in zip(test.labels, scores))
+    with stage_run(f"downstream {name}", p, args.root, {"base": p["base"], "downstream": p["downstream"],
+                                                        "arm": {"classifier": classifier_name, "trainset": trainset,
+                                                                "fraction": fraction, "seed": seed}}) as ml:
+        if ml:
+            ml.set_tag("downstream_arm", name)
+            ml.log_metrics(numeric_metrics(point, "test."))
+            ml.log_artifact(str(out))
+            ml.log_artifact(str(reports / "roc.csv"))
+            ml.log_artifact(str(reports / "predictions.csv"))
+    print(f"downstream {name}: AUC {point['roc_auc']}, accuracy {point['accuracy']:.3f} "
+          f"(95% CI {ci['accuracy'][0]}-{ci['accuracy'][1]}) on {len(test.labels)} test images [{seconds:.0f} s]")
+    return result
+
+
+if __name__ == "__main__":
+    main()

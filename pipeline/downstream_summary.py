@@ -1,0 +1,107 @@
+"""downstream_summary stage: every arm's metrics -> metrics/downstream.json and reports/downstream.md.
+
+For each classifier and real-data fraction: the mean over seeds of each training set's metrics, and the
+paired difference (same seeds) of real_synthetic, real_classic and synthetic against real only, mean and
+95% CI (t interval over seeds), for ROC AUC, accuracy and balanced accuracy.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from common.io import atomic_file, write_json
+from evaluation import metrics as M
+from pipeline.downstream import arm_name
+from pipeline.params import parse_stage_args
+from pipeline.tracking import numeric_metrics, stage_run
+
+COMPARED = (M.ROC_AUC, M.ACCURACY, M.BALANCED_ACCURACY)
+
+
+def summarise(arms: dict[str, dict], d: dict) -> dict:
+    table, diffs = {}, {}
+    for clf in d["classifiers"]:
+        for frac in d["fractions"]:
+            key = f"{clf}.fraction_{float(frac)}"  # dotted: nested in MLflow's flat metric names
+            table[key], diffs[key] = {}, {}
+            for ts in d["trainsets"]:
+                runs = [arms[arm_name(clf, ts, frac, s)] for s in d["seeds"]]
+                table[key][ts] = {m: _mean([r["metrics"][m] for r in runs]) for m in M.METRICS}
+                table[key][ts]["seeds"] = len(runs)
+            for ts in d["trainsets"]:
+                if ts == "real" or "real" not in d["trainsets"]:
+                    continue
+                diffs[key][f"{ts}-real"] = {m: M.paired_difference(
+                    [arms[arm_name(clf, ts, frac, s)]["metrics"][m] for s in d["seeds"]],
+                    [arms[arm_name(clf, "real", frac, s)]["metrics"][m] for s in d["seeds"]]) for m in COMPARED}
+    return {"table": table, "paired_differences": diffs}
+
+
+def _mean(values):
+    v = [x for x in values if x is not None]
+    return float(np.mean(v)) if v else None
+
+
+def verdict(diff: dict) -> str:
+    lo, hi = diff["ci"]
+    if lo is None:
+        return "one seed: no CI"
+    return "helped" if lo > 0 else "hurt" if hi < 0 else "no clear difference"
+
+
+def markdown(summary: dict, d: dict) -> str:
+    f = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+    lines = ["# Downstream classifiers: real vs real + synthetic", "",
+             f"Test: the real held-out test split; means over seeds {d['seeds']}. Differences are paired by seed "
+             "(same real subset and initialisation); 95% CI by a t interval over seeds.", ""]
+    for key, rows in summary["table"].items():
+        clf, frac = key.split(".fraction_")
+        lines += [f"## {clf}, real-data fraction {frac}", "",
+                  "| training set | ROC AUC | accuracy | balanced acc. | sensitivity | specificity | F1 |",
+                  "|---|---|---|---|---|---|---|"]
+        for ts, m in rows.items():
+            lines.append(f"| {ts} | {f(m['roc_auc'])} | {f(m['accuracy'])} | {f(m['balanced_accuracy'])} | "
+                         f"{f(m['sensitivity'])} | {f(m['specificity'])} | {f(m['f1'])} |")
+        lines += ["", "| vs real only | ΔAUC [95% CI] | Δaccuracy [95% CI] | verdict (AUC) |", "|---|---|---|---|"]
+        for name, dm in summary["paired_differences"][key].items():
+            a, c = dm[M.ROC_AUC], dm[M.ACCURACY]
+            lines.append(f"| {name} | {f(a['mean'])} [{f(a['ci'][0])}, {f(a['ci'][1])}] | {f(c['mean'])} "
+                         f"[{f(c['ci'][0])}, {f(c['ci'][1])}] | {verdict(a)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    args = parse_stage_args(__doc__, argv)
+    p = args.params
+    d = p["downstream"]
+    folder = args.path(p["paths"]["downstream_metrics"])
+    arms = {}
+    for clf in d["classifiers"]:
+        for ts in d["trainsets"]:
+            for frac in d["fractions"]:
+                for s in d["seeds"]:
+                    name = arm_name(clf, ts, frac, s)
+                    path = folder / f"{name}.json"
+                    if not path.exists():
+                        raise SystemExit(f"downstream_summary: {path} is missing: run `dvc repro downstream`")
+                    arms[name] = json.loads(path.read_text())
+    summary = summarise(arms, d)
+    out = args.path(p["paths"]["downstream_summary"])
+    write_json(out, summary)
+    report = args.path(p["paths"]["downstream_report"])
+    with atomic_file(report) as tmp:
+        tmp.write_text(markdown(summary, d))
+    with stage_run("downstream_summary", p, args.root, {"downstream": d}) as ml:
+        if ml:
+            ml.log_metrics(numeric_metrics(summary["table"], "downstream."))
+            ml.log_metrics(numeric_metrics({k: {n: {m: v["mean"] for m, v in dm.items()} for n, dm in diff.items()}
+                                            for k, diff in summary["paired_differences"].items()}, "downstream_diff."))
+            ml.log_artifact(str(report))
+    print(markdown(summary, d))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

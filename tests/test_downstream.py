@@ -1,0 +1,117 @@
+"""Downstream arms: generated from params, patient-level subsampling, the test split kept out of every choice."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline import downstream, downstream_summary, prepare, synthesize, train_extractor, train_gan
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_subsampling_keeps_patients_whole_and_classes_stratified():
+    rng = np.random.default_rng(0)
+    patients = [f"p{i // 3}" for i in range(600)]            # 200 patients, 3 images each
+    labels = np.array([(i // 3) % 4 == 0 for i in range(600)], dtype=int)  # 25% positive patients
+    keep = downstream.subsample_patients(patients, labels, 0.25, rng)
+    kept = {patients[i] for i in keep}
+    assert len(keep) == 3 * len(kept)                         # whole patients only
+    assert len(kept) == 50 and sum(labels[keep]) / len(keep) == pytest.approx(0.25, abs=0.02)  # per-class rounding
+    assert len(downstream.subsample_patients(patients, labels, 1.0, rng)) == 600
+    with pytest.raises(ValueError):
+        downstream.subsample_patients(patients, labels, 0.0, rng)
+
+
+def test_arms_are_generated_from_params(tmp_path):
+    for f in ("dvc.yaml", "params.yaml"):
+        (tmp_path / f).write_text((ROOT / f).read_text())
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["downstream"].update(classifiers=["cnn"], trainsets=["real", "synthetic"], fractions=[1.0, 0.25], seeds=[3, 4])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc/config").write_text("[core]\n    no_scm = True\n    analytics = false\n")
+    out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=tmp_path, text=True,
+                         capture_output=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    arms = sorted(n for n in out.stdout.split() if n.startswith("downstream@"))
+    expected = sorted(f"downstream@{downstream.arm_name('cnn', t, f, s)}" for t in ("real", "synthetic")
+                      for f in (1.0, 0.25) for s in (3, 4))
+    assert arms == expected, out.stderr
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, demo_archive):
+    project = tmp_path_factory.mktemp("downstream")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["mlflow"]["tracking_uri"] = "sqlite:///mlflow.db"
+    params["data"]["source"] = str(demo_archive)
+    params["prepare"].update(size=32, workers=1)
+    params["extractor"].update(width=4, dim=16, steps=5, batch=16)
+    params["gan"].update(width=0.25, steps=4, batch=8, fid_every=0, grid_every=0)
+    params["downstream"].update(fractions=[1.0, 0.5], seeds=[0])
+    params["downstream"]["cnn"].update(width=4, epochs=2, batch=16)
+    params["downstream"]["xgboost"].update(n_estimators=20)
+    params["downstream"]["bootstrap"]["samples"] = 50
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    a = ["--params", str(project / "params.yaml")]
+    for stage in (prepare, train_extractor, train_gan, synthesize):
+        stage.main(a)
+    return project
+
+
+class Spy:
+    """A classifier that remembers what it was shown."""
+
+    def __init__(self):
+        self.fit_arrays, self.predicted = [], []
+
+    def fit(self, X, y, X_val, y_val):
+        self.fit_arrays = [X, X_val]
+        self.threshold_ = 0.5
+        return self
+
+    def predict_proba(self, X):
+        self.predicted.append(X)
+        s = np.linspace(0, 1, len(X))
+        return np.column_stack([1 - s, s])
+
+
+def test_test_split_is_never_seen_by_selection(project, monkeypatch):
+    spy = Spy()
+    monkeypatch.setattr(downstream, "build_classifier", lambda *a, **k: spy)
+    downstream.main(["--params", str(project / "params.yaml"), "--arm", "cnn", "real_synthetic", "1.0", "0"])
+    from pipeline.prepared import load_split
+    test = load_split(project / "data/prepared", "test")
+    test_hashes = {x.tobytes() for x in test.images}
+    for arr in spy.fit_arrays:
+        assert not any(x.tobytes() in test_hashes for x in np.asarray(arr)), "a test image reached fit()"
+    assert len(spy.predicted) == 1 and np.array_equal(spy.predicted[0], test.images)  # read once
+
+
+@pytest.mark.parametrize("classifier", ["cnn", "xgboost"])
+def test_arms_and_summary(project, classifier):
+    a = ["--params", str(project / "params.yaml")]
+    for ts in ("real", "real_synthetic", "synthetic", "real_classic"):
+        for frac in ("1.0", "0.5"):
+            r = downstream.main([*a, "--arm", classifier, ts, frac, "0"])
+            assert set(r["metrics"]) == {"accuracy", "balanced_accuracy", "roc_auc", "pr_auc", "f1", "sensitivity",
+                                         "specificity"}
+            lo, hi = r["ci95"]["accuracy"]
+            assert lo <= r["metrics"]["accuracy"] <= hi
+            assert (r["n_train_synthetic"] > 0) == ("synthetic" in ts)
+            assert r["n_train_real_patients"] > 0
+    name = downstream.arm_name(classifier, "real", 0.5, 0)
+    saved = json.loads((project / f"metrics/downstream/{name}.json").read_text())
+    full = json.loads((project / f"metrics/downstream/{downstream.arm_name(classifier, 'real', 1.0, 0)}.json").read_text())
+    assert saved["n_train_real"] < full["n_train_real"]
+    assert (project / f"reports/downstream/{name}/roc.csv").is_file()
+    if classifier == "xgboost":  # both classifiers' arms exist now
+        s = downstream_summary.main(a)
+        assert set(s["table"]) == {"cnn.fraction_1.0", "cnn.fraction_0.5", "xgboost.fraction_1.0", "xgboost.fraction_0.5"}
+        d = s["paired_differences"]["cnn.fraction_1.0"]["real_synthetic-real"]["roc_auc"]
+        assert d["n"] == 1 and d["ci"] == [None, None]
+        assert "| real_synthetic |" in (project / "reports/downstream.md").read_text()
