@@ -162,8 +162,9 @@ def main(argv=None) -> dict:
             ml.log_artifact(str(out))
             ml.log_artifact(str(reports / "roc.csv"))
             ml.log_artifact(str(reports / "predictions.csv"))
-    print(f"downstream {name}: AUC {point['roc_auc']}, accuracy {point['accuracy']:.3f} "
-          f"(95% CI {ci['accuracy'][0]}-{ci['accuracy'][1]}) on {len(test.labels)} test images [{seconds:.0f} s]")
+    auc = "n/a" if point["roc_auc"] is None else f"{point['roc_auc']:.3f}"
+    print(f"downstream {name}: AUC {auc}, accuracy {point['accuracy']:.3f} "
+          f"(95% CI {ci['accuracy'][0]:.3f}-{ci['accuracy'][1]:.3f}) on {len(test.labels)} test images [{seconds:.0f} s]")
     return result
 
 
