@@ -102,6 +102,8 @@ def main(argv=None) -> dict:
         runtime = resolve_runtime(g, local_rank)
     except ValueError as e:
         raise SystemExit(f"train_gan: {e}") from e
+    if runtime["device"].type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: autotune once (during the CUDA-graph warm-up)
     if world > 1:
         if runtime["device"].type == "cuda":
             torch.cuda.set_device(runtime["device"])
