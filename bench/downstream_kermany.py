@@ -36,6 +36,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--arch", default="resnet10")
+    ap.add_argument("--tag", default="", help="suffix for the result files (several reduced runs side by side)")
     args = ap.parse_args()
     if not (WORK / "synthetic/images.npy").exists():
         raise SystemExit("run bench/fidelity_kermany.py first (it trains the GAN and writes the synthetic set)")
@@ -57,10 +58,10 @@ def main():
                     downstream.main([*argv, "--arm", clf, ts, str(frac), str(seed)])
     summary = downstream_summary.main(argv)
     device = resolve_device("auto").type
-    out = ROOT / f"bench/results/downstream_kermany_{device}"
+    out = ROOT / f"bench/results/downstream_kermany_{device}{'_' + args.tag if args.tag else ''}"
     result = {"device": device, "settings": vars(args), "seconds": round(time.perf_counter() - t0, 1), **summary}
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    shutil.copy(WORK / "downstream.md", out.with_suffix(".md"))
+    Path(f"{out}.json").write_text(json.dumps(result, indent=2) + "\n")
+    shutil.copy(WORK / "downstream.md", f"{out}.md")
     print(f"-> {out}.json, {out}.md")
 
 
