@@ -36,6 +36,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--arch", default="resnet10")
+    ap.add_argument("--summary-only", action="store_true", help="re-summarise arms already run")
     ap.add_argument("--tag", default="", help="suffix for the result files (several reduced runs side by side)")
     args = ap.parse_args()
     if not (WORK / "synthetic/images.npy").exists():
@@ -51,7 +52,7 @@ def main():
                  f"downstream.cnn.arch={args.arch}", "mlflow.enabled=false"]
     argv = ["--params", str(ROOT / "params.yaml")] + [a for o in overrides for a in ("-S", o)]
     t0 = time.perf_counter()
-    for clf in args.classifiers:
+    for clf in [] if args.summary_only else args.classifiers:
         for ts in args.trainsets:
             for frac in args.fractions:
                 for seed in args.seeds:

@@ -75,3 +75,39 @@ def paired_difference(a: list[float], b: list[float], level: float = 0.95) -> di
         return {"mean": float(d.mean()), "ci": [None, None], "n": 1}
     half = stats.t.ppf((1 + level) / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
     return {"mean": float(d.mean()), "ci": [float(d.mean() - half), float(d.mean() + half)], "n": int(len(d))}
+
+
+def paired_bootstrap_difference(y, scores_a: list, scores_b: list, thresholds_a: list, thresholds_b: list, patients,
+                                names=(ROC_AUC, ACCURACY, BALANCED_ACCURACY), n_boot: int = 1000, seed: int = 0,
+                                level: float = 0.95) -> dict[str, dict]:
+    """Difference A - B of metrics on one test set, averaged over paired seeds (scores_a[i] with scores_b[i]),
+    with a percentile CI from resampling test *patients* (the same resample for every seed and both arms).
+    The CI therefore carries test-set sampling uncertainty, which a t interval over a few seeds leaves out."""
+    y = np.asarray(y).astype(int)
+    if not (len(scores_a) == len(scores_b) == len(thresholds_a) == len(thresholds_b)) or not scores_a:
+        raise ValueError("need one score array and threshold per seed on both sides")
+    patients = np.asarray(patients)
+    ids, inverse = np.unique(patients, return_inverse=True)
+    members = [np.flatnonzero(inverse == k) for k in range(len(ids))]
+
+    def diff(idx):
+        out = {n: [] for n in names}
+        for sa, sb, ta, tb in zip(scores_a, scores_b, thresholds_a, thresholds_b):
+            ma = classification_metrics(y[idx], np.asarray(sa)[idx], ta)
+            mb = classification_metrics(y[idx], np.asarray(sb)[idx], tb)
+            for n in names:
+                if ma[n] is not None and mb[n] is not None:
+                    out[n].append(ma[n] - mb[n])
+        return {n: float(np.mean(v)) if v else None for n, v in out.items()}
+
+    point = diff(np.arange(len(y)))
+    rng = np.random.default_rng(seed)
+    draws = {n: [] for n in names}
+    for _ in range(n_boot):
+        d = diff(np.concatenate([members[k] for k in rng.integers(0, len(ids), len(ids))]))
+        for n in names:
+            if d[n] is not None:
+                draws[n].append(d[n])
+    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+    return {n: {"mean": point[n], "ci": [float(np.percentile(draws[n], lo)), float(np.percentile(draws[n], hi))]
+                if draws[n] else [None, None], "seeds": len(scores_a), "bootstrap_samples": n_boot} for n in names}

@@ -1,11 +1,13 @@
 """downstream_summary stage: every arm's metrics -> metrics/downstream.json and reports/downstream.md.
 
 For each classifier and real-data fraction: the mean over seeds of each training set's metrics, and the
-paired difference (same seeds) of real_synthetic, real_classic and synthetic against real only, mean and
-95% CI (t interval over seeds), for ROC AUC, accuracy and balanced accuracy.
+paired difference (same seeds) of real_synthetic, real_classic and synthetic against real only for ROC AUC,
+accuracy and balanced accuracy: the mean over seeds with a 95% CI from a paired bootstrap over test
+patients (evaluation.metrics.paired_bootstrap_difference), plus the spread over seeds (t interval).
 """
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -14,12 +16,16 @@ from common.io import atomic_file, write_json
 from evaluation import metrics as M
 from pipeline.downstream import arm_name
 from pipeline.params import parse_stage_args
+from pipeline.prepared import load_split
 from pipeline.tracking import numeric_metrics, stage_run
 
 COMPARED = (M.ROC_AUC, M.ACCURACY, M.BALANCED_ACCURACY)
 
 
-def summarise(arms: dict[str, dict], d: dict) -> dict:
+def summarise(arms: dict[str, dict], d: dict, predictions: dict[str, np.ndarray] | None = None, test=None,
+              seed: int = 0) -> dict:
+    """``predictions``: arm -> test scores (in test-split order); with ``test`` (labels, patients) the paired
+    differences get patient-bootstrap CIs, else only the t interval over seeds."""
     table, diffs = {}, {}
     for clf in d["classifiers"]:
         for frac in d["fractions"]:
@@ -32,9 +38,19 @@ def summarise(arms: dict[str, dict], d: dict) -> dict:
             for ts in d["trainsets"]:
                 if ts == "real" or "real" not in d["trainsets"]:
                     continue
-                diffs[key][f"{ts}-real"] = {m: M.paired_difference(
-                    [arms[arm_name(clf, ts, frac, s)]["metrics"][m] for s in d["seeds"]],
-                    [arms[arm_name(clf, "real", frac, s)]["metrics"][m] for s in d["seeds"]]) for m in COMPARED}
+                a_names = [arm_name(clf, ts, frac, s) for s in d["seeds"]]
+                b_names = [arm_name(clf, "real", frac, s) for s in d["seeds"]]
+                over_seeds = {m: M.paired_difference([arms[a]["metrics"][m] for a in a_names],
+                                                     [arms[b]["metrics"][m] for b in b_names]) for m in COMPARED}
+                if predictions is not None and test is not None:
+                    boot = M.paired_bootstrap_difference(
+                        test.labels, [predictions[a] for a in a_names], [predictions[b] for b in b_names],
+                        [arms[a]["threshold"] for a in a_names], [arms[b]["threshold"] for b in b_names],
+                        [r["patient_id"] for r in test.rows], names=COMPARED,
+                        n_boot=int(d["bootstrap"]["samples"]), seed=seed)
+                    diffs[key][f"{ts}-real"] = {m: {**boot[m], "seed_spread": over_seeds[m]} for m in COMPARED}
+                else:
+                    diffs[key][f"{ts}-real"] = over_seeds
     return {"table": table, "paired_differences": diffs}
 
 
@@ -54,7 +70,8 @@ def markdown(summary: dict, d: dict) -> str:
     f = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
     lines = ["# Downstream classifiers: real vs real + synthetic", "",
              f"Test: the real held-out test split; means over seeds {d['seeds']}. Differences are paired by seed "
-             "(same real subset and initialisation); 95% CI by a t interval over seeds.", ""]
+             "(same real subset and initialisation) and averaged over seeds; 95% CI from a paired bootstrap over "
+             "test patients (the same resample for both arms).", ""]
     for key, rows in summary["table"].items():
         clf, frac = key.split(".fraction_")
         lines += [f"## {clf}, real-data fraction {frac}", "",
@@ -87,7 +104,16 @@ def main(argv=None) -> dict:
                     if not path.exists():
                         raise SystemExit(f"downstream_summary: {path} is missing: run `dvc repro downstream`")
                     arms[name] = json.loads(path.read_text())
-    summary = summarise(arms, d)
+    test = load_split(args.path(p["paths"]["prepared"]), "test")
+    reports = args.path(p["paths"]["downstream_reports"])
+    predictions = {}
+    for name in arms:
+        with open(reports / name / "predictions.csv", newline="") as f:
+            predictions[name] = np.array([float(r["score"]) for r in csv.DictReader(f)])
+        if len(predictions[name]) != len(test.labels):
+            raise SystemExit(f"downstream_summary: {name} has {len(predictions[name])} test predictions, the test "
+                             f"split {len(test.labels)}: run `dvc repro downstream` again")
+    summary = summarise(arms, d, predictions, test, seed=int(p["base"]["seed"]))
     out = args.path(p["paths"]["downstream_summary"])
     write_json(out, summary)
     report = args.path(p["paths"]["downstream_report"])

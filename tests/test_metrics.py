@@ -53,3 +53,14 @@ def test_paired_difference():
     d = m.paired_difference([0.9, 0.8, 0.85], [0.8, 0.8, 0.8])
     assert d["mean"] == pytest.approx(0.05) and d["n"] == 3 and d["ci"][0] < 0.05 < d["ci"][1]
     assert m.paired_difference([0.9], [0.8])["ci"] == [None, None]
+
+
+def test_paired_bootstrap_difference():
+    y, s = fixed()
+    patients = np.arange(200) // 2
+    same = m.paired_bootstrap_difference(y, [s, s], [s, s], [0.5, 0.5], [0.5, 0.5], patients, n_boot=100)
+    assert same[m.ROC_AUC]["mean"] == 0 and same[m.ROC_AUC]["ci"] == [0.0, 0.0]
+    better = np.where(y == 1, s + 0.2, s)  # A separates the classes more
+    d = m.paired_bootstrap_difference(y, [better], [s], [0.5], [0.5], patients, n_boot=300)
+    assert d[m.ROC_AUC]["mean"] > 0 and d[m.ROC_AUC]["ci"][0] > 0      # helped, CI excludes 0
+    assert d[m.ROC_AUC]["seeds"] == 1 and d[m.ROC_AUC]["ci"][0] < d[m.ROC_AUC]["mean"] < d[m.ROC_AUC]["ci"][1]
