@@ -23,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dcgan.models import GanConfig  # noqa: E402
+from dcgan.models import GanConfig, generate  # noqa: E402
 from dcgan.train import TrainConfig, Trainer  # noqa: E402
 from evaluation.features import ExtractorConfig, extract, train_extractor  # noqa: E402
 from evaluation.fid import feature_stats, fid, frechet_distance  # noqa: E402
@@ -49,14 +49,8 @@ CONFIGS = {
 def generate(trainer: Trainer, labels: np.ndarray, seed: int) -> np.ndarray:
     """One generated image per label in ``labels`` (class mix of the reference set), from the sampler."""
     g = trainer.sampler()
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(labels), 500):
-            y = torch.as_tensor(labels[i:i + 500]).to(trainer.device)
-            z = torch.randn(len(y), g.cfg.z_dim, generator=gen).to(trainer.device)
-            out.append(g(z, y if g.cfg.num_classes else None).float().cpu().numpy())
-    return np.concatenate(out)
+    z = torch.randn(len(labels), g.cfg.z_dim, generator=torch.Generator().manual_seed(seed))
+    return generate(g, z, labels).numpy()
 
 
 def main():

@@ -142,5 +142,17 @@ def latents(seeds, z_dim: int) -> torch.Tensor:
     return torch.stack([torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
+@torch.no_grad()
+def generate(g: Generator, z: torch.Tensor, y=None, batch: int = 500) -> torch.Tensor:
+    """Images for latents ``z`` (N, z_dim) and labels ``y`` (N,; ignored when unconditional), in batches on
+    g's device; returns (N, 1, R, R) float32 on the CPU."""
+    device = next(g.parameters()).device
+    out = []
+    for i in range(0, len(z), batch):
+        yb = torch.as_tensor(y[i:i + batch], device=device, dtype=torch.long) if g.cfg.num_classes else None
+        out.append(g(torch.as_tensor(z[i:i + batch]).to(device), yb).float().cpu())
+    return torch.cat(out)
+
+
 def build(cfg: GanConfig) -> tuple[Generator, Discriminator]:
     return Generator(cfg), Discriminator(cfg)

@@ -18,7 +18,7 @@ from pydicom.uid import generate_uid
 from common.images import save_png, tile, to_uint8
 from common.io import atomic_dir, write_json
 from common.seeding import stage_rng
-from dcgan.models import latents
+from dcgan.models import generate, latents
 from dcgan.train import load_generator
 from imaging.dicom_write import synthetic_dataset
 from pipeline.params import parse_stage_args
@@ -64,13 +64,7 @@ def main(argv=None) -> dict:
     rng = stage_rng(seed, "synthesize", "latents")
     seeds = rng.choice(2**62, size=len(labels), replace=False)
     t0 = time.perf_counter()
-    images = np.empty((len(labels), 1, g.cfg.resolution, g.cfg.resolution), np.float16)
-    batch = int(s["batch"])
-    with torch.no_grad():
-        for i in range(0, len(labels), batch):
-            z = latents(seeds[i:i + batch], g.cfg.z_dim).to(device)
-            y = torch.as_tensor(labels[i:i + batch], device=device) if conditional else None
-            images[i:i + batch] = g(z, y).float().cpu().numpy()
+    images = generate(g, latents(seeds, g.cfg.z_dim), labels, int(s["batch"])).numpy().astype(np.float16)
     seconds = time.perf_counter() - t0
     names = [classes[y] if y >= 0 else "" for y in labels]
 

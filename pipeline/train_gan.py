@@ -26,7 +26,7 @@ from tqdm import tqdm
 from common.images import save_png, tile
 from common.io import atomic_file, write_json
 from common.seeding import stage_rng
-from dcgan.models import GanConfig, latents
+from dcgan.models import GanConfig, generate, latents
 from dcgan.train import METRICS, Callbacks, DivergenceError, TrainConfig, Trainer, generator_state, load_generator
 from evaluation import fidelity as fd
 from pipeline.params import parse_stage_args
@@ -75,10 +75,7 @@ class FidMonitor:
 
     def check(self, tr: Trainer, classes: list[str]) -> float:
         g = tr.sampler()
-        with torch.no_grad():
-            fake = torch.cat([g(self.z[i:i + 500].to(self.device),
-                                torch.as_tensor(self.y[i:i + 500], device=self.device) if self.y is not None
-                                else None).float().cpu() for i in range(0, len(self.z), 500)])
+        fake = generate(g, self.z, self.y)
         value = fd.fid(fd.features(fake.numpy(), fd.DOMAIN, self.device, domain_state=self.extractor), self.ref)
         self.history.append({"step": tr.step, "epoch": tr.step / tr.steps_per_epoch, "fid_domain": value})
         if self.best is None or value < self.best["fid"]:
