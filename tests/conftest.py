@@ -31,6 +31,30 @@ def project(tmp_path) -> Path:
     return tmp_path
 
 
+def _merge(into: dict, updates: dict) -> None:
+    for k, v in updates.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
+
+
+def tiny_params(folder: Path, demo_archive: Path, **sections) -> Path:
+    """Write folder/params.yaml for a small run on the demo archive at 32x32 (MLflow in folder/mlflow.db);
+    ``sections`` (e.g. ``gan={"steps": 4}``) are merged into the project's params. Returns ``folder``."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    _merge(params, {"mlflow": {"tracking_uri": "sqlite:///mlflow.db"}, "data": {"source": str(demo_archive)},
+                    "prepare": {"size": 32, "workers": 1}})
+    _merge(params, sections)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    return folder
+
+
+def stage_args(project: Path, *overrides: str) -> list[str]:
+    """A stage's argv for project/params.yaml with ``-S`` overrides."""
+    return ["--params", str(project / "params.yaml"), *[a for o in overrides for a in ("-S", o)]]
+
+
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import stage_args, tiny_params
 from pipeline import downstream, downstream_summary, prepare, synthesize, train_extractor, train_gan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,21 +46,13 @@ def test_arms_are_generated_from_params(tmp_path):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, demo_archive):
-    project = tmp_path_factory.mktemp("downstream")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["mlflow"]["tracking_uri"] = "sqlite:///mlflow.db"
-    params["data"]["source"] = str(demo_archive)
-    params["prepare"].update(size=32, workers=1)
-    params["extractor"].update(width=4, dim=16, steps=5, batch=16)
-    params["gan"].update(width=0.25, steps=4, batch=8, fid_every=0, grid_every=0)
-    params["downstream"].update(fractions=[1.0, 0.5], seeds=[0])
-    params["downstream"]["cnn"].update(width=4, epochs=2, batch=16)
-    params["downstream"]["xgboost"].update(n_estimators=20)
-    params["downstream"]["bootstrap"]["samples"] = 50
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    a = ["--params", str(project / "params.yaml")]
+    project = tiny_params(tmp_path_factory.mktemp("downstream"), demo_archive,
+                          extractor=dict(width=4, dim=16, steps=5, batch=16),
+                          gan=dict(width=0.25, steps=4, batch=8, fid_every=0, grid_every=0),
+                          downstream=dict(fractions=[1.0, 0.5], seeds=[0], cnn=dict(width=4, epochs=2, batch=16),
+                                          xgboost=dict(n_estimators=20), bootstrap=dict(samples=50)))
     for stage in (prepare, train_extractor, train_gan, synthesize):
-        stage.main(a)
+        stage.main(stage_args(project))
     return project
 
 
@@ -83,7 +76,7 @@ class Spy:
 def test_test_split_is_never_seen_by_selection(project, monkeypatch):
     spy = Spy()
     monkeypatch.setattr(downstream, "build_classifier", lambda *a, **k: spy)
-    downstream.main(["--params", str(project / "params.yaml"), "--arm", "cnn", "real_synthetic", "1.0", "0"])
+    downstream.main([*stage_args(project), "--arm", "cnn", "real_synthetic", "1.0", "0"])
     from pipeline.prepared import load_split
     test = load_split(project / "data/prepared", "test")
     test_hashes = {x.tobytes() for x in test.images}
@@ -94,7 +87,7 @@ def test_test_split_is_never_seen_by_selection(project, monkeypatch):
 
 @pytest.mark.parametrize("classifier", ["cnn", "xgboost"])
 def test_arms_and_summary(project, classifier):
-    a = ["--params", str(project / "params.yaml")]
+    a = stage_args(project)
     for ts in ("real", "real_synthetic", "synthetic", "real_classic"):
         for frac in ("1.0", "0.5"):
             r = downstream.main([*a, "--arm", classifier, ts, frac, "0"])

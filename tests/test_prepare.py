@@ -7,6 +7,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from conftest import stage_args
 from imaging.demo import BROKEN
 from imaging.dicom_write import encode, grey_dataset
 from imaging.phantoms import Anatomy, chest_phantom
@@ -19,7 +20,7 @@ def read_csv(path):
 
 
 def run_prepare(project, *overrides):
-    return prepare.main(["--params", str(project / "params.yaml"), *[a for o in overrides for a in ("-S", o)]])
+    return prepare.main(stage_args(project, *overrides))
 
 
 def check_outputs(out, n, size=64):

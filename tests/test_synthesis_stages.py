@@ -1,41 +1,29 @@
 """extractor, train_gan with FID checks, synthesize and fidelity stages on the small demo set."""
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 import torch
-import yaml
 
+from conftest import stage_args, tiny_params
 from dcgan.models import latents
 from dcgan.train import load_generator
 from imaging.dicom_write import SECONDARY_CAPTURE
 from pipeline import fidelity, prepare, synthesize, train_extractor, train_gan
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def args(project, *overrides):
-    return ["--params", str(project / "params.yaml"), *[a for o in overrides for a in ("-S", o)]]
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, demo_archive):
     """Prepared demo data at 32x32, a domain extractor and a GAN trained with FID checks."""
-    project = tmp_path_factory.mktemp("synth")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["mlflow"]["tracking_uri"] = "sqlite:///mlflow.db"
-    params["data"]["source"] = str(demo_archive)
-    params["prepare"].update(size=32, workers=1)
-    params["extractor"].update(width=4, dim=16, steps=10, batch=16)
-    params["gan"].update(width=0.25, steps=8, batch=8, log_every=2, checkpoint_every=4, grid_every=0,
-                         fid_every=2, fid_samples=40)
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    prepare.main(args(project))
-    extractor = train_extractor.main(args(project))
-    gan = train_gan.main(args(project))
+    project = tiny_params(tmp_path_factory.mktemp("synth"), demo_archive,
+                          extractor=dict(width=4, dim=16, steps=10, batch=16),
+                          gan=dict(width=0.25, steps=8, batch=8, log_every=2, checkpoint_every=4, grid_every=0,
+                                   fid_every=2, fid_samples=40))
+    prepare.main(stage_args(project))
+    extractor = train_extractor.main(stage_args(project))
+    gan = train_gan.main(stage_args(project))
     return project, extractor, gan
 
 
@@ -59,7 +47,7 @@ def test_train_gan_keeps_the_lowest_fid_generator(trained):
 
 def test_synthesize_counts_seeds_and_copies(trained):
     project, _, gan = trained
-    s = synthesize.main(args(project, "synthesize.ratio=0.5", "synthesize.png=true", "synthesize.dicom=true"))
+    s = synthesize.main(stage_args(project, "synthesize.ratio=0.5", "synthesize.png=true", "synthesize.dicom=true"))
     out = project / "data/synthetic"
     train_counts = {k: v for k, v in json.loads((project / "data/prepared/summary.json").read_text())["splits"]
                     ["train"].items() if k in ("normal", "pneumonia")}
@@ -84,15 +72,15 @@ def test_synthesize_counts_seeds_and_copies(trained):
     assert ds.PatientID == "SYNTHETIC" and "BirthDate" not in str(ds.get("PatientBirthDate", ""))
     uids = {pydicom.dcmread(d).SOPInstanceUID for d in dcms}
     assert len(uids) == len(dcms)
-    counts = synthesize.main(args(project, "synthesize.count=5"))
+    counts = synthesize.main(stage_args(project, "synthesize.count=5"))
     assert counts["per_class"] == {"normal": 5, "pneumonia": 5} and counts["images"] == 10
 
 
 def test_fidelity_stage_metrics(trained):
     project, _, _ = trained
-    synthesize.main(args(project, "synthesize.count=12"))
+    synthesize.main(stage_args(project, "synthesize.count=12"))
     with pytest.warns(UserWarning, match="inception-v3-compat unavailable"):
-        r = fidelity.main(args(project, "fidelity.inception_weights=missing.pth", "fidelity.kid_subsets=5"))
+        r = fidelity.main(stage_args(project, "fidelity.inception_weights=missing.pth", "fidelity.kid_subsets=5"))
     saved = json.loads((project / "metrics/fidelity.json").read_text())
     assert saved["reference_split"] == "val" and saved["n_synthetic"] == 24
     inc = saved["extractors"]["inception-v3-compat"]

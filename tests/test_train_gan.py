@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
-
+from conftest import stage_args, tiny_params
 from dcgan.train import load_generator
 from pipeline import prepare, train_gan
 
@@ -22,17 +21,9 @@ FAST = dict(width=0.25, steps=12, batch=8, log_every=3, checkpoint_every=6, grid
 @pytest.fixture
 def prepared(project, demo_archive):
     """A project with the demo archive prepared at 32x32 and a tiny, fast GAN in its params.yaml."""
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["data"]["source"] = str(demo_archive)
-    params["prepare"]["size"] = 32
-    params["gan"].update(FAST)
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    prepare.main(["--params", str(project / "params.yaml")])
+    tiny_params(project, demo_archive, gan=FAST)
+    prepare.main(stage_args(project))
     return project
-
-
-def stage_args(project, *overrides):
-    return ["--params", str(project / "params.yaml"), *[a for o in overrides for a in ("-S", o)]]
 
 
 def env():

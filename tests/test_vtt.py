@@ -7,10 +7,10 @@ import re
 import numpy as np
 import pydicom
 import pytest
-import yaml
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
+from conftest import stage_args, tiny_params
 from evaluation import vtt
 
 # ---- scoring on fixed response files ------------------------------------------------------------------------
@@ -124,13 +124,9 @@ def exported(project, demo_archive):
     """The demo pipeline up to vtt_export (tiny GAN) in a project folder."""
     from pipeline import prepare, synthesize, train_gan, vtt_export
 
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["data"]["source"] = str(demo_archive)
-    params["prepare"]["size"] = 32
-    params["gan"].update(width=0.25, steps=2, batch=8, fid_every=0, grid_every=0)
-    params["vtt"].update(n=4, display_size=64, dicom=True)
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    a = ["--params", str(project / "params.yaml")]
+    tiny_params(project, demo_archive, gan=dict(width=0.25, steps=2, batch=8, fid_every=0, grid_every=0),
+                vtt=dict(n=4, display_size=64, dicom=True))
+    a = stage_args(project)
     prepare.main(a)
     train_gan.main(a)
     synthesize.main(a)
@@ -196,9 +192,9 @@ def test_vtt_score_command_end_to_end(exported, tmp_path):
         for r in key:
             w.writerow({"reader": "dr a", "key_version": summary["key_version"], "id": r["id"], "answer": r["truth"],
                         "confidence": 4, "comment": "looks, \"fine\""})
-    result = vtt_score.main(["--params", str(project / "params.yaml"), str(path)])
+    result = vtt_score.main([*stage_args(project), str(path)])
     assert result["pooled"]["accuracy"] == 1.0 and result["images"] == 8
     assert json.loads((project / "metrics/vtt.json").read_text())["readers"]["dr a"]["n"] == 8
     (project / "exports/vtt/key.csv").write_text((project / "exports/vtt/key.csv").read_text().replace("real", "synthetic", 1))
     with pytest.raises(SystemExit, match="does not match the commitment"):
-        vtt_score.main(["--params", str(project / "params.yaml"), str(path)])
+        vtt_score.main([*stage_args(project), str(path)])
