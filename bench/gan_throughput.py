@@ -171,6 +171,8 @@ def main():
     ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="(a)'s DataLoader workers")
     ap.add_argument("--demo", action="store_true", help="also time the demo configuration from params.yaml")
     ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--ablation", action="store_true",
+                    help="also time ours at the largest batch without CUDA graphs, and in plain fp32 eager mode")
     args = ap.parse_args()
 
     params = load_params(ROOT / "params.yaml")
@@ -193,14 +195,22 @@ def main():
         if not args.skip_reference:
             row["reference_images_per_second"] = round(reference_throughput(files, batch, device, args.workers,
                                                                             args.seconds), 1)
-        for nc, key in ((0, "ours_unconditional"), (len(split.classes), "ours_conditional")):
+        variants = [(0, "ours_unconditional", {}), (len(split.classes), "ours_conditional", {})]
+        if args.ablation and batch == max(args.batches):
+            variants += [(0, "ours_unconditional_no_graphs", {"cuda_graphs": False}),
+                         (0, "ours_unconditional_fp32_eager",
+                          {"cuda_graphs": False, "precision": "fp32", "channels_last": False})]
+        for nc, key, change in variants:
             gan = GanConfig(resolution=64, width=1.0, num_classes=nc, spectral_norm=bool(g["spectral_norm"]))
+            rt = {k: runtime[k] for k in ("precision", "channels_last", "cuda_graphs")} | change
             cfg = TrainConfig(steps=10**9, batch=batch, loss=g["loss"], diffaugment=g["diffaugment"] or "",
                               ema_decay=float(g["ema_decay"]), label_smoothing=float(g["label_smoothing"]),
-                              precision=runtime["precision"], channels_last=runtime["channels_last"],
-                              cuda_graphs=runtime["cuda_graphs"], log_every=10**9)
-            row[key] = ours_throughput(images, labels, gan, cfg, device, args.seconds)
-        if "reference_images_per_second" in row:
+                              log_every=10**9, **rt)
+            try:
+                row[key] = ours_throughput(images, labels, gan, cfg, device, args.seconds)
+            except Exception as e:  # a failed configuration is a result too; the others still run
+                row[key] = {"error": f"{type(e).__name__}: {e}"[:2000]}
+        if "reference_images_per_second" in row and "images_per_second" in row["ours_unconditional"]:
             row["speedup_unconditional"] = round(row["ours_unconditional"]["images_per_second"]
                                                  / row["reference_images_per_second"], 2)
         rows.append(row)

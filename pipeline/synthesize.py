@@ -13,14 +13,12 @@ import time
 
 import numpy as np
 import torch
-from pydicom.uid import generate_uid
 
 from common.images import save_png, tile, to_uint8
 from common.io import atomic_dir, write_json
 from common.seeding import stage_rng
 from dcgan.models import generate, latents
 from dcgan.train import load_generator
-from imaging.dicom_write import synthetic_dataset
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split
 from pipeline.tracking import numeric_metrics, stage_run
@@ -81,7 +79,11 @@ def main(argv=None) -> dict:
         if s["png"]:
             for i, (img, name) in enumerate(zip(images, names)):
                 save_png(tmp / "png" / (name or "all") / f"{i:06d}.png", to_uint8(img[0]))
-        if s["dicom"]:
+        if s["dicom"]:  # pydicom only when DICOM copies are asked for
+            from pydicom.uid import generate_uid
+
+            from imaging.dicom_write import synthetic_dataset
+
             uid_rng = stage_rng(seed, "synthesize", "uids")
             study, series = (generate_uid(entropy_srcs=[str(uid_rng.integers(2**62)), k]) for k in ("st", "se"))
             for i, (img, name) in enumerate(zip(images, names)):
