@@ -27,10 +27,10 @@ demo: install
 	dvc repro
 
 test: install
-	pytest -q -m "not slow" -n $(PYTEST_WORKERS)
+	pytest -q -m "not slow" -n $(PYTEST_WORKERS) --dist loadgroup
 
 test-all: install browser
-	pytest -q -n $(PYTEST_WORKERS)
+	pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
 
 # Debian's Chromium and ChromeDriver, for the reader-page test in the slow tier (needs root or sudo).
 browser:

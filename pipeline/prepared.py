@@ -28,6 +28,19 @@ class Split:
         return h.hexdigest()[:16]
 
 
+def dataset_hash(prepared: Path) -> str | None:
+    """Identifies a whole prepared set (pixels, labels and split of every image); None when not prepared."""
+    try:
+        with open(Path(prepared) / "index.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        return None
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(f"{r['sha256']}:{r['label']}:{r['split']}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def load_split(prepared: Path, split: str) -> Split:
     """One split of a prepared folder; images are read into memory (prepared sets are small)."""
     if split not in SPLITS:

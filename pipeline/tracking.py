@@ -6,7 +6,14 @@ decides its results: the params (after ``-S`` overrides), the git commit, any un
 or to dvc.yaml, and the DVC experiment name. Every stage computes that key, finds the open parent run
 tagged with it (or creates it, logging all params as dotted keys), and starts its own child run under it.
 ``dvc repro`` after a code or params change therefore opens a new parent; ``dvc exp run -S ...`` variants
-each get their own; re-running the same configuration adds child runs to the same parent.
+each get their own; re-running the same configuration adds child runs to the same parent. The ``report``
+stage, last, puts the headline metrics on the parent (``log_to_parent``).
+
+Where runs go: ``mlflow.tracking_uri`` (a team's server: ``http://host:5000``). The ``MLFLOW_TRACKING_URI``
+environment variable is not read: ``mlflow.set_tracking_uri`` sets it in the process, so it would carry one
+run's database into the next. A relative ``sqlite:///`` path is taken from the DVC project root: ``DVC_ROOT``,
+which DVC sets to the main workspace also for queued experiments running in ``.dvc/tmp/exps/``, so those
+land in the same database as ``dvc repro`` in the workspace.
 """
 from __future__ import annotations
 
@@ -15,18 +22,24 @@ import json
 import math
 import os
 import subprocess
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 from pipeline.params import flatten
+from pipeline.prepared import dataset_hash
 
 KEY_TAG = "pipeline_key"
 STAGE_TAG = "stage"
+DATA_TAG = "data_hash"
+PARENT_TAG = "mlflow.parentRunId"
 
 
 def resolve_tracking_uri(uri: str, root: Path) -> str:
-    """Make a relative ``sqlite:///file.db`` absolute against the project root; other URIs pass."""
+    """``uri`` with a relative ``sqlite:///file.db`` made absolute against the DVC project root (``DVC_ROOT``,
+    else ``root``); other URIs pass."""
+    root = Path(os.environ.get("DVC_ROOT") or root)
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
         return prefix + str((root / uri[len(prefix):]).resolve())
@@ -42,9 +55,10 @@ def _git(root: Path, *args: str) -> str | None:
 
 
 def git_state(root: Path) -> dict[str, str]:
-    """Commit, and a hash of uncommitted changes to code and pipeline definition ("" when clean)."""
+    """Commit, and a hash of uncommitted changes to code, pipeline definition and ``dvc add``-ed data
+    pointers ("" when clean)."""
     commit = (_git(root, "rev-parse", "HEAD") or "").strip()
-    diff = _git(root, "diff", "HEAD", "--", "*.py", "dvc.yaml", "pyproject.toml") or ""
+    diff = _git(root, "diff", "HEAD", "--", "*.py", "dvc.yaml", "pyproject.toml", "*.dvc") or ""
     return {"commit": commit, "code_diff": hashlib.sha256(diff.encode()).hexdigest()[:16] if diff else ""}
 
 
@@ -84,8 +98,11 @@ def stage_run(stage: str, params: dict, root: Path, stage_params: dict | None = 
     name = cfg.get("experiment", "medaug")
     exp = client.get_experiment_by_name(name)
     if exp is None:
-        artifacts = (root / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite:") else None
-        exp_id = client.create_experiment(name, artifact_location=artifacts)
+        home = Path(os.environ.get("DVC_ROOT") or root)
+        artifacts = (home / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite:") else None
+        # the kind tag makes MLflow 3's UI open the runs table (model training), not its GenAI overview
+        exp_id = client.create_experiment(name, artifact_location=artifacts,
+                                          tags={"mlflow.experimentKind": "custom_model_development"})
     else:
         exp_id = exp.experiment_id
 
@@ -94,6 +111,7 @@ def stage_run(stage: str, params: dict, root: Path, stage_params: dict | None = 
     key = execution_key(params, git, exp_name)
     tags = {"mlflow.source.git.commit": git["commit"], "git_commit": git["commit"],
             "git_code_diff": git["code_diff"], "dvc_exp_name": exp_name, KEY_TAG: key}
+    data_hash = dataset_hash(root / params.get("paths", {}).get("prepared", "data/prepared"))
     found = client.search_runs([exp_id], filter_string=f"tags.{KEY_TAG} = '{key}'", max_results=1,
                                order_by=["attributes.start_time ASC"])
     if found:
@@ -103,6 +121,9 @@ def stage_run(stage: str, params: dict, root: Path, stage_params: dict | None = 
         parent = client.create_run(exp_id, run_name=f"pipeline {label}".strip(), tags=tags)
         parent_id = parent.info.run_id
         mlflow.log_params({k: _param_value(v) for k, v in flatten(params).items()}, run_id=parent_id)
+    if data_hash:  # the prepared data this stage saw (absent before prepare has run)
+        client.set_tag(parent_id, DATA_TAG, data_hash)
+        tags[DATA_TAG] = data_hash
 
     with mlflow.start_run(experiment_id=exp_id, run_name=stage, parent_run_id=parent_id,
                           tags={**tags, STAGE_TAG: stage}):
@@ -112,6 +133,22 @@ def stage_run(stage: str, params: dict, root: Path, stage_params: dict | None = 
             yield mlflow
         finally:
             client.set_terminated(parent_id)
+
+
+def log_to_parent(ml: Any, metrics: dict[str, float], artifacts: list[Path] = ()) -> str:
+    """Log ``metrics`` and ``artifacts`` (files) on the parent (pipeline) run of the active stage run; returns the
+    parent's id."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    parent_id = ml.active_run().data.tags[PARENT_TAG]
+    now = int(time.time() * 1000)
+    items = [Metric(k, v, now, 0) for k, v in metrics.items()]
+    for i in range(0, len(items), 1000):  # MLflow's limit per batch
+        MlflowClient().log_batch(parent_id, metrics=items[i:i + 1000])
+    for f in artifacts:
+        MlflowClient().log_artifact(parent_id, str(f))
+    return parent_id
 
 
 def _param_value(v: Any) -> str:

@@ -7,7 +7,9 @@ naming the file and lines), checks the key against the SHA-256 commitment in the
 reports per reader and pooled: accuracy (exact 95% CI), sensitivity for synthetic, specificity, an exact
 binomial test against 50%, accuracy by confidence, inter-reader agreement (Cohen's kappa for two readers,
 Fleiss' for more) and a Mann-Whitney U test of realism ratings between real and synthetic images.
-Writes paths.vtt_metrics (metrics/vtt.json) and logs it to the pipeline's MLflow run.
+Writes paths.vtt_metrics (metrics/vtt.json) and logs it to the pipeline's MLflow run, then renders the run
+report again (reports/index.html and summary.json, with the scores) and puts the headline metrics, VTT
+accuracy included, on the MLflow parent run.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from common.io import write_json
 from evaluation import vtt
+from pipeline import report
 from pipeline.params import parse_stage_args
 from pipeline.tracking import numeric_metrics, stage_run
 
@@ -57,6 +60,8 @@ def main(argv=None) -> dict:
             ml.log_metrics(numeric_metrics({"pooled": result["pooled"], "agreement": result.get("agreement", {})},
                                            "vtt."))
             ml.log_artifact(str(out))
+    if args.path(p["paths"]["report"]).exists():  # the pipeline has run: add the scores to its report
+        report.run(args)
     pooled = result["pooled"]
     print(f"vtt_score: {len(readers)} reader(s), pooled accuracy {pooled['accuracy']:.3f} "
           f"(95% CI {pooled['accuracy_95ci'][0]:.3f}-{pooled['accuracy_95ci'][1]:.3f}, binomial p vs 50% "

@@ -12,6 +12,8 @@ import yaml
 from conftest import stage_args, tiny_params
 from pipeline import downstream, downstream_summary, prepare, synthesize, train_extractor, train_gan
 
+pytestmark = pytest.mark.xdist_group("downstream-project")  # the tests build on one module-scoped project
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -1,15 +1,20 @@
-"""`dvc repro` on a fresh copy of the project runs every stage; a second run does nothing."""
+"""`dvc repro` on a fresh copy of the project runs every stage and a second run does nothing; `dvc exp run -S`
+variants (one in the workspace, one through the DVC queue) then show as comparable MLflow parent runs, and
+`dvc metrics`/`dvc plots` read the same files. The tests share one reproduced project (one xdist group)."""
 import json
 import os
 import shutil
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.xdist_group("dvc-project")
 
 
 def run(cmd, cwd, env):
@@ -18,12 +23,12 @@ def run(cmd, cwd, env):
     return out.stdout + out.stderr
 
 
-@pytest.fixture
-def fresh_clone(tmp_path):
+@pytest.fixture(scope="module")
+def fresh_clone(tmp_path_factory):
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
     if not files:
         pytest.skip("not a git checkout")
-    dst = tmp_path / "clone"
+    dst = tmp_path_factory.mktemp("dvc") / "clone"
     for f in files:
         if (ROOT / f).is_file() and not f.startswith("dvc.lock"):
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
@@ -51,15 +56,21 @@ def fresh_clone(tmp_path):
     return dst, env
 
 
-def test_dvc_repro_runs_every_stage_then_nothing(fresh_clone):
+@pytest.fixture(scope="module")
+def reproduced(fresh_clone):
     dst, env = fresh_clone
-    first = run([sys.executable, "-m", "dvc", "repro"], dst, env)
+    return dst, env, run([sys.executable, "-m", "dvc", "repro"], dst, env)
+
+
+def test_dvc_repro_runs_every_stage_then_nothing(reproduced):
+    dst, env, first = reproduced
     for stage in ("demo_data", "prepare", "extractor", "train_gan", "synthesize", "fidelity",
                   "downstream@cnn-real_synthetic-1.0-0", "downstream@xgboost-real-1.0-0", "downstream_summary",
-                  "vtt_export"):
+                  "vtt_export", "report"):
         assert f"Running stage '{stage}'" in first
     assert (dst / "data/prepared/images.npy").is_file() and (dst / "mlflow.db").is_file()
     assert (dst / "models/gan/generator.pt").is_file() and (dst / "reports/gan/losses.csv").is_file()
+    assert (dst / "reports/index.html").is_file()
     assert json.loads((dst / "metrics/fidelity.json").read_text())["extractors"]["medaug-domain"]["overall"]["fid"] > 0
     plots = json.loads(run([sys.executable, "-m", "dvc", "plots", "show", "--json"], dst, env))["data"]
     values = plots["GAN losses"][0]["content"]["data"]["values"]
@@ -68,3 +79,53 @@ def test_dvc_repro_runs_every_stage_then_nothing(fresh_clone):
     assert "Running stage" not in second and "up to date" in second
     status = run(["git", "status", "--porcelain", "--untracked-files=no"], dst, env)
     assert status.strip() == "", status  # no tracked file (params, code) was touched
+
+
+def dvc(dst, env, *args):
+    return run([sys.executable, "-m", "dvc", *args], dst, env)
+
+
+def test_exp_variants_are_two_comparable_parent_runs(reproduced):
+    from mlflow.tracking import MlflowClient
+
+    dst, env, _ = reproduced
+    run(["git", "add", "-A"], dst, env)                   # the baseline's dvc.lock, so metrics can be diffed
+    run(["git", "commit", "-qm", "baseline"], dst, env)
+    head = run(["git", "rev-parse", "HEAD"], dst, env).strip()
+    dvc(dst, env, "exp", "run", "-n", "lrd-1e-4", "-S", "gan.lr_d=1e-4")
+    dvc(dst, env, "exp", "run", "--queue", "-n", "lrd-3e-4", "-S", "gan.lr_d=3e-4")
+    dvc(dst, env, "queue", "start", "-j", "1")
+    deadline = time.time() + 600
+    while time.time() < deadline:                         # queued runs go on in background workers
+        status = dvc(dst, env, "queue", "status")
+        if "Success" in status or "Failed" in status:
+            break
+        time.sleep(3)
+    assert "Success" in status, status + dvc(dst, env, "queue", "logs", "lrd-3e-4")
+
+    client = MlflowClient(f"sqlite:///{dst / 'mlflow.db'}")  # the queued run wrote here too, not in its tmp dir
+    exp = client.get_experiment_by_name("medaug")
+    parents = {r.data.tags.get("dvc_exp_name"): r for r in client.search_runs([exp.experiment_id])
+               if "mlflow.parentRunId" not in r.data.tags}
+    assert {"lrd-1e-4", "lrd-3e-4"} <= set(parents), parents.keys()
+    a, b = parents["lrd-1e-4"], parents["lrd-3e-4"]
+    assert (a.data.params["gan.lr_d"], b.data.params["gan.lr_d"]) == ("0.0001", "0.0003")
+    assert a.data.params["gan.lr_g"] == b.data.params["gan.lr_g"]
+    for r in (a, b):                                      # same code and data, the headline metrics on both
+        assert r.data.tags["git_commit"] == head and r.data.tags["data_hash"] == parents[""].data.tags["data_hash"]
+        for m in ("fidelity.medaug-domain.fid", "fidelity.medaug-domain.relative_fid", "memorisation.features."
+                  "synthetic_below", "downstream.cnn.fraction_1.0.real_synthetic-real.accuracy"):
+            assert m in r.data.metrics, m
+        stages = {c.data.tags["stage"] for c in client.search_runs(
+            [exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{r.info.run_id}'")}
+        assert {"train_gan", "fidelity", "report"} <= stages and "prepare" not in stages  # cached: not re-run
+    assert a.data.metrics["fidelity.medaug-domain.fid"] != b.data.metrics["fidelity.medaug-domain.fid"]
+
+    shown = json.loads(dvc(dst, env, "metrics", "show", "--json"))
+    assert "reports/summary.json" in json.dumps(shown)
+    diff = json.loads(dvc(dst, env, "metrics", "diff", "--json"))   # HEAD (baseline) vs workspace (lrd-1e-4)
+    assert any(k.startswith("fidelity.medaug-domain") for k in diff["reports/summary.json"])
+    exps = json.loads(dvc(dst, env, "exp", "show", "--json"))
+    assert {"lrd-1e-4", "lrd-3e-4"} <= set(re.findall(r'"name": "([^"]+)"', json.dumps(exps)))
+    plots = json.loads(dvc(dst, env, "plots", "diff", "--json"))
+    assert "GAN losses" in plots["data"]

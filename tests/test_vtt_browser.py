@@ -2,34 +2,16 @@
 `make browser`): open it from the file system, answer every image with the keyboard, close the browser
 half-way (progress must survive), download the CSV and score it."""
 import csv
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from browser import CHROMEDRIVER, CHROMIUM, chromium
 from evaluation import vtt
 
 pytestmark = pytest.mark.slow
-
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-
-
-def browser(profile: Path, downloads: Path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={profile}"):
-        opts.add_argument(flag)
-    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                           "download.prompt_for_download": False})
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-
 
 def export(folder: Path, n: int = 6) -> tuple[list[vtt.BlindedItem], str]:
     rng = np.random.default_rng(0)
@@ -54,7 +36,7 @@ def test_reader_page_answer_everything_and_download(tmp_path):
     body = lambda d: d.find_element(By.TAG_NAME, "body")  # noqa: E731
     shown = lambda d: d.find_element(By.ID, "image").get_attribute("src").rsplit("/", 1)[-1][:-4]  # noqa: E731
 
-    d = browser(profile, downloads)
+    d = chromium(profile, downloads)
     try:
         d.get(url)
         d.find_element(By.ID, "reader-name").send_keys("Dr Test")
@@ -68,7 +50,7 @@ def test_reader_page_answer_everything_and_download(tmp_path):
     finally:
         d.quit()                                     # closing the browser keeps the progress
 
-    d = browser(profile, downloads)
+    d = chromium(profile, downloads)
     try:
         d.get(url)
         start = d.find_element(By.ID, "start")
