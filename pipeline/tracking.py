@@ -36,10 +36,16 @@ DATA_TAG = "data_hash"
 PARENT_TAG = "mlflow.parentRunId"
 
 
+def project_root(root: Path) -> Path:
+    """The DVC project's main workspace: ``DVC_ROOT`` (DVC sets it, also in a queued experiment's temporary
+    copy), else ``root``."""
+    return Path(os.environ.get("DVC_ROOT") or root)
+
+
 def resolve_tracking_uri(uri: str, root: Path) -> str:
-    """``uri`` with a relative ``sqlite:///file.db`` made absolute against the DVC project root (``DVC_ROOT``,
-    else ``root``); other URIs pass."""
-    root = Path(os.environ.get("DVC_ROOT") or root)
+    """``uri`` with a relative ``sqlite:///file.db`` made absolute against the project root
+    (``project_root``); other URIs pass."""
+    root = project_root(root)
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
         return prefix + str((root / uri[len(prefix):]).resolve())
@@ -98,8 +104,7 @@ def stage_run(stage: str, params: dict, root: Path, stage_params: dict | None = 
     name = cfg.get("experiment", "medaug")
     exp = client.get_experiment_by_name(name)
     if exp is None:
-        home = Path(os.environ.get("DVC_ROOT") or root)
-        artifacts = (home / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite:") else None
+        artifacts = (project_root(root) / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite:") else None
         # the kind tag makes MLflow 3's UI open the runs table (model training), not its GenAI overview
         exp_id = client.create_experiment(name, artifact_location=artifacts,
                                           tags={"mlflow.experimentKind": "custom_model_development"})
@@ -141,13 +146,13 @@ def log_to_parent(ml: Any, metrics: dict[str, float], artifacts: list[Path] = ()
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    parent_id = ml.active_run().data.tags[PARENT_TAG]
+    client, parent_id = MlflowClient(), ml.active_run().data.tags[PARENT_TAG]
     now = int(time.time() * 1000)
     items = [Metric(k, v, now, 0) for k, v in metrics.items()]
     for i in range(0, len(items), 1000):  # MLflow's limit per batch
-        MlflowClient().log_batch(parent_id, metrics=items[i:i + 1000])
+        client.log_batch(parent_id, metrics=items[i:i + 1000])
     for f in artifacts:
-        MlflowClient().log_artifact(parent_id, str(f))
+        client.log_artifact(parent_id, str(f))
     return parent_id
 
 
