@@ -85,10 +85,12 @@ def dvc(dst, env, *args):
     return run([sys.executable, "-m", "dvc", *args], dst, env)
 
 
-def test_exp_variants_are_two_comparable_parent_runs(reproduced):
+def test_exp_variants_are_two_comparable_parent_runs(reproduced, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    dst, env, _ = reproduced
+    # a copy (git, DVC cache, mlflow.db and all), so the other test sees the reproduced workspace untouched
+    dst = shutil.copytree(reproduced[0], tmp_path / "clone", symlinks=True)
+    env = {**reproduced[1], "DVC_SITE_CACHE_DIR": str(dst / ".dvc/tmp/site-cache")}
     run(["git", "add", "-A"], dst, env)                   # the baseline's dvc.lock, so metrics can be diffed
     run(["git", "commit", "-qm", "baseline"], dst, env)
     head = run(["git", "rev-parse", "HEAD"], dst, env).strip()

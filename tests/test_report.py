@@ -3,6 +3,7 @@ run's numbers, the headline metrics on the MLflow parent run, and the VTT scores
 import csv
 import json
 import re
+import shutil
 
 import pytest
 from browser import CHROMEDRIVER, CHROMIUM, chromium
@@ -12,7 +13,7 @@ from evaluation import vtt
 from pipeline import report_page as H
 from pipeline.prepared import dataset_hash
 
-pytestmark = pytest.mark.xdist_group("report-project")  # one pipeline run, scored last
+pytestmark = pytest.mark.xdist_group("report-project")  # one pipeline run for the module
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,7 @@ def test_parent_run_carries_headline_metrics_and_identity(pipeline_run):
 def test_vtt_score_adds_the_scores_to_report_and_parent_run(pipeline_run, tmp_path):
     from pipeline import vtt_score
 
-    project, _ = pipeline_run
+    project = shutil.copytree(pipeline_run[0], tmp_path / "project")  # the other tests see it unscored
     key = list(csv.DictReader(open(project / "exports/vtt/key.csv", newline="")))
     version = json.loads((project / "exports/vtt/summary.json").read_text())["key_version"]
     path = tmp_path / "reader.csv"
