@@ -6,7 +6,8 @@ every network request failing, and the MLflow UI's comparison of two pipeline (p
 --runs names two DVC experiments (the parent runs' dvc_exp_name tags); default: the two latest parent runs.
 The report page is saved at 3/4 scale with a 256-colour palette (a tall page; it keeps the repository small).
 Needs Debian's chromium and chromium-driver (`make browser`). Writes bench/results/report_page.png,
-mlflow_compare.png and mlflow_runs.png, and prints what the report page loaded.
+mlflow_compare.png, mlflow_runs.png and screenshots.json (what the report page loaded; the two runs' ids,
+metric counts, differing params and identity tags), and prints the same.
 """
 from __future__ import annotations
 
@@ -117,8 +118,13 @@ def mlflow_compare(project: Path, names: list[str] | None) -> dict:
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
+    a, b = (r.data for r in runs)
     return {"runs": {r.data.tags.get("dvc_exp_name") or "(workspace)": r.info.run_id for r in runs},
-            "metrics_on_each": [len(r.data.metrics) for r in runs]}
+            "metrics_on_each": [len(r.data.metrics) for r in runs],
+            "params_that_differ": {k: [a.params.get(k), b.params.get(k)]
+                                   for k in sorted(set(a.params) | set(b.params))
+                                   if a.params.get(k) != b.params.get(k)},
+            "tags": {k: [a.tags.get(k), b.tags.get(k)] for k in ("git_commit", "data_hash", "dvc_exp_name")}}
 
 
 def main():
@@ -128,9 +134,11 @@ def main():
     args = ap.parse_args()
     project = args.project.resolve()
     OUT.mkdir(parents=True, exist_ok=True)
-    print("report page (offline):", json.dumps(report_page(project)))
-    print("mlflow compare:", json.dumps(mlflow_compare(project, args.runs)))
-    print(f"-> {OUT}/report_page.png, mlflow_compare.png, mlflow_runs.png")
+    facts = {"report_page_offline": report_page(project), "mlflow_compare": mlflow_compare(project, args.runs)}
+    for k, v in facts.items():
+        print(f"{k}:", json.dumps(v))
+    (OUT / "screenshots.json").write_text(json.dumps(facts, indent=2) + "\n")
+    print(f"-> {OUT}/report_page.png, mlflow_compare.png, mlflow_runs.png, screenshots.json")
 
 
 if __name__ == "__main__":
