@@ -78,7 +78,8 @@ class Spy:
 def test_test_split_is_never_seen_by_selection(project, monkeypatch):
     spy = Spy()
     monkeypatch.setattr(downstream, "build_classifier", lambda *a, **k: spy)
-    downstream.main([*stage_args(project), "--arm", "cnn", "real_synthetic", "1.0", "0"])
+    # seed 1 is not one of the module's arms (seeds [0]): the spy's output never stands in for a real arm
+    downstream.main([*stage_args(project), "--arm", "cnn", "real_synthetic", "1.0", "1"])
     from pipeline.prepared import load_split
     test = load_split(project / "data/prepared", "test")
     test_hashes = {x.tobytes() for x in test.images}
@@ -87,12 +88,20 @@ def test_test_split_is_never_seen_by_selection(project, monkeypatch):
     assert len(spy.predicted) == 1 and np.array_equal(spy.predicted[0], test.images)  # read once
 
 
+def arm_result(project, classifier, trainset, fraction):
+    """A seed-0 arm's result: its saved JSON when another test of this module has run it (tests run in any
+    order, on any worker), else a run of the arm."""
+    saved = project / f"metrics/downstream/{downstream.arm_name(classifier, trainset, fraction, 0)}.json"
+    if saved.exists():
+        return json.loads(saved.read_text())
+    return downstream.main([*stage_args(project), "--arm", classifier, trainset, fraction, "0"])
+
+
 @pytest.mark.parametrize("classifier", ["cnn", "xgboost"])
 def test_arms(project, classifier):
-    a = stage_args(project)
-    for ts in ("real", "real_synthetic", "synthetic", "real_classic"):
+    for ts in downstream.TRAINSETS:
         for frac in ("1.0", "0.5"):
-            r = downstream.main([*a, "--arm", classifier, ts, frac, "0"])
+            r = arm_result(project, classifier, ts, frac)
             assert set(r["metrics"]) == {"accuracy", "balanced_accuracy", "roc_auc", "pr_auc", "f1", "sensitivity",
                                          "specificity"}
             lo, hi = r["ci95"]["accuracy"]
@@ -107,13 +116,11 @@ def test_arms(project, classifier):
 
 
 def test_summary_of_both_classifiers(project):
-    a = stage_args(project)
-    for clf in ("cnn", "xgboost"):  # the arms test_arms_and_summary has not run yet (any order, any worker)
+    for clf in ("cnn", "xgboost"):
         for ts in downstream.TRAINSETS:
             for frac in ("1.0", "0.5"):
-                if not (project / f"metrics/downstream/{downstream.arm_name(clf, ts, frac, 0)}.json").exists():
-                    downstream.main([*a, "--arm", clf, ts, frac, "0"])
-    s = downstream_summary.main(a)
+                arm_result(project, clf, ts, frac)
+    s = downstream_summary.main(stage_args(project))
     assert set(s["table"]) == {"cnn.fraction_1.0", "cnn.fraction_0.5", "xgboost.fraction_1.0", "xgboost.fraction_0.5"}
     d = s["paired_differences"]["cnn.fraction_1.0"]["real_synthetic-real"]["roc_auc"]
     assert d["seeds"] == 1 and d["ci"][0] <= d["mean"] <= d["ci"][1] and d["seed_spread"]["n"] == 1
