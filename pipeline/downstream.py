@@ -20,19 +20,11 @@ from common.io import atomic_dir, write_json
 from common.seeding import stage_rng
 from evaluation import metrics as M
 from evaluation.downstream import CNNClassifier, XGBoostClassifier, pixel_features
+from pipeline.arms import CLASSIFIERS, TRAINSETS, arm_name
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split, load_synthetic
 from pipeline.runtime import resolve_device
 from pipeline.tracking import numeric_metrics, stage_run
-
-CLASSIFIERS = ("cnn", "xgboost")
-TRAINSETS = ("real", "real_synthetic", "synthetic", "real_classic")
-
-
-def arm_name(classifier: str, trainset: str, fraction: float, seed: int) -> str:
-    """As dvc.yaml's matrix names it: the fraction printed as YAML prints a float (1.0, 0.25)."""
-    return f"{classifier}-{trainset}-{float(fraction)}-{int(seed)}"
-
 
 def subsample_patients(patients: list[str], labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
     """Indices of the images of round(fraction x patients) patients per class (a patient's class: its most
@@ -52,12 +44,13 @@ def subsample_patients(patients: list[str], labels: np.ndarray, fraction: float,
     return np.sort(np.concatenate([by_patient[p] for p in keep]))
 
 
-def build_classifier(name: str, trainset: str, p: dict, seed: int, device, domain_features):
+def build_classifier(name: str, trainset: str, p: dict, seed: int, domain_features):
     d = p["downstream"]
     if name == "cnn":
         c = d["cnn"]
         return CNNClassifier(arch=c["arch"], width=int(c["width"]), epochs=int(c["epochs"]), batch=int(c["batch"]),
-                             lr=float(c["lr"]), augment=trainset == "real_classic", device=str(device), random_state=seed)
+                             lr=float(c["lr"]), augment=trainset == "real_classic", device=str(resolve_device(d["device"])),
+                             random_state=seed)
     if name == "xgboost":
         x = d["xgboost"]
         kinds = list(x["features"])
@@ -110,7 +103,6 @@ def main(argv=None) -> dict:
         syn_x, syn_y, _ = load_synthetic(args.path(p["paths"]["synthetic"]))
         if (syn_y < 0).any():
             raise SystemExit("downstream: synthetic training sets need a conditional GAN (gan.num_classes > 0)")
-    device = resolve_device(p["downstream"]["device"])
     domain = None
     if classifier_name == "xgboost" and "domain" in p["downstream"]["xgboost"]["features"]:
         from evaluation.features import extract
@@ -119,7 +111,7 @@ def main(argv=None) -> dict:
                                                weights_only=True))
         domain = lambda X: extract(net, X)  # noqa: E731
     try:
-        clf = build_classifier(classifier_name, trainset, p, seed, device, domain)
+        clf = build_classifier(classifier_name, trainset, p, seed, domain)
         X, y = training_set(trainset, train.images[keep], train.labels[keep], syn_x, syn_y)
     except ValueError as e:
         raise SystemExit(f"downstream: {e}") from e
@@ -137,7 +129,7 @@ def main(argv=None) -> dict:
               "n_train_total": int(len(X)), "n_test": int(len(test.labels)), "n_test_patients": len(set(patients)),
               "threshold": clf.threshold_, "selected": {k: getattr(clf, k) for k in ("best_epoch_", "best_iteration_",
                                                                                       "val_roc_auc_") if hasattr(clf, k)},
-              "metrics": point, "ci95": ci, "bootstrap_samples": int(b["samples"]), "seconds": round(seconds, 1)}
+              "metrics": point, "ci95": ci, "bootstrap_samples": int(b["samples"])}
     out = args.path(p["paths"]["downstream_metrics"]) / f"{name}.json"
     write_json(out, result)
     reports = args.path(p["paths"]["downstream_reports"]) / name
@@ -158,7 +150,7 @@ def main(argv=None) -> dict:
                                                                 "fraction": fraction, "seed": seed}}) as ml:
         if ml:
             ml.set_tag("downstream_arm", name)
-            ml.log_metrics(numeric_metrics(point, "test."))
+            ml.log_metrics({**numeric_metrics(point, "test."), "seconds": seconds})
             ml.log_artifact(str(out))
             ml.log_artifact(str(reports / "roc.csv"))
             ml.log_artifact(str(reports / "predictions.csv"))

@@ -14,7 +14,7 @@ import numpy as np
 
 from common.io import atomic_file, write_json
 from evaluation import metrics as M
-from pipeline.downstream import arm_name
+from pipeline.arms import arm_name, planned, verdict
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split
 from pipeline.tracking import numeric_metrics, stage_run
@@ -27,16 +27,16 @@ def summarise(arms: dict[str, dict], d: dict, predictions: dict[str, np.ndarray]
     """``predictions``: arm -> test scores (in test-split order); with ``test`` (labels, patients) the paired
     differences get patient-bootstrap CIs, else only the t interval over seeds."""
     table, diffs = {}, {}
-    for clf in d["classifiers"]:
+    for clf, trainsets in planned(d["arms"]).items():
         for frac in d["fractions"]:
             key = f"{clf}.fraction_{float(frac)}"  # dotted: nested in MLflow's flat metric names
             table[key], diffs[key] = {}, {}
-            for ts in d["trainsets"]:
+            for ts in trainsets:
                 runs = [arms[arm_name(clf, ts, frac, s)] for s in d["seeds"]]
                 table[key][ts] = {m: _mean([r["metrics"][m] for r in runs]) for m in M.METRICS}
                 table[key][ts]["seeds"] = len(runs)
-            for ts in d["trainsets"]:
-                if ts == "real" or "real" not in d["trainsets"]:
+            for ts in trainsets:
+                if ts == "real" or "real" not in trainsets:
                     continue
                 a_names = [arm_name(clf, ts, frac, s) for s in d["seeds"]]
                 b_names = [arm_name(clf, "real", frac, s) for s in d["seeds"]]
@@ -57,13 +57,6 @@ def summarise(arms: dict[str, dict], d: dict, predictions: dict[str, np.ndarray]
 def _mean(values):
     v = [x for x in values if x is not None]
     return float(np.mean(v)) if v else None
-
-
-def verdict(diff: dict) -> str:
-    lo, hi = diff["ci"]
-    if lo is None:
-        return "one seed: no CI"
-    return "helped" if lo > 0 else "hurt" if hi < 0 else "no clear difference"
 
 
 def markdown(summary: dict, d: dict) -> str:
@@ -95,14 +88,18 @@ def main(argv=None) -> dict:
     d = p["downstream"]
     folder = args.path(p["paths"]["downstream_metrics"])
     arms = {}
-    for clf in d["classifiers"]:
-        for ts in d["trainsets"]:
+    try:
+        plan = planned(d["arms"])
+    except ValueError as e:
+        raise SystemExit(f"downstream_summary: {e}") from e
+    for clf, trainsets in plan.items():
+        for ts in trainsets:
             for frac in d["fractions"]:
                 for s in d["seeds"]:
                     name = arm_name(clf, ts, frac, s)
                     path = folder / f"{name}.json"
                     if not path.exists():
-                        raise SystemExit(f"downstream_summary: {path} is missing: run `dvc repro downstream`")
+                        raise SystemExit(f"downstream_summary: {path} is missing: run `dvc repro` (it runs the missing arms)")
                     arms[name] = json.loads(path.read_text())
     test = load_split(args.path(p["paths"]["prepared"]), "test")
     reports = args.path(p["paths"]["downstream_reports"])
@@ -112,7 +109,7 @@ def main(argv=None) -> dict:
             predictions[name] = np.array([float(r["score"]) for r in csv.DictReader(f)])
         if len(predictions[name]) != len(test.labels):
             raise SystemExit(f"downstream_summary: {name} has {len(predictions[name])} test predictions, the test "
-                             f"split {len(test.labels)}: run `dvc repro downstream` again")
+                             f"split {len(test.labels)}: run `dvc repro` again")
     summary = summarise(arms, d, predictions, test, seed=int(p["base"]["seed"]))
     out = args.path(p["paths"]["downstream_summary"])
     write_json(out, summary)

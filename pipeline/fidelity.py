@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -85,7 +86,9 @@ def main(argv=None) -> dict:
             f_ref = fd.features(ref.images, name, device, **kwargs)
         except fd.ExtractorUnavailable as e:
             warnings.warn(f"fidelity: {name} unavailable, its metrics are null: {e}", stacklevel=1)
-            result["extractors"][name] = {"extractor": name, "overall": dict(NULL_METRICS), "unavailable": str(e)}
+            # the reason goes into an out: without this machine's absolute paths
+            reason = str(e).replace(str(args.root), ".").replace(str(Path.home()), "~")
+            result["extractors"][name] = {"extractor": name, "overall": dict(NULL_METRICS), "unavailable": reason}
             continue
         result["extractors"][name] = evaluate(name, f_syn, f_ref, y_syn, ref.labels, train.classes, rng,
                                               int(f["kid_subsets"]))
@@ -103,14 +106,14 @@ def main(argv=None) -> dict:
         pairs_figure(reports / f"nearest_pairs_{space}.png", syn, train.images, audit, int(f["pairs"]))
     result["memorisation"] = {space: {k: v for k, v in a.items() if k not in ("distances", "nearest_train")}
                               for space, a in memo.items()}
-    result["seconds"] = round(time.perf_counter() - t0, 1)
+    seconds = time.perf_counter() - t0  # to the log and MLflow, not to the metrics file (an out)
     out = args.path(p["paths"]["fidelity_metrics"])
     write_json(out, result)
 
     with stage_run("fidelity", p, args.root, {"base": p["base"], "fidelity": f}) as ml:
         if ml:
             flat = {k: v for k, v in result.items() if k in ("extractors", "memorisation")}
-            ml.log_metrics(numeric_metrics(flat))
+            ml.log_metrics({**numeric_metrics(flat), "seconds": seconds})
             ml.log_artifact(str(out))
             for png in sorted(reports.glob("*.png")):
                 ml.log_artifact(str(png))
@@ -121,6 +124,7 @@ def main(argv=None) -> dict:
         else:
             print(f"fidelity: {name}: FID {o[fd.FID]:.3f}, relative FID {o['relative_fid']}, KID {o[fd.KID]:.4f}, "
                   f"precision {o[fd.PRECISION]}, recall {o[fd.RECALL]} ({o[fd.N_SYNTHETIC]} vs {o[fd.N_REAL]})")
+    print(f"fidelity: {seconds:.0f} s")
     for space, m in result["memorisation"].items():
         print(f"fidelity: memorisation ({space}): {m['fraction_synthetic_below']:.3%} of synthetic images closer "
               f"to a training image than percentile {pct:g} of held-out images "

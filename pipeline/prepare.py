@@ -39,7 +39,10 @@ def main(argv=None) -> dict:
     except (SourceError, ValueError) as e:
         raise SystemExit(f"prepare: {e}") from e
     seconds = time.perf_counter() - t0
-    summary = {**ds.summary, "seconds": round(seconds, 2), "images_per_second": round(ds.summary["found"] / seconds, 1)}
+    # an out depends on its inputs only: the source as params name it (not this clone's absolute path), and
+    # no timings (those go to the log and MLflow)
+    summary = {**ds.summary, "source": str(data["source"])}
+    images_per_second = round(ds.summary["found"] / seconds, 1)
     if summary["patient_id_from"].get("file"):
         summary["warnings"] = [f"{summary['patient_id_from']['file']} images have no patient id (no PatientID, "
                                "no data.patient_regex match): each is treated as its own patient, so images of "
@@ -64,11 +67,12 @@ def main(argv=None) -> dict:
         if ml:
             ml.log_metrics(numeric_metrics({k: summary[k] for k in
                                             ("found", "prepared", "quarantined", "patients", "duplicate_groups",
-                                             "class_counts", "splits", "quarantine_reasons", "images_per_second")}))
+                                             "class_counts", "splits", "quarantine_reasons")}))
+            ml.log_metrics({"seconds": seconds, "images_per_second": images_per_second})
             ml.log_artifact(str(out / "summary.json"))
             ml.log_artifact(str(out / "quarantine.csv"))
     print(f"prepare: {summary['prepared']} images, {summary['quarantined']} quarantined, "
-          f"{summary['patients']} patients -> {out} [{summary['seconds']} s]")
+          f"{summary['patients']} patients -> {out} [{seconds:.1f} s, {images_per_second} img/s]")
     for w in summary.get("warnings", []):
         print(f"prepare: warning: {w}")
     return summary

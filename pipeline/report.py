@@ -2,7 +2,7 @@
 reports/index.html (a self-contained page that opens offline), and the headline metrics on the MLflow parent
 run so runs compare side by side in the MLflow UI.
 
-The page: the run's identity (git commit, DVC experiment, data hash), the headline numbers, the dataset
+The page: the run's identity (data hash, data source, GAN params), the headline numbers, the dataset
 (counts per class and split, quarantine reasons, example real images per class), GAN training curves and
 sample grids per class, the fidelity table with the extractor named, nearest-neighbour pairs, the downstream
 table with 95% CIs and ROC curves, and the visual Turing test export (and its scores once
@@ -11,9 +11,7 @@ table with 95% CIs and ROC curves, and the visual Turing test export (and its sc
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +20,10 @@ from common.images import tile
 from common.io import atomic_file, write_json
 from evaluation import metrics as M
 from pipeline import report_page as H
-from pipeline.downstream import arm_name
-from pipeline.downstream_summary import verdict
+from pipeline.arms import arm_name, verdict
 from pipeline.params import parse_stage_args
 from pipeline.prepared import dataset_hash, load_split
-from pipeline.tracking import git_state, log_to_parent, numeric_metrics, stage_run
+from pipeline.tracking import log_to_parent, numeric_metrics, stage_run
 
 
 def _json(path: Path) -> dict | None:
@@ -305,15 +302,15 @@ def build(args) -> dict:
     p = args.params
     paths, r = p["paths"], p["report"]
     prepared = args.path(paths["prepared"])
-    git = git_state(args.root)
-    exp = os.environ.get("DVC_EXP_NAME", "")
-    identity = [("generated", dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
-                ("git commit", (git["commit"] or "not a git checkout") + (" + uncommitted changes" if git["code_diff"]
-                                                                         else "")),
-                ("DVC experiment", exp or "(workspace)"), ("data hash (prepared set)", dataset_hash(prepared)),
+    # Only what the stage's inputs decide: the page is a DVC out, so no date, git commit or experiment name
+    # (DVC's run cache may restore it into another experiment with the same inputs). Those are tags of the
+    # MLflow parent run, which the page names.
+    identity = [("data hash (prepared set)", dataset_hash(prepared)),
                 ("data source", p["data"]["source"]),
                 ("GAN", ", ".join(f"{k}={p['gan'][k]}" for k in ("num_classes", "width", "steps", "batch", "loss",
-                                                                 "diffaugment", "ema_decay", "lr_g", "lr_d")))]
+                                                                 "diffaugment", "ema_decay", "lr_g", "lr_d"))),
+                ("git commit, DVC experiment", "tags of this run's MLflow parent run (pipeline_key, git_commit, "
+                                               "dvc_exp_name)")]
     data, data_html = dataset_section(prepared, int(r["examples_per_class"]))
     gan, gan_html = gan_section(args.path(paths["gan_reports"]))
     fid, memo, fid_html = fidelity_section(_json(args.path(paths["fidelity_metrics"])),
@@ -329,7 +326,7 @@ def build(args) -> dict:
                 ("samples", "Samples per class", samples_section(args.path(paths["gan_reports"]))),
                 ("fidelity", "Fidelity", fid_html), ("downstream", "Downstream classifiers", down_html),
                 ("vtt", "Visual Turing test", vtt_html)]
-    page = H.page(f"medaug run report{': ' + exp if exp else ''}", sections, H.kv_table(identity))
+    page = H.page("medaug run report", sections, H.kv_table(identity))
     write_json(args.path(paths["report_summary"]), summary)
     with atomic_file(args.path(paths["report"])) as tmp:
         tmp.write_text(page, encoding="utf-8")

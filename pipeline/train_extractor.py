@@ -46,7 +46,7 @@ def main(argv=None) -> dict:
         rot_acc = float((rlog.argmax(1) == rot).float().mean())
     feats = extract(net, val.images)
     summary = {"config": cfg.to_dict(), "train_images": len(train.images), "val_images": len(val.images),
-               "steps": int(e["steps"]), "seconds": round(seconds, 1), "val_label_accuracy": round(label_acc, 4),
+               "steps": int(e["steps"]), "val_label_accuracy": round(label_acc, 4),
                "val_rotation_accuracy": round(rot_acc, 4),
                "val_feature_effective_rank": int(np.linalg.matrix_rank(np.cov(feats, rowvar=False), tol=1e-6))
                if len(feats) > 2 else None, "data": train.data_hash}

@@ -29,6 +29,7 @@ from common.seeding import stage_rng
 from dcgan.models import GanConfig, generate, latents
 from dcgan.train import METRICS, Callbacks, DivergenceError, TrainConfig, Trainer, generator_state, load_generator
 from evaluation import fidelity as fd
+from pipeline.checkpoints import load_checkpoint, save_checkpoint
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split
 from pipeline.runtime import resolve_runtime
@@ -148,19 +149,19 @@ def _train(args, p, g, seed, runtime, rank, world) -> dict:
     key = run_key(g, runtime, seed, data.data_hash, world)
     ckpt_path = model_dir / "checkpoint.pt"
     resumed_from = 0
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if state.get("run_key") == key and state["step"] <= cfg.steps:
+    state, found = load_checkpoint(ckpt_path, rename=writer)  # the last checkpoint, or the one before if the last is damaged
+    if state is not None:
+        if state["run_key"] == key and state["step"] <= cfg.steps:
             trainer.load_state_dict(state)
             if monitor and state.get("fid_monitor"):
                 monitor.load_state_dict(state["fid_monitor"])
             resumed_from = trainer.step
             if writer:
-                print(f"train_gan: resuming from step {resumed_from} of {cfg.steps} ({ckpt_path})")
+                print(f"train_gan: resuming from step {resumed_from} of {cfg.steps} ({found})")
         elif writer:
-            why = "another configuration or data" if state.get("run_key") != key else f"step {state['step']}"
-            print(f"train_gan: {ckpt_path} is from {why}; starting over")
-        del state
+            why = "another configuration or data" if state["run_key"] != key else f"step {state['step']}"
+            print(f"train_gan: {found} is from {why}; starting over")
+    del state
     if writer and not resumed_from:
         shutil.rmtree(reports, ignore_errors=True)
     if writer:
@@ -194,8 +195,8 @@ def _train(args, p, g, seed, runtime, rank, world) -> dict:
     def on_checkpoint(tr: Trainer, step: int) -> None:
         state = tr.state_dict()  # collective under torchrun: every process takes part
         if writer:
-            save_torch(ckpt_path, {**state, "run_key": key, "classes": data.classes,
-                                   "fid_monitor": monitor.state_dict() if monitor else None})
+            save_checkpoint(ckpt_path, {**state, "run_key": key, "classes": data.classes,
+                                        "fid_monitor": monitor.state_dict() if monitor else None})
             write_log(reports / "losses.csv", tr.history)
             if monitor:
                 write_log(reports / "fid.csv", monitor.history, FID_COLUMNS)
@@ -234,7 +235,8 @@ def _train(args, p, g, seed, runtime, rank, world) -> dict:
                 flush_metrics()
             raise SystemExit(f"train_gan: stopped: {e}") from e
         bar.close()
-        seconds = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0  # timings go to the log and MLflow, never into summary.json (an out)
+        images_per_second = round((trainer.step - resumed_from) * cfg.batch / seconds, 1) if seconds else 0.0
         if not writer:
             return {}
         if monitor and (not monitor.history or monitor.history[-1]["step"] != trainer.step):
@@ -258,8 +260,6 @@ def _train(args, p, g, seed, runtime, rank, world) -> dict:
                    trainer.steps_per_epoch, 2), "train_images": len(data.images), "resolution": res,
                    "num_classes": nc, "classes": data.classes, "device": str(runtime["device"]),
                    "precision": runtime["precision"], "cuda_graphs": trainer.use_graphs, "world_size": world,
-                   "seconds": round(seconds, 2),
-                   "images_per_second": round(trained * cfg.batch / seconds, 1) if trained else None,
                    "final": {k: round(last[k], 5) for k in METRICS if k in last},
                    "generator_step": gen_state["step"],
                    "fid_domain_best": round(monitor.best["fid"], 5) if monitor else None,
@@ -273,10 +273,10 @@ def _train(args, p, g, seed, runtime, rank, world) -> dict:
                 ml.log_artifact(str(path))
             ml.log_artifact(str(reports / "losses.csv"))
             ml.log_artifact(str(reports / "summary.json"))
-            if summary["images_per_second"]:
-                ml.log_metric("train_images_per_second", summary["images_per_second"])
+            if trained:
+                ml.log_metrics({"train_seconds": seconds, "train_images_per_second": images_per_second})
     print(f"train_gan: {trainer.step} steps ({summary['epochs']} epochs) on {summary['device']} "
-          f"[{summary['precision']}], {summary['images_per_second']} img/s -> {model_dir}")
+          f"[{summary['precision']}], {images_per_second} img/s -> {model_dir}")
     return summary
 
 

@@ -52,7 +52,7 @@ def main(argv=None) -> dict:
         readers[name] = checked
     if errors:
         raise SystemExit("vtt_score: cannot score:\n  " + "\n  ".join(errors))
-    result = {"key_version": manifest["key_version"], "images": len(key), **vtt.score(readers)}
+    result = {"scored": True, "key_version": manifest["key_version"], "images": len(key), **vtt.score(readers)}
     out = args.path(p["paths"]["vtt_metrics"])
     write_json(out, result)
     with stage_run("vtt_score", p, args.root, {"base": p["base"], "vtt": p["vtt"]}) as ml:

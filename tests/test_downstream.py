@@ -11,6 +11,7 @@ import yaml
 
 from conftest import stage_args, tiny_params
 from pipeline import downstream, downstream_summary, prepare, synthesize, train_extractor, train_gan
+from pipeline.arms import arm_name, planned
 
 pytestmark = pytest.mark.xdist_group("downstream-project")  # the tests build on one module-scoped project
 
@@ -34,16 +35,30 @@ def test_arms_are_generated_from_params(tmp_path):
     for f in ("dvc.yaml", "params.yaml"):
         (tmp_path / f).write_text((ROOT / f).read_text())
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    params["downstream"].update(classifiers=["cnn"], trainsets=["real", "synthetic"], fractions=[1.0, 0.25], seeds=[3, 4])
+    params["downstream"].update(arms={"cnn": {"real": ["real"], "synthetic": ["synthetic"]},
+                                      "xgboost": {"real": [], "synthetic": []}}, fractions=[1.0, 0.25], seeds=[3, 4])
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / ".dvc").mkdir()
     (tmp_path / ".dvc/config").write_text("[core]\n    no_scm = True\n    analytics = false\n")
     out = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=tmp_path, text=True,
                          capture_output=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
-    arms = sorted(n for n in out.stdout.split() if n.startswith("downstream@"))
-    expected = sorted(f"downstream@{downstream.arm_name('cnn', t, f, s)}" for t in ("real", "synthetic")
+    arms = sorted(n for n in out.stdout.split() if n.startswith("downstream_") and "@" in n)
+    expected = sorted(f"downstream_cnn_{t}@{arm_name('cnn', t, f, s)}" for t in ("real", "synthetic")
                       for f in (1.0, 0.25) for s in (3, 4))
     assert arms == expected, out.stderr
+
+
+def test_a_training_set_in_the_wrong_group_is_refused():
+    """A synthetic set listed with the real-only arms would run in a stage that does not depend on the
+    synthetic images (stale results after a new GAN): refused with the fix."""
+    ok = {"cnn": {"real": ["real", "real_classic"], "synthetic": ["synthetic"]}, "xgboost": {"real": []}}
+    assert planned(ok) == {"cnn": ["real", "real_classic", "synthetic"]}
+    with pytest.raises(ValueError, match="move it to downstream.arms.cnn.synthetic"):
+        planned({"cnn": {"real": ["real_synthetic"]}})
+    with pytest.raises(ValueError, match="unknown training set"):
+        planned({"cnn": {"synthetic": ["fake"]}})
+    with pytest.raises(ValueError, match="unknown classifier"):
+        planned({"svm": {"real": ["real"]}})
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +106,7 @@ def test_test_split_is_never_seen_by_selection(project, monkeypatch):
 def arm_result(project, classifier, trainset, fraction):
     """A seed-0 arm's result: its saved JSON when another test of this module has run it (tests run in any
     order, on any worker), else a run of the arm."""
-    saved = project / f"metrics/downstream/{downstream.arm_name(classifier, trainset, fraction, 0)}.json"
+    saved = project / f"metrics/downstream/{arm_name(classifier, trainset, fraction, 0)}.json"
     if saved.exists():
         return json.loads(saved.read_text())
     return downstream.main([*stage_args(project), "--arm", classifier, trainset, fraction, "0"])
@@ -108,9 +123,9 @@ def test_arms(project, classifier):
             assert lo <= r["metrics"]["accuracy"] <= hi
             assert (r["n_train_synthetic"] > 0) == ("synthetic" in ts)
             assert r["n_train_real_patients"] > 0
-    name = downstream.arm_name(classifier, "real", 0.5, 0)
+    name = arm_name(classifier, "real", 0.5, 0)
     saved = json.loads((project / f"metrics/downstream/{name}.json").read_text())
-    full = json.loads((project / f"metrics/downstream/{downstream.arm_name(classifier, 'real', 1.0, 0)}.json").read_text())
+    full = json.loads((project / f"metrics/downstream/{arm_name(classifier, 'real', 1.0, 0)}.json").read_text())
     assert saved["n_train_real"] < full["n_train_real"]
     assert (project / f"reports/downstream/{name}/roc.csv").is_file()
 

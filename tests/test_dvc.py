@@ -65,7 +65,7 @@ def reproduced(fresh_clone):
 def test_dvc_repro_runs_every_stage_then_nothing(reproduced):
     dst, env, first = reproduced
     for stage in ("demo_data", "prepare", "extractor", "train_gan", "synthesize", "fidelity",
-                  "downstream@cnn-real_synthetic-1.0-0", "downstream@xgboost-real-1.0-0", "downstream_summary",
+                  "downstream_cnn_synthetic@cnn-real_synthetic-1.0-0", "downstream_xgboost_real@xgboost-real-1.0-0", "downstream_summary",
                   "vtt_export", "report"):
         assert f"Running stage '{stage}'" in first
     assert (dst / "data/prepared/images.npy").is_file() and (dst / "mlflow.db").is_file()

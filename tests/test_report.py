@@ -26,7 +26,8 @@ def pipeline_run(tmp_path_factory, demo_archive):
                           gan=dict(width=0.25, steps=4, batch=8, log_every=2, fid_every=2, fid_samples=16, grid_every=0),
                           extractor=dict(width=4, dim=16, steps=5, batch=16),
                           fidelity=dict(kid_subsets=5, inception_weights="no-such-file.pth", pairs=4),
-                          downstream=dict(classifiers=["xgboost"], trainsets=["real", "real_synthetic"],
+                          downstream=dict(arms=dict(cnn=dict(real=[], synthetic=[]),
+                                                    xgboost=dict(real=["real"], synthetic=["real_synthetic"])),
                                           fractions=[1.0], seeds=[0], xgboost=dict(n_estimators=10),
                                           bootstrap=dict(samples=20)),
                           vtt=dict(n=2, display_size=64))

@@ -107,6 +107,37 @@ def test_killed_run_resumes_and_finishes_the_planned_steps(prepared):
     assert logged == sorted(set(logged)) and logged[-1] == steps  # one continuous curve
 
 
+@pytest.mark.parametrize("damage", ["truncated", "zero_bytes", "not_a_checkpoint"])
+def test_a_damaged_checkpoint_is_set_aside_and_training_resumes_from_the_previous_one(prepared, damage, recwarn):
+    """12 steps with checkpoints at 6 and 12 leave checkpoint.pt (12) and checkpoint.prev.pt (6). Damage the
+    last: the stage warns naming it, renames it aside, resumes from step 6 and finishes its 18 planned steps."""
+    a = ("mlflow.enabled=false",)
+    train_gan.main(stage_args(prepared, *a))
+    ckpt, prev = prepared / "models/gan/checkpoint.pt", prepared / "models/gan/checkpoint.prev.pt"
+    assert torch.load(prev, weights_only=True)["step"] == 6
+    if damage == "truncated":
+        ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    elif damage == "zero_bytes":
+        ckpt.write_bytes(b"")
+    else:
+        torch.save({"weights": torch.zeros(3)}, ckpt)
+    summary = train_gan.main(stage_args(prepared, "gan.steps=18", *a))
+    assert summary["resumed_from_step"] == 6 and summary["steps"] == 18
+    assert (prepared / "models/gan/checkpoint.pt.damaged").is_file()
+    assert any("checkpoint.pt cannot be read" in str(w.message) and "checkpoint.pt.damaged" in str(w.message)
+               for w in recwarn)
+    assert torch.load(ckpt, weights_only=True)["step"] == 18
+
+
+def test_with_both_checkpoints_damaged_training_starts_over(prepared, recwarn):
+    train_gan.main(stage_args(prepared, "mlflow.enabled=false"))
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        (prepared / "models/gan" / name).write_bytes(b"\x00" * 10)
+    summary = train_gan.main(stage_args(prepared, "mlflow.enabled=false"))
+    assert summary["resumed_from_step"] == 0 and summary["steps"] == 12
+    assert sum("cannot be read" in str(w.message) for w in recwarn) == 2
+
+
 def test_torchrun_two_cpu_processes(prepared):
     out = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

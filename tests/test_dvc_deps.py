@@ -1,0 +1,137 @@
+"""dvc.yaml lists, for every stage, exactly the project code its command imports and exactly the params keys
+it reads, both derived from the code (tests/deps.py), so `dvc repro` re-runs what a change can affect and
+nothing else. A failure names what dvc.yaml lacks or lists needlessly, stage by stage."""
+from __future__ import annotations
+
+import pytest
+import yaml
+from conftest import stage_args, tiny_params
+from deps import (NOT_RESULT_PARAMS, PACKAGES, ROOT, import_closure, leaves, recording_params, result_params,
+                  stage_module)
+
+pytestmark = pytest.mark.xdist_group("deps-project")
+
+
+def dvc_stages() -> dict[str, dict]:
+    """Stage (matrix arms share one definition: the first arm stands for them) -> module, code, params."""
+    from dvc.repo import Repo
+
+    out: dict[str, dict] = {}
+    with Repo(str(ROOT)) as repo:
+        for stage in repo.index.stages:
+            code, params = set(), set()
+            for dep in stage.deps:
+                if hasattr(dep, "params"):
+                    params.update(dep.params)
+                elif dep.def_path.split("/")[0] in PACKAGES:
+                    code.add(dep.def_path)
+            out.setdefault(stage.name.split("@")[0], {"module": stage_module(stage.cmd), "code": code,
+                                                      "params": params, "arm": stage.name})
+    return out
+
+
+def describe(problems: dict[str, tuple[set, set]], what: str) -> str:
+    lines = [f"dvc.yaml's {what} differ from what the code does:"]
+    for stage, (lacks, needless) in sorted(problems.items()):
+        if lacks:
+            lines.append(f"  {stage}: lacks {sorted(lacks)}")
+        if needless:
+            lines.append(f"  {stage}: lists needlessly {sorted(needless)}")
+    return "\n".join(lines)
+
+
+def code_problems(stages: dict[str, dict]) -> dict[str, tuple[set, set]]:
+    problems = {}
+    for name, s in stages.items():
+        declared = {f for f in s["code"] if f.endswith(".py")}
+        imported = import_closure(s["module"])
+        if declared != imported:
+            problems[name] = (imported - declared, declared - imported)
+    return problems
+
+
+def test_every_stage_lists_exactly_the_code_it_imports():
+    stages = dvc_stages()
+    assert {"prepare", "train_gan", "downstream_cnn_real", "report"} <= set(stages)
+    problems = code_problems(stages)
+    assert not problems, describe(problems, "code deps") + "\n(`python tests/deps.py` prints each closure)"
+    for s in stages.values():  # the non-Python project files a stage lists exist
+        assert all((ROOT / f).is_file() for f in s["code"]), s
+
+
+def test_the_code_check_fails_when_a_real_dependency_is_removed():
+    """The check above can fail: drop one imported module from a stage and it is named."""
+    stages = dvc_stages()
+    stages["synthesize"]["code"].discard("common/seeding.py")
+    stages["report"]["code"].add("dcgan/train.py")
+    problems = code_problems(stages)
+    assert problems == {"synthesize": ({"common/seeding.py"}, set()), "report": (set(), {"dcgan/train.py"})}
+
+
+def test_the_import_walk_follows_imports_inside_functions():
+    # synthesize imports imaging.dicom_write inside main(), only when DICOM copies are asked for
+    assert "imaging/dicom_write.py" in import_closure("pipeline.synthesize")
+    # through other modules: every stage reaches common/seeding.py or pipeline/params.py via its imports
+    assert {"pipeline/params.py", "pipeline/__init__.py"} <= import_closure("pipeline.fidelity")
+
+
+# ------------------------------------------------------------------ params
+
+@pytest.fixture(scope="module")
+def params_read(tmp_path_factory, demo_archive):
+    """Every stage run in-process on tiny data with MLflow off, recording the params keys each one reads."""
+    from pipeline import (demo_data, downstream, downstream_summary, fidelity, prepare, report, synthesize,
+                          train_extractor, train_gan, vtt_export)
+
+    project = tiny_params(tmp_path_factory.mktemp("deps"), demo_archive,
+                          mlflow=dict(enabled=False),
+                          demo=dict(patients=4, images_per_patient=[2, 2], sizes=[64]),
+                          gan=dict(width=0.25, steps=4, batch=8, log_every=2, checkpoint_every=2, fid_every=2,
+                                   fid_samples=16, grid_every=1),
+                          extractor=dict(width=4, dim=16, steps=5, batch=16),
+                          fidelity=dict(kid_subsets=5, inception_weights="no-such-file.pth", pairs=4),
+                          downstream=dict(arms=dict(cnn=dict(real=["real"], synthetic=["real_synthetic"]),
+                                                    xgboost=dict(real=["real"], synthetic=["real_synthetic"])),
+                                          fractions=[1.0], seeds=[0], cnn=dict(width=4, epochs=1, batch=16),
+                                          xgboost=dict(n_estimators=5), bootstrap=dict(samples=10)),
+                          vtt=dict(n=2, display_size=64))
+    a = stage_args(project)
+    runs = {"demo_data": (demo_data, a + ["-S", f"paths.demo={project / 'demo'}"]), "prepare": (prepare, a),
+            "extractor": (train_extractor, a), "train_gan": (train_gan, a), "synthesize": (synthesize, a),
+            "fidelity": (fidelity, a)}
+    for clf in ("cnn", "xgboost"):
+        for group, ts in (("real", "real"), ("synthetic", "real_synthetic")):
+            runs[f"downstream_{clf}_{group}"] = (downstream, [*a, "--arm", clf, ts, "1.0", "0"])
+    runs.update(downstream_summary=(downstream_summary, a), vtt_export=(vtt_export, a), report=(report, a))
+    read = {}
+    with pytest.MonkeyPatch.context() as mp, recording_params(mp) as log:
+        for name, (module, argv) in runs.items():
+            log.clear()
+            module.main(argv)
+            read[name] = result_params(log)
+    return read
+
+
+def test_every_stage_lists_exactly_the_params_it_reads(params_read):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    stages = dvc_stages()
+    assert set(params_read) == set(stages)
+    problems = {}
+    for name, s in stages.items():
+        declared = set()
+        for key in s["params"]:
+            node = params
+            for part in key.split("."):
+                node = node[part]
+            declared |= {f"{key}.{k}" for k in leaves(node)} if isinstance(node, dict) else {key}
+        assert not {k for k in declared if k.split(".")[0] in NOT_RESULT_PARAMS}, name
+        if declared != params_read[name]:
+            problems[name] = (params_read[name] - declared, declared - params_read[name])
+    assert not problems, describe(problems, "params")
+
+
+def test_a_params_read_is_recorded(params_read):
+    """The recorder sees reads through sections and copies: these are reads the stages are known to make."""
+    assert "gan.lr_d" in params_read["train_gan"] and "base.seed" in params_read["train_gan"]
+    assert "downstream.cnn.epochs" in params_read["downstream_cnn_real"]
+    assert not any(k.startswith("downstream.xgboost.") for k in params_read["downstream_cnn_real"])
