@@ -84,17 +84,16 @@ def dataset_section(prepared: Path, per_class: int) -> tuple[dict, str]:
 def gan_section(reports: Path) -> tuple[dict, str]:
     s = _json(reports / "summary.json") or {}
     losses, fid = _csv(reports / "losses.csv"), _csv(reports / "fid.csv")
-    summary = {k: s.get(k) for k in ("steps", "epochs", "fid_domain_best", "fid_domain_last", "generator_step",
-                                     "images_per_second")}
+    summary = {k: s.get(k) for k in ("steps", "epochs", "fid_domain_best", "fid_domain_last", "generator_step")}
     body = [H.kv_table([("steps (epochs)", f"{s.get('steps')} ({H.fmt(s.get('epochs'), 1)})"),
                         ("training images", s.get("train_images")), ("classes", ", ".join(s.get("classes", [])) or
                                                                       "unconditional"),
                         ("device, precision", f"{s.get('device')}, {s.get('precision')}, CUDA graphs "
                                               f"{s.get('cuda_graphs')}, {s.get('world_size')} process(es)"),
-                        ("images / second", H.fmt(s.get("images_per_second"), 1)),
                         ("generator kept", f"step {s.get('generator_step')} (lowest domain FID on val: "
                                            f"{H.fmt(s.get('fid_domain_best'))}; last {H.fmt(s.get('fid_domain_last'))})"),
-                        ("resumed from step", s.get("resumed_from_step") or "-")])]
+                        ("throughput, resumes", "on the train_gan MLflow run (not in the page: it depends on the "
+                                                "machine, not on the inputs)")])]
     if losses:
         step = _col(losses, "step")
         charts = [H.line_chart({"loss D": (step, _col(losses, "loss_d")), "loss G": (step, _col(losses, "loss_g"))},
@@ -105,7 +104,6 @@ def gan_section(reports: Path) -> tuple[dict, str]:
         if fid:
             charts.append(H.line_chart({"domain FID (val)": (_col(fid, "step"), _col(fid, "fid_domain"))},
                                        "Domain FID during training", "step"))
-        charts.append(H.line_chart({"images/s": (step, _col(losses, "images_per_second"))}, "Throughput", "step"))
         body.append(f'<div class="flex">{"".join(charts)}</div>')
     else:
         body.append("<p>No losses.csv.</p>")

@@ -35,7 +35,9 @@ from pipeline.prepared import load_split
 from pipeline.runtime import resolve_runtime
 from pipeline.tracking import stage_run
 
-LOG_COLUMNS = ("step", "epoch", *METRICS, "lr_g", "lr_d", "images_per_second")
+# losses.csv and the checkpoint are DVC outs: no wall-clock figures (images_per_second goes to MLflow and the bar)
+TIMING_KEYS = ("images_per_second",)
+LOG_COLUMNS = ("step", "epoch", *METRICS, "lr_g", "lr_d")
 FID_COLUMNS = ("step", "epoch", "fid_domain")
 # Params that do not change the trained weights: a checkpoint made under other values still resumes.
 NOT_IN_RUN_KEY = ("steps", "log_every", "checkpoint_every", "grid_every", "fid_every", "fid_samples")
@@ -195,7 +197,8 @@ def _train(args, p, g, seed, runtime, rank, world) -> dict:
     def on_checkpoint(tr: Trainer, step: int) -> None:
         state = tr.state_dict()  # collective under torchrun: every process takes part
         if writer:
-            save_checkpoint(ckpt_path, {**state, "run_key": key, "classes": data.classes,
+            history = [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in state["history"]]
+            save_checkpoint(ckpt_path, {**state, "history": history, "run_key": key, "classes": data.classes,
                                         "fid_monitor": monitor.state_dict() if monitor else None})
             write_log(reports / "losses.csv", tr.history)
             if monitor:
@@ -256,7 +259,7 @@ def _train(args, p, g, seed, runtime, rank, world) -> dict:
         write_log(reports / "losses.csv", trainer.history)
         last = trainer.history[-1] if trainer.history else {}
         trained = trainer.step - resumed_from
-        summary = {"steps": trainer.step, "resumed_from_step": resumed_from, "epochs": round(trainer.step /
+        summary = {"steps": trainer.step, "epochs": round(trainer.step /
                    trainer.steps_per_epoch, 2), "train_images": len(data.images), "resolution": res,
                    "num_classes": nc, "classes": data.classes, "device": str(runtime["device"]),
                    "precision": runtime["precision"], "cuda_graphs": trainer.use_graphs, "world_size": world,
@@ -264,7 +267,8 @@ def _train(args, p, g, seed, runtime, rank, world) -> dict:
                    "generator_step": gen_state["step"],
                    "fid_domain_best": round(monitor.best["fid"], 5) if monitor else None,
                    "fid_domain_last": round(monitor.history[-1]["fid_domain"], 5) if monitor else None}
-        write_json(reports / "summary.json", summary)
+        write_json(reports / "summary.json", summary)  # a DVC out: what the inputs decide, nothing else
+        summary["resumed_from_step"] = resumed_from      # returned and logged, not written
         if ml:
             flush_metrics()
             if monitor:

@@ -131,3 +131,67 @@ def test_exp_variants_are_two_comparable_parent_runs(reproduced, tmp_path):
     assert {"lrd-1e-4", "lrd-3e-4"} <= set(re.findall(r'"name": "([^"]+)"', json.dumps(exps)))
     plots = json.loads(dvc(dst, env, "plots", "diff", "--json"))
     assert "GAN losses" in plots["data"]
+
+
+def copy_of(reproduced, folder: Path) -> tuple[Path, dict]:
+    """A copy of the reproduced project (git, DVC cache and all) in another folder."""
+    dst = shutil.copytree(reproduced[0], folder, symlinks=True)
+    return dst, {**reproduced[1], "DVC_SITE_CACHE_DIR": str(dst / ".dvc/tmp/site-cache")}
+
+
+def ran_stages(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def test_forced_rerun_in_another_folder_writes_byte_identical_outputs(reproduced, tmp_path):
+    """Every stage, re-run from scratch in a folder with another path, writes the same bytes: dvc.lock (the
+    hash of every out) is unchanged."""
+    dst, env = copy_of(reproduced, tmp_path / "elsewhere" / "deeper")
+    before = (dst / "dvc.lock").read_text()
+    out = dvc(dst, env, "repro", "--force")
+    assert "report" in ran_stages(out) and "prepare" in ran_stages(out)
+    after = (dst / "dvc.lock").read_text()
+    if after != before:
+        import difflib
+        pytest.fail("outputs changed on a forced re-run:\n" + "".join(difflib.unified_diff(
+            before.splitlines(True), after.splitlines(True), "before", "after", n=2))[:4000])
+
+
+def test_a_comment_in_prepare_reruns_prepare_alone(reproduced, tmp_path):
+    dst, env = copy_of(reproduced, tmp_path / "clone")
+    code = dst / "pipeline/prepare.py"
+    code.write_text(code.read_text() + "\n# a harmless comment\n")
+    out = dvc(dst, env, "repro")
+    assert ran_stages(out) == ["prepare"], out
+    # the later stages were checked and skipped: prepare wrote the same outputs
+    for stage in ("extractor", "train_gan", "downstream_summary", "report"):
+        assert f"Stage '{stage}' didn't change, skipping" in out, out
+
+
+@pytest.mark.slow
+def test_editing_a_module_marks_exactly_the_stages_that_import_it(reproduced, tmp_path):
+    """For every project module: a comment appended makes `dvc status` name exactly the stages whose
+    import closure holds it (tests/deps.py), no more and no fewer."""
+    from deps import PACKAGES, import_closure, stage_module
+
+    dst, env = copy_of(reproduced, tmp_path / "clone")
+    from dvc.repo import Repo
+    with Repo(str(dst)) as repo:
+        commands = {s.name: stage_module(s.cmd) for s in repo.index.stages}
+    closures = {name: import_closure(module) for name, module in commands.items()}
+    modules = sorted(p.relative_to(ROOT).as_posix() for pkg in PACKAGES for p in (ROOT / pkg).glob("*.py"))
+    wrong = {}
+    for module in modules:
+        path = dst / module
+        original = path.read_text()
+        path.write_text(original + "\n# a harmless comment\n")
+        try:
+            out = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=dst, env=env,
+                                 capture_output=True, text=True, timeout=600)
+            status = json.loads(out.stdout or "{}")
+        finally:
+            path.write_text(original)
+        expected = {name for name, files in closures.items() if module in files}
+        if set(status) != expected:
+            wrong[module] = {"needlessly": sorted(set(status) - expected), "missed": sorted(expected - set(status))}
+    assert not wrong, json.dumps(wrong, indent=1)
