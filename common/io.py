@@ -52,3 +52,12 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def save_torch(path: str | os.PathLike, obj: Any) -> None:
+    """``torch.save``, atomically. Written through a file handle, so the zip archive inside is named
+    "archive" rather than after the temporary file: the same object gives the same bytes (DVC hashes outs)."""
+    import torch
+
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)

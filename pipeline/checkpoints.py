@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from common.io import atomic_file
+from common.io import save_torch
 
 
 def previous_path(path: Path) -> Path:
@@ -18,11 +18,11 @@ def previous_path(path: Path) -> Path:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Write ``state`` to ``path`` atomically, keeping the file it replaces as ``<stem>.prev<suffix>``."""
-    with atomic_file(path) as tmp:
-        torch.save(state, tmp)
-        if path.exists():
-            os.replace(path, previous_path(path))
+    """Write ``state`` to ``path`` atomically, keeping the file it replaces as ``<stem>.prev<suffix>`` (a crash
+    in between leaves the previous one, which load_checkpoint falls back to)."""
+    if path.exists():
+        os.replace(path, previous_path(path))
+    save_torch(path, state)
 
 
 def _read(path: Path, required: tuple[str, ...]) -> dict:

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import torch
 
-from common.io import atomic_file, write_json
+from common.io import save_torch, write_json
 from common.seeding import derive_seed
 from evaluation.features import ExtractorConfig, extract, rotate_quarters, train_extractor
 from evaluation.fidelity import extractor_state
@@ -50,8 +50,7 @@ def main(argv=None) -> dict:
                "val_rotation_accuracy": round(rot_acc, 4),
                "val_feature_effective_rank": int(np.linalg.matrix_rank(np.cov(feats, rowvar=False), tol=1e-6))
                if len(feats) > 2 else None, "data": train.data_hash}
-    with atomic_file(out / "extractor.pt") as tmp:
-        torch.save(extractor_state(net.cpu(), classes=train.classes, data=train.data_hash), tmp)
+    save_torch(out / "extractor.pt", extractor_state(net.cpu(), classes=train.classes, data=train.data_hash))
     write_json(out / "summary.json", summary)
     with stage_run("extractor", p, args.root, {"base": p["base"], "extractor": e}) as ml:
         if ml:

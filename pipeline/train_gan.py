@@ -24,7 +24,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from common.images import save_png, tile
-from common.io import atomic_file, write_json
+from common.io import atomic_file, save_torch, write_json
 from common.seeding import stage_rng
 from dcgan.models import GanConfig, generate, latents
 from dcgan.train import METRICS, Callbacks, DivergenceError, TrainConfig, Trainer, generator_state, load_generator
@@ -55,11 +55,6 @@ def write_log(path: Path, history: list[dict], columns=LOG_COLUMNS) -> None:
         w.writeheader()
         for row in history:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-
-
-def save_torch(path: Path, obj) -> None:
-    with atomic_file(path) as tmp:
-        torch.save(obj, tmp)
 
 
 class FidMonitor:
