@@ -2,9 +2,12 @@
 
 Blinding: real and synthetic images go through one rendering path (resample to the display size, 8-bit,
 PNG without compression or metadata chunks, so every file of a set has the same byte size), get random
-opaque ids from the OS's secure random source, and are listed in shuffled order. The answer key lives
-outside the blinded folder; the manifest carries its SHA-256, so the key can be shown later unchanged
-(each key row has its own random salt, so the hash reveals nothing).
+opaque ids, and are listed in shuffled order. The answer key lives outside the blinded folder; the manifest
+carries its SHA-256, so the key can be shown later unchanged (each key row has its own random salt, so the
+hash reveals nothing). Ids, order and salts are drawn from a generator seeded by the caller's ``entropy``
+and by the rendered images and their truth: the same inputs give the same set byte for byte (an export is
+reproducible, as every pipeline output), and any other image gives other ids and salts. Whoever lacks the
+entropy cannot predict them.
 
 Scoring: accuracy, sensitivity for synthetic, specificity, an exact binomial test against 50%, accuracy by
 confidence, Cohen's (two readers) or Fleiss' (more) kappa, and a Mann-Whitney U test of a 10-point realism
@@ -17,7 +20,6 @@ import csv
 import hashlib
 import io
 import json
-import secrets
 from importlib import resources
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -59,10 +61,6 @@ def render_png(image, size: int) -> bytes:
     return buf.getvalue()
 
 
-def new_id() -> str:
-    return secrets.token_hex(6)
-
-
 def key_text(rows: list[dict]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=KEY_COLUMNS, lineterminator="\n")
@@ -85,20 +83,32 @@ class BlindedItem:
 
 
 def blind(real: np.ndarray, real_names: list[str], real_origin: list[str], synthetic: np.ndarray,
-          synthetic_names: list[str], synthetic_origin: list[str], size: int) -> list[BlindedItem]:
-    """Render both sets through one path and shuffle them with a secure random order and ids."""
-    items = [BlindedItem(new_id(), render_png(x, size), REAL, n, o) for x, n, o in zip(real, real_names, real_origin)]
-    items += [BlindedItem(new_id(), render_png(x, size), SYNTHETIC, n, o)
-              for x, n, o in zip(synthetic, synthetic_names, synthetic_origin)]
-    if len({it.id for it in items}) != len(items):  # 48-bit ids: a clash is astronomically rare; redraw
-        return blind(real, real_names, real_origin, synthetic, synthetic_names, synthetic_origin, size)
-    secrets.SystemRandom().shuffle(items)
-    return items
+          synthetic_names: list[str], synthetic_origin: list[str], size: int,
+          entropy: bytes) -> tuple[list[BlindedItem], np.random.Generator]:
+    """Render both sets through one path, give them random ids and a random order. Returns the items and the
+    blinding generator (for the key's salts and version): seeded by ``entropy`` (at least 16 bytes) and a hash
+    of every rendered image with its truth, name and origin."""
+    if len(entropy) < 16:
+        raise ValueError(f"blinding entropy must be at least 16 bytes, got {len(entropy)}")
+    rendered = [(render_png(x, size), REAL, n, o) for x, n, o in zip(real, real_names, real_origin)]
+    rendered += [(render_png(x, size), SYNTHETIC, n, o) for x, n, o in zip(synthetic, synthetic_names, synthetic_origin)]
+    digest = hashlib.sha256(entropy)
+    for png, truth, name, origin in rendered:
+        digest.update(hashlib.sha256(png).digest() + f"|{truth}|{name}|{origin}\n".encode())
+    rng = np.random.default_rng(np.frombuffer(digest.digest(), dtype=np.uint32))
+    ids: list[str] = []
+    while len(ids) < len(rendered):  # 48-bit ids: a clash is astronomically rare; redraw
+        new = rng.bytes(6).hex()
+        if new not in ids:
+            ids.append(new)
+    items = [BlindedItem(i, *r) for i, r in zip(ids, rendered)]
+    return [items[i] for i in rng.permutation(len(items))], rng
 
 
-def key_rows(items: list[BlindedItem]) -> list[dict]:
+def key_rows(items: list[BlindedItem], rng: np.random.Generator) -> list[dict]:
+    """The answer key's rows in id order, each with its own salt from the blinding generator."""
     return [{"id": it.id, "truth": it.truth, "label_name": it.label_name, "origin": it.origin,
-             "salt": secrets.token_hex(8)} for it in sorted(items, key=lambda it: it.id)]
+             "salt": rng.bytes(8).hex()} for it in sorted(items, key=lambda it: it.id)]
 
 
 def reader_page(ids: list[str], key_version: str, image_dir: str = "images") -> str:

@@ -120,13 +120,14 @@ def synthetic_dataset(stored: np.ndarray, *, sop_uid: str, study_uid: str, serie
 READER_STUDY_NOTICE = "Research reader study image; the set contains synthetic images; not for diagnosis"
 
 
-def reader_study_dataset(stored: np.ndarray, *, item_id: str, study_uid: str, series_uid: str) -> Dataset:
+def reader_study_dataset(stored: np.ndarray, *, item_id: str, study_uid: str, series_uid: str,
+                         sop_uid: str) -> Dataset:
     """A de-identified DICOM for a blinded reader study, built from the pixels alone: the same tags with
-    the same values for every image (real or synthetic) but the pixels, the item id and fresh UIDs. No
+    the same values for every image (real or synthetic) but the pixels, the item id and its own UIDs. No
     name, id, date or institution from any source file can be in it, because none is read."""
     if stored.dtype != np.uint8:
         raise ValueError(f"expected uint8 pixels, got {stored.dtype}")
-    return grey_dataset(stored, bits_stored=8, modality="OT", sop_class=SECONDARY_CAPTURE, sop_uid=generate_uid(),
+    return grey_dataset(stored, bits_stored=8, modality="OT", sop_class=SECONDARY_CAPTURE, sop_uid=sop_uid,
                         ImageType=["DERIVED", "SECONDARY"], ConversionType="WSD", PatientName="READER^STUDY",
                         PatientID=item_id, PatientBirthDate="", PatientSex="", StudyInstanceUID=study_uid,
                         SeriesInstanceUID=series_uid, StudyID="VTT", SeriesNumber=1, InstanceNumber=1,

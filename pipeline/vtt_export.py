@@ -6,14 +6,17 @@
 
 vtt.n real images from the held-out real split (vtt.real_split, default test: never used to choose
 anything) and as many synthetic images with the same class counts, so neither the class nor anything but
-the pixels says which is which. Selection is seeded; ids and order come from the OS's secure random
-source, so nobody can rebuild the key from the code and params. Zip blinded/ and send it as it is.
+the pixels says which is which. Selection is seeded. Ids, order, salts and the key version are drawn from
+base.seed, the secret in the MEDAUG_VTT_SECRET environment variable when it is set, and the images
+themselves (evaluation.vtt.blind): the same inputs give the same export byte for byte, and a set with any
+other image gets other ids and a new key version, so answers cannot be scored against the wrong set.
+Without the secret, whoever holds the project's params, code and data can rebuild the key: set
+MEDAUG_VTT_SECRET (and keep it) for a study whose readers might. Zip blinded/ and send it as it is.
 """
 from __future__ import annotations
 
 import json
 import os
-import secrets
 from io import BytesIO
 
 import numpy as np
@@ -21,13 +24,14 @@ from PIL import Image
 from pydicom.uid import generate_uid
 
 from common.io import atomic_dir, write_json
-from common.seeding import stage_rng
+from common.seeding import derive_seed, stage_rng
 from evaluation import vtt
 from imaging.dicom_write import reader_study_dataset
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split, load_synthetic
 from pipeline.tracking import stage_run
 
+SECRET_ENV = "MEDAUG_VTT_SECRET"  # blinding secret; not a param, so it is never written to dvc.lock or MLflow
 FIXED_MTIME = 946684800  # 2000-01-01: every blinded file gets the same timestamp
 
 INSTRUCTIONS = """Reader study: real or synthetic?
@@ -74,12 +78,14 @@ def main(argv=None) -> dict:
     else:
         pick_syn = rng.choice(len(syn), n, replace=False)
     size = int(v["display_size"])
-    items = vtt.blind(real.images[pick_real], [real.classes[y] for y in real.labels[pick_real]],
+    secret = os.environ.get(SECRET_ENV, "")
+    entropy = derive_seed(seed, "vtt_export", "blinding").generate_state(8).tobytes() + secret.encode()
+    items, blinding = vtt.blind(real.images[pick_real], [real.classes[y] for y in real.labels[pick_real]],
                       [f"{v['real_split']}:row{real.rows[i]['row']}" for i in pick_real],
                       syn[pick_syn], [real.classes[syn_labels[i]] if conditional else "" for i in pick_syn],
-                      [f"synthetic:row{i}:seed{syn_rows[i]['seed']}" for i in pick_syn], size)
-    key_version = secrets.token_hex(4)
-    key = vtt.key_text(vtt.key_rows(items))
+                      [f"synthetic:row{i}:seed{syn_rows[i]['seed']}" for i in pick_syn], size, entropy)
+    key = vtt.key_text(vtt.key_rows(items, blinding))
+    key_version = blinding.bytes(4).hex()
     ids = sorted(it.id for it in items)
 
     with atomic_dir(out) as tmp:
@@ -90,10 +96,11 @@ def main(argv=None) -> dict:
             (blinded / "images" / f"{i}.png").write_bytes(by_id[i].png)
         if v["dicom"]:
             (blinded / "dicom").mkdir()
-            study, series = generate_uid(), generate_uid()
+            uid = lambda *k: generate_uid(entropy_srcs=[key_version, *k])  # noqa: E731  (set- and item-specific)
+            study, series = uid("study"), uid("series")
             for i in ids:
                 px = np.asarray(Image.open(BytesIO(by_id[i].png)))
-                ds = reader_study_dataset(px, item_id=i, study_uid=study, series_uid=series)
+                ds = reader_study_dataset(px, item_id=i, study_uid=study, series_uid=series, sop_uid=uid("sop", i))
                 ds.save_as(blinded / "dicom" / f"{i}.dcm", enforce_file_format=True)
         (blinded / "reader.html").write_text(vtt.reader_page([it.id for it in items], key_version), encoding="utf-8")
         (blinded / "INSTRUCTIONS.txt").write_text(INSTRUCTIONS.format(n=len(items), key_version=key_version))
@@ -110,7 +117,8 @@ def main(argv=None) -> dict:
                           for c in sorted({it.label_name for it in items})} for truth in (vtt.REAL, vtt.SYNTHETIC)}
         summary = {"key_version": key_version, "images": len(items), "per_truth_and_class": counts,
                    "real_split": v["real_split"], "display_size": size, "dicom": bool(v["dicom"]),
-                   "key_sha256": manifest["key_sha256"]}
+                   "key_sha256": manifest["key_sha256"],
+                   "blinding": f"base.seed and {SECRET_ENV}" if secret else "base.seed only"}
         write_json(tmp / "summary.json", summary)
 
     with stage_run("vtt_export", p, args.root, {"base": p["base"], "vtt": v}) as ml:
@@ -118,6 +126,9 @@ def main(argv=None) -> dict:
             ml.log_metric("vtt_images", len(items))
             ml.set_tag("vtt_key_version", key_version)
             ml.log_artifact(str(out / "summary.json"))
+    if not secret:
+        print(f"vtt_export: blinding from base.seed only: set {SECRET_ENV} if the readers could see this "
+              "project's params, code and data")
     print(f"vtt_export: {len(items)} images ({n} real, {n} synthetic) -> {out / 'blinded'}; key {out / 'key.csv'} "
           f"(set {key_version}, sha256 {manifest['key_sha256'][:16]}...)")
     return summary

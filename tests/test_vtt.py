@@ -108,7 +108,7 @@ def test_blinded_properties_carry_no_information_on_a_large_export():
     real = rng.uniform(-1, 1, (500, 1, 16, 16)).astype(np.float32)
     real[:, :, 4:12, 4:12] = 0.5           # the two sets differ in their pixels only
     syn = np.tanh(rng.normal(0, 2, (500, 1, 16, 16))).astype(np.float32)
-    items = vtt.blind(real, ["a"] * 500, ["r"] * 500, syn, ["a"] * 500, ["s"] * 500, 32)
+    items, _ = vtt.blind(real, ["a"] * 500, ["r"] * 500, syn, ["a"] * 500, ["s"] * 500, 32, bytes(16))
     y = np.array([it.truth == vtt.SYNTHETIC for it in items])
     order = np.arange(len(items))
     feats = np.column_stack([[len(it.png) for it in items], [int(it.id, 16) / 16**12 for it in items],
@@ -131,6 +131,28 @@ def exported(project, demo_archive):
     train_gan.main(a)
     synthesize.main(a)
     return project, vtt_export.main(a)
+
+
+def test_blinding_is_reproducible_and_follows_every_image_and_the_secret():
+    """Same images and entropy: the same ids, order and salts (an export is reproducible). One other
+    image, or other entropy: all ids and salts change, so answers to one set never fit another."""
+    rng = np.random.default_rng(3)
+    real, syn = rng.uniform(-1, 1, (6, 1, 8, 8)), rng.uniform(-1, 1, (6, 1, 8, 8))
+    args = (["a"] * 6, ["r"] * 6)
+
+    def export(real, entropy=bytes(16)):
+        items, blinding = vtt.blind(real, *args, syn, ["a"] * 6, [f"s{i}" for i in range(6)], 16, entropy)
+        return [it.id for it in items], vtt.key_text(vtt.key_rows(items, blinding))
+
+    ids, key = export(real)
+    assert export(real) == (ids, key)
+    assert len(set(ids)) == 12 and all(len(i) == 12 for i in ids)
+    other = real.copy()
+    other[0, 0, 0, 0] = -other[0, 0, 0, 0]
+    for changed in (export(other), export(real, b"another secret, 16+ bytes")):
+        assert not set(changed[0]) & set(ids) and changed[1] != key
+    with pytest.raises(ValueError, match="16 bytes"):
+        vtt.blind(real, *args, syn, ["a"] * 6, ["s"] * 6, 16, b"short")
 
 
 def test_export_leaks_nothing(exported, demo_archive):

@@ -15,13 +15,13 @@ pytestmark = pytest.mark.slow
 
 def export(folder: Path, n: int = 6) -> tuple[list[vtt.BlindedItem], str]:
     rng = np.random.default_rng(0)
-    items = vtt.blind(rng.uniform(-1, 1, (n, 1, 16, 16)), ["a"] * n, ["r"] * n, rng.uniform(-1, 1, (n, 1, 16, 16)),
-                      ["a"] * n, ["s"] * n, 64)
+    items, blinding = vtt.blind(rng.uniform(-1, 1, (n, 1, 16, 16)), ["a"] * n, ["r"] * n,
+                                rng.uniform(-1, 1, (n, 1, 16, 16)), ["a"] * n, ["s"] * n, 64, bytes(16))
     (folder / "images").mkdir(parents=True)
     for it in items:
         (folder / "images" / f"{it.id}.png").write_bytes(it.png)
     (folder / "reader.html").write_text(vtt.reader_page([it.id for it in items], "k123"))
-    return items, vtt.key_text(vtt.key_rows(items))
+    return items, vtt.key_text(vtt.key_rows(items, blinding))
 
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs chromium and chromedriver: run `make browser`")
