@@ -1,12 +1,14 @@
 """params.yaml loading with ``-S key=value`` overrides, in the grammar ``dvc exp run -S`` uses.
 
-Override forms (Hydra's, as DVC passes them on):
+Overrides are parsed and applied by Hydra's override parser, through the same calls as DVC's own
+``dvc.utils.hydra.apply_overrides``, so a stage run by hand and ``dvc exp run -S`` can never read an
+override differently (tests/test_params.py compares the two). Forms:
   ``key.sub=value``   change an existing key (an unknown key is an error, which catches typos)
   ``+key.sub=value``  add a key that does not exist yet
   ``++key.sub=value`` set a key whether or not it exists
   ``~key.sub``        remove a key
-Values are parsed as YAML, so ``-S prepare.size=128``, ``-S 'prepare.split={train: 0.8, val: 0.1, test: 0.1}'``
-and ``-S data.classes=[normal,pneumonia]`` give an int, a mapping and a list.
+``-S prepare.size=128``, ``-S 'prepare.split={train: 0.8, val: 0.1, test: 0.1}'`` and
+``-S data.classes=[normal,pneumonia]`` give an int, a mapping and a list.
 """
 from __future__ import annotations
 
@@ -23,52 +25,42 @@ class ParamsError(ValueError):
     """A params file or an override that cannot be applied."""
 
 
+def _strip_file(override: str) -> str:
+    """DVC's ``params.yaml:key=value`` form names the file; there is one params file here."""
+    head = override.split("=", 1)[0]
+    if ":" in head:
+        fname, rest = override.split(":", 1)
+        if Path(fname.lstrip("+~")).name != "params.yaml":
+            raise ParamsError(f"override {override!r} names {fname!r}; only params.yaml exists")
+        return fname[: len(fname) - len(fname.lstrip("+~"))] + rest
+    return override
+
+
+def apply_overrides(params: dict, overrides: Sequence[str]) -> dict:
+    """``params`` with ``overrides`` applied in order, as ``dvc exp run -S`` applies them to params.yaml."""
+    if not overrides:
+        return copy.deepcopy(params)
+    from dvc.utils.collections import to_omegaconf
+    from dvc.utils.hydra import to_hydra_overrides
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.errors import ConfigCompositionException, OverrideParseException
+    from omegaconf import OmegaConf
+
+    try:
+        parsed = to_hydra_overrides([_strip_file(o) for o in overrides])
+        config = OmegaConf.create(to_omegaconf(copy.deepcopy(params)), flags={"allow_objects": True})
+        OmegaConf.set_struct(config, True)  # an unknown key is an error, as in DVC
+        ConfigLoaderImpl._apply_overrides_to_config(parsed, config)
+        return OmegaConf.to_object(config)
+    except (ConfigCompositionException, OverrideParseException) as e:
+        raise ParamsError(f"override {' '.join(map(repr, overrides))}: {e}; keys at the top: {sorted(params)}") from e
+
+
 def apply_override(params: dict, override: str) -> None:
     """Apply one ``-S`` override to ``params`` in place."""
-    text = override.strip()
-    if text.startswith("~"):
-        mode, text = "delete", text[1:]
-        key, value = text.split("=", 1)[0], None
-    else:
-        if text.startswith("++"):
-            mode, text = "force", text[2:]
-        elif text.startswith("+"):
-            mode, text = "add", text[1:]
-        else:
-            mode = "set"
-        if "=" not in text:
-            raise ParamsError(f"override {override!r} is not of the form key=value")
-        key, raw = text.split("=", 1)
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    if ":" in key:  # DVC's "params.yaml:key" file prefix; there is one params file here
-        fname, key = key.split(":", 1)
-        if Path(fname).name != "params.yaml":
-            raise ParamsError(f"override {override!r} names {fname!r}; only params.yaml exists")
-    parts = key.strip().split(".")
-    node = params
-    for i, part in enumerate(parts[:-1]):
-        if part not in node:
-            if mode in ("add", "force"):
-                node[part] = {}
-            else:
-                raise ParamsError(f"override {override!r}: no key {'.'.join(parts[: i + 1])!r} in params")
-        node = node[part]
-        if not isinstance(node, dict):
-            raise ParamsError(f"override {override!r}: {'.'.join(parts[: i + 1])!r} is not a mapping")
-    leaf = parts[-1]
-    if mode == "delete":
-        if leaf not in node:
-            raise ParamsError(f"override {override!r}: no key {key!r} to remove")
-        del node[leaf]
-    elif mode == "set" and leaf not in node:
-        raise ParamsError(
-            f"override {override!r}: no key {key!r} in params (use +{key}=... to add a new key); "
-            f"keys here: {sorted(node)}"
-        )
-    elif mode == "add" and leaf in node:
-        raise ParamsError(f"override {override!r}: {key!r} exists already (drop the '+' to change it)")
-    else:
-        node[leaf] = value
+    new = apply_overrides(params, [override])
+    params.clear()
+    params.update(new)
 
 
 def load_params(path: str | Path = "params.yaml", overrides: Sequence[str] = ()) -> dict:
@@ -76,11 +68,7 @@ def load_params(path: str | Path = "params.yaml", overrides: Sequence[str] = ())
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file {path} not found; run from the project root or pass --params")
-    params = yaml.safe_load(path.read_text()) or {}
-    params = copy.deepcopy(params)
-    for ov in overrides:
-        apply_override(params, ov)
-    return params
+    return apply_overrides(yaml.safe_load(path.read_text()) or {}, overrides)
 
 
 def flatten(params: dict, prefix: str = "") -> dict[str, Any]:
