@@ -73,8 +73,10 @@ def paired_difference(a: list[float], b: list[float], level: float = 0.95) -> di
         return {"mean": None, "ci": [None, None], "n": 0}
     if len(d) < 2:
         return {"mean": float(d.mean()), "ci": [None, None], "n": 1}
-    half = stats.t.ppf((1 + level) / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
-    return {"mean": float(d.mean()), "ci": [float(d.mean() - half), float(d.mean() + half)], "n": int(len(d))}
+    if np.all(d == d[0]):  # no spread: scipy's interval is nan
+        return {"mean": float(d[0]), "ci": [float(d[0]), float(d[0])], "n": int(len(d))}
+    ci = stats.ttest_1samp(d, 0.0).confidence_interval(level)
+    return {"mean": float(d.mean()), "ci": [float(ci.low), float(ci.high)], "n": int(len(d))}
 
 
 def paired_bootstrap_difference(y, scores_a: list, scores_b: list, thresholds_a: list, thresholds_b: list, patients,

@@ -21,7 +21,7 @@ import hashlib
 import io
 import json
 from importlib import resources
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -203,16 +203,19 @@ def _rates(rows: list[dict]) -> dict:
 
 
 def cohen_kappa(a: list[str], b: list[str]) -> float:
-    cats = sorted(set(a) | set(b))
-    n = len(a)
-    po = sum(x == y for x, y in zip(a, b)) / n
-    ca, cb = Counter(a), Counter(b)
-    pe = sum(ca[c] * cb[c] for c in cats) / n**2
-    return 1.0 if pe == 1 else (po - pe) / (1 - pe)
+    """Cohen's kappa (scikit-learn's); 1.0 when both readers gave one and the same answer throughout, where
+    scikit-learn's is undefined (0/0)."""
+    from sklearn.metrics import cohen_kappa_score
+
+    if len(set(a) | set(b)) == 1:
+        return 1.0
+    return float(cohen_kappa_score(a, b))
 
 
 def fleiss_kappa(table: np.ndarray) -> float:
-    """table: (items, categories) counts of raters per category; every item rated by the same number."""
+    """table: (items, categories) counts of raters per category; every item rated by the same number.
+    Written here: neither scipy nor scikit-learn has Fleiss' kappa (statsmodels does, a large dependency
+    for five lines); a test checks it on the textbook worked example (kappa 0.210)."""
     table = np.asarray(table, dtype=float)
     n = table.sum(axis=1)[0]
     p_j = table.sum(axis=0) / table.sum()

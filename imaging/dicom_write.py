@@ -7,6 +7,9 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
+    ComputedRadiographyImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    SecondaryCaptureImageStorage,
     JPEG2000Lossless,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -17,9 +20,9 @@ from pydicom.uid import (
     generate_uid,
 )
 
-CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
-DX_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
-SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+CR_IMAGE_STORAGE = ComputedRadiographyImageStorage
+DX_IMAGE_STORAGE = DigitalXRayImageStorageForPresentation
+SECONDARY_CAPTURE = SecondaryCaptureImageStorage
 SYNTAXES = ("explicit", "implicit", "rle", "jpeg-ls", "jpeg2000", "jpeg-baseline")
 
 

@@ -53,6 +53,10 @@ def test_paired_difference():
     d = m.paired_difference([0.9, 0.8, 0.85], [0.8, 0.8, 0.8])
     assert d["mean"] == pytest.approx(0.05) and d["n"] == 3 and d["ci"][0] < 0.05 < d["ci"][1]
     assert m.paired_difference([0.9], [0.8])["ci"] == [None, None]
+    # the t interval by hand: mean 0.05, sd 0.05, n 3 -> 0.05 +- t(0.975, 2) * 0.05 / sqrt(3)
+    half = 4.302652729911275 * 0.05 / 3 ** 0.5
+    assert d["ci"] == pytest.approx([0.05 - half, 0.05 + half])
+    assert m.paired_difference([0.9, 0.9], [0.8, 0.8])["ci"] == pytest.approx([0.1, 0.1])  # no spread
 
 
 def test_paired_bootstrap_difference():

@@ -87,9 +87,13 @@ def test_bad_response_files_name_the_rows(edit, message):
 
 
 def test_kappa_helpers_on_textbook_values():
-    # Fleiss (1971)-style check: perfect agreement -> 1
+    # the worked example of Fleiss' kappa (10 subjects, 14 raters, 5 categories; Wikipedia): 0.210
+    table = np.array([[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
+                      [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]])
+    assert vtt.fleiss_kappa(table) == pytest.approx(0.210, abs=5e-4)
     assert vtt.fleiss_kappa(np.array([[3, 0], [0, 3], [3, 0]])) == pytest.approx(1.0)
     assert vtt.cohen_kappa(["a", "b", "a", "b"], ["a", "b", "a", "b"]) == 1.0
+    assert vtt.cohen_kappa(["a"] * 4, ["a"] * 4) == 1.0      # one answer throughout: agreement, not 0/0
 
 
 # ---- export ------------------------------------------------------------------------------------------------
