@@ -151,7 +151,9 @@ def test_torchrun_two_cpu_processes(prepared):
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("train_gan: 6 steps") == 1  # one writer
     ckpts = list((prepared / "models/gan").glob("*.pt"))
-    assert sorted(p.name for p in ckpts) == ["checkpoint.pt", "generator.pt"]
+    # one writer: checkpoints at 3 and 6 (the last two kept), one generator
+    assert sorted(p.name for p in ckpts) == ["checkpoint.prev.pt", "checkpoint.pt", "generator.pt"]
+    assert torch.load(prepared / "models/gan/checkpoint.prev.pt", weights_only=True)["step"] == 3
     ckpt = torch.load(prepared / "models/gan/checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 6 and len(ckpt["rng"]["device"]) == 2
     assert not torch.equal(ckpt["rng"]["device"][0], ckpt["rng"]["device"][1])  # each process its own noise
