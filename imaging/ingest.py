@@ -19,6 +19,7 @@ from imaging.pixels import LOW_SPAN, BlankImage, Intensity, PixelConfig, prepare
 from imaging.sources import HEADER_MODES, SPLIT_NAMES, Item, Scan, SourceError, npz_arrays, patient_from_path
 from imaging.split import assign_splits, duplicates_across, keep_patients
 
+LOW_SPAN_WARN = 0.02  # share of low-contrast images (pixels.LOW_SPAN) above which the summary warns
 INDEX_COLUMNS = ("row", "path", "patient_id", "label", "label_name", "split", "sha256", "patient_id_from",
                  "modality", "photometric", "bits_stored", "transfer_syntax", "orig_height", "orig_width", "voi")
 
@@ -179,7 +180,7 @@ def assemble(scan_result: Scan, records: Iterable[Record | tuple[str, str]], *, 
                 r.patient = next((x.patient for x in rows if x.patient), None)
             if "split" in table.columns:
                 vals = {x.split.lower() for x in rows}
-                r.source_split = SPLIT_OF.get(vals.pop()) if len(vals) == 1 else None
+                r.source_split = SPLIT_NAMES.get(vals.pop()) if len(vals) == 1 else None
         kept.append(r)
     if table is not None and n_decoded and not kept:
         raise SourceError(f"{', '.join(p.name for p in table.paths)} matches none of the {n_decoded} readable images: "
@@ -269,10 +270,6 @@ def assemble(scan_result: Scan, records: Iterable[Record | tuple[str, str]], *, 
     if warnings:
         summary["warnings"] = warnings
     return Dataset(images, index, quarantine, class_names, summary)
-
-
-LOW_SPAN_WARN = 0.02  # share of low-contrast images above which the summary warns
-SPLIT_OF = SPLIT_NAMES
 
 
 def _describe_split(info: dict, published: str | None) -> str:
