@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
-import scipy.sparse as sp
 
 GEOMETRIES = ("pad", "crop")
 FULL_RANGE_MAX = 255  # containers up to 8 bits are shown over their full range; wider ones over their own
@@ -69,8 +68,9 @@ class Intensity:
 
 
 @lru_cache(maxsize=64)
-def area_matrix(n_in: int, n_out: int) -> sp.csr_matrix:
-    """(n_out, n_in) sparse matrix of exact box-filter (area) weights; each row sums to 1."""
+def area_matrix(n_in: int, n_out: int):
+    """(n_out, n_in) sparse matrix (scipy CSR) of exact box-filter (area) weights; each row sums to 1."""
+    import scipy.sparse as sp  # here, not at the top: pipeline.inspect imports this module and decodes nothing
     scale = n_in / n_out
     starts = np.arange(n_out) * scale
     ends = starts + scale
