@@ -15,20 +15,11 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from imaging.decode import Quarantined, luma, read_any
-from imaging.pixels import BlankImage, Intensity, PixelConfig, prepare_pixels
-from imaging.sources import (
-    Item,
-    LabelTable,
-    Scan,
-    SourceError,
-    detect_kind,
-    npz_arrays,
-    patient_from_name,
-    scan_class_folders,
-    scan_dicom_tree,
-)
-from imaging.split import split_by_patient
+from imaging.pixels import LOW_SPAN, BlankImage, Intensity, PixelConfig, prepare_pixels_span
+from imaging.sources import HEADER_MODES, SPLIT_NAMES, Item, Scan, SourceError, npz_arrays, patient_from_path
+from imaging.split import assign_splits, duplicates_across, keep_patients
 
+LOW_SPAN_WARN = 0.02  # share of low-contrast images (pixels.LOW_SPAN) above which the summary warns
 INDEX_COLUMNS = ("row", "path", "patient_id", "label", "label_name", "split", "sha256", "patient_id_from",
                  "modality", "photometric", "bits_stored", "transfer_syntax", "orig_height", "orig_width", "voi")
 
@@ -40,6 +31,7 @@ class Record:
     meta: dict
     label_name: str | None = None
     source_split: str | None = None
+    patient: str | None = None  # from the labels CSV's patient column
 
 
 @dataclass
@@ -52,25 +44,25 @@ class Dataset:
 
 
 def _finish(image: np.ndarray, meta: dict, rel: str, label: str | None = None,
-            split: str | None = None) -> Record:
+            split: str | None = None, patient: str | None = None) -> Record:
     img16 = image.astype(np.float16)
     meta["sha256"] = hashlib.sha256(img16.tobytes()).hexdigest()
-    return Record(rel, img16, meta, label, split)
+    return Record(rel, img16, meta, label, split, patient)
 
 
 def ingest_file(item: Item, cfg: PixelConfig) -> Record | tuple[str, str]:
     """Decode and prepare one file; a (rel, reason) pair when it must be quarantined."""
     try:
         dec = read_any(item.path)
-        image, voi = prepare_pixels(dec.stored, dec.intensity, cfg)
+        image, voi, span = prepare_pixels_span(dec.stored, dec.intensity, cfg)
     except Quarantined as q:
         return item.rel, str(q)
     except BlankImage as e:
         return item.rel, f"blank_image: nothing to show, {e}"
     except Exception as e:  # a decoder failing in a way nobody foresaw must not stop the stage
         return item.rel, f"decode_error: unexpected {type(e).__name__}: {e}"
-    dec.meta["voi"] = voi
-    return _finish(image, dec.meta, item.rel, item.label)
+    dec.meta["voi"], dec.meta["span"] = voi, span
+    return _finish(image, dec.meta, item.rel, item.label, item.split, item.patient)
 
 
 def _ingest_star(args):
@@ -120,24 +112,14 @@ def ingest_npz(path: Path, cfg: PixelConfig) -> Iterator[Record | tuple[str, str
             arr = luma(arr)
         bits = 16 if arr.dtype == np.uint16 else 8
         try:
-            image, voi = prepare_pixels(arr, Intensity(value_range=(0.0, 2.0**bits - 1)), cfg)
+            image, voi, span = prepare_pixels_span(arr, Intensity(value_range=(0.0, 2.0**bits - 1)), cfg)
         except BlankImage as e:
             yield rel, f"blank_image: nothing to show, {e}"
             continue
         meta = {"patient_id": "", "modality": "", "photometric": "npz", "bits_stored": bits,
-                "transfer_syntax": "", "orig_height": arr.shape[0], "orig_width": arr.shape[1], "voi": voi}
+                "transfer_syntax": "", "orig_height": arr.shape[0], "orig_width": arr.shape[1], "voi": voi,
+                "span": span}
         yield _finish(image, meta, rel, str(label), split)
-
-
-def scan(source: Path, kind: str, labels: str) -> Scan:
-    kind = detect_kind(source, labels) if kind == "auto" else kind
-    if kind == "dicom":
-        return scan_dicom_tree(source, labels)
-    if kind == "folders":
-        return scan_class_folders(source)
-    if kind == "npz":
-        return Scan("npz")
-    raise SourceError(f"data.kind must be auto, dicom, folders or npz; got {kind!r}")
 
 
 def _class_order(names: Iterable[str], classes: Sequence[str]) -> list[str]:
@@ -149,30 +131,61 @@ def _class_order(names: Iterable[str], classes: Sequence[str]) -> list[str]:
     return found
 
 
-def assemble(source: Path, scan_result: Scan, records: Iterable[Record | tuple[str, str]], *,
-             labels_file: str, classes: Sequence[str], patient_regex: str | None,
-             fractions: Mapping[str, float], rng: np.random.Generator, size: int) -> Dataset:
-    """Labels, patient ids, duplicates and split for decoded records; quarantines what has no label."""
+def patient_ids(records: Sequence, regex: re.Pattern | None) -> tuple[list[str], list[str]]:
+    """Each record's patient id and where it came from: the labels CSV's patient column, the DICOM
+    PatientID, data.patient_regex on the relative path, else the file itself (it stands alone)."""
+    pids, froms = [], []
+    for r in records:
+        pid, src = (r.patient or ""), "csv"
+        if not pid:
+            pid, src = (r.meta.get("patient_id") or "") if hasattr(r, "meta") else "", "dicom"
+        if not pid:
+            pid, src = patient_from_path(r.rel, regex) or "", "regex"
+        if not pid:
+            pid, src = r.rel, "file"
+        pids.append(pid)
+        froms.append(src)
+    return pids, froms
+
+
+def assemble(scan_result: Scan, records: Iterable[Record | tuple[str, str]], *, classes: Sequence[str],
+             patient_regex: str | None, fractions: Mapping[str, float], split_rng: np.random.Generator,
+             size: int, split_from: str = "auto", min_val_images: int = 0, train_fraction: float = 1.0,
+             fraction_rng: np.random.Generator | None = None) -> Dataset:
+    """Labels, patient ids, duplicates and the split for decoded records; quarantines what has no label."""
     quarantine = list(scan_result.quarantined)
-    table = LabelTable(source / labels_file) if scan_result.kind == "dicom" else None
+    table = scan_result.table  # labels keyed by a DICOM header field: resolved now
+    mode = next((m for m in HEADER_MODES if table is not None and m in scan_result.labels_from["key_matches"]), None)
     regex = re.compile(patient_regex) if patient_regex else None
     kept: list[Record] = []
-    n_decoded = 0
+    n_decoded, seen_keys = 0, []
     for r in records:
         if isinstance(r, tuple):
             quarantine.append(r)
             continue
         n_decoded += 1
         if table is not None:
-            r.label_name = table.lookup(r.rel, r.meta)
-            if r.label_name is None:
-                key = r.rel if table.key == "path" else r.meta.get(table.key, "")
-                quarantine.append((r.rel, f"no_label: {table.key} {key!r} is not in {table.path.name}"))
+            rows = table.lookup_meta(mode, r.meta)
+            if len(seen_keys) < 3:
+                seen_keys.append(str(r.meta.get(mode, "")))
+            if not rows:
+                quarantine.append((r.rel, f"no_label: {mode} {r.meta.get(mode, '')!r} is not in "
+                                          f"{', '.join(p.name for p in table.paths)}"))
                 continue
+            r.label_name, reason = table.resolve(rows, f"{mode} {r.meta.get(mode)!r}")
+            if reason:
+                quarantine.append((r.rel, reason))
+                continue
+            if "patient" in table.columns:
+                r.patient = next((x.patient for x in rows if x.patient), None)
+            if "split" in table.columns:
+                vals = {x.split.lower() for x in rows}
+                r.source_split = SPLIT_NAMES.get(vals.pop()) if len(vals) == 1 else None
         kept.append(r)
     if table is not None and n_decoded and not kept:
-        raise SourceError(f"{table.path} matches none of the {n_decoded} readable images under {source}: it has "
-                          f"{table.describe()}; expected keys like {quarantine[-1][0]!r}")
+        raise SourceError(f"{', '.join(p.name for p in table.paths)} matches none of the {n_decoded} readable images: "
+                          f"its column {table.columns['key']!r} holds values like {list(table.rows)[:3]}; expected "
+                          f"the {mode} of the files, like {seen_keys}")
     class_names = _class_order((r.label_name for r in kept), classes)
     lookup = {c: i for i, c in enumerate(class_names)}
     usable = []
@@ -182,30 +195,35 @@ def assemble(source: Path, scan_result: Scan, records: Iterable[Record | tuple[s
         else:
             usable.append(r)
     if not usable:
-        raise SourceError(f"no usable image in {source}: {len(quarantine)} inputs quarantined "
+        raise SourceError(f"no usable image in the source: {len(quarantine)} inputs quarantined "
                           f"({dict(Counter(q[1].split(':')[0] for q in quarantine))}); expected readable "
-                          "DICOM/PNG/JPEG images with labels")
+                          "DICOM/PNG/JPEG/TIFF images with labels")
 
-    pid_from = []
-    patients = []
-    for r in usable:
-        pid = r.meta.get("patient_id") or ""
-        src = "dicom"
-        if not pid:
-            pid, src = patient_from_name(Path(r.rel).name, regex), "regex"
-        if not pid:
-            pid, src = r.rel, "file"  # no id anywhere: the image stands alone (and may leak, see summary)
-        patients.append(pid)
-        pid_from.append(src)
+    patients, pid_from = patient_ids(usable, regex)
     labels = np.array([lookup[r.label_name] for r in usable])
     hashes = [r.meta["sha256"] for r in usable]
-    source_splits = [r.source_split for r in usable]
-    if all(s is not None for s in source_splits) and {"train", "val", "test"} <= set(source_splits):
-        splits = np.array(source_splits)  # an npz with its own complete split is kept as published
-        split_from = "source"
-    else:
-        splits = split_by_patient(patients, labels, hashes, fractions, rng)
-        split_from = "patients"
+    splits, split_info = assign_splits(patients, labels, hashes, [r.source_split for r in usable], fractions,
+                                       split_rng, split_from=split_from, min_val_images=min_val_images)
+    warnings = list(scan_result.warnings) + split_info.pop("warnings")
+    fraction_info = None
+    if train_fraction != 1.0:
+        tr = np.flatnonzero(splits == "train")
+        keep_tr = keep_patients([patients[i] for i in tr], labels[tr], [hashes[i] for i in tr], float(train_fraction),
+                                fraction_rng if fraction_rng is not None else np.random.default_rng(0))
+        drop = set(tr[~keep_tr].tolist())
+        fraction_info = {"fraction": float(train_fraction),
+                         "train_patients_kept": len({patients[i] for i in tr[keep_tr]}),
+                         "train_patients_dropped": len({patients[i] for i in drop}),
+                         "train_images_dropped": len(drop)}
+        for i in sorted(drop):
+            quarantine.append((usable[i].rel, f"train_fraction: left out to keep data.train_fraction={train_fraction} "
+                                              "of the training patients"))
+        keep = np.array([i not in drop for i in range(len(usable))])
+        usable = [r for r, k in zip(usable, keep) if k]
+        patients = [p for p, k in zip(patients, keep) if k]
+        pid_from = [p for p, k in zip(pid_from, keep) if k]
+        hashes = [h for h, k in zip(hashes, keep) if k]
+        labels, splits = labels[keep], splits[keep]
 
     images = np.stack([r.image for r in usable])[:, None]
     index = []
@@ -215,18 +233,54 @@ def assemble(source: Path, scan_result: Scan, records: Iterable[Record | tuple[s
                       "label_name": r.label_name, "split": splits[i], "sha256": m["sha256"],
                       "patient_id_from": pid_from[i], **{k: m.get(k, "") for k in INDEX_COLUMNS[8:]}})
     dup_groups = sum(1 for c in Counter(hashes).values() if c > 1)
+    dup_across = duplicates_across(splits, hashes)
+    if dup_across:
+        warnings.append(f"{dup_across} groups of identical images sit in more than one split (kept as published)")
+    low = sum(1 for r in usable if r.meta.get("span", 2.0) < LOW_SPAN)
+    low_share = round(low / len(usable), 4)
+    if low_share > LOW_SPAN_WARN:
+        warnings.append(f"{low} of {len(usable)} prepared images ({low_share:.0%}) span less than a quarter of [-1, 1]: "
+                        "the VOI does not fit their values (a 16-bit file windowed over its full range?). Look at "
+                        "them, and set prepare.voi (percentile or minmax) to change it")
+    if pid_from.count("file"):
+        warnings.append(f"{pid_from.count('file')} images have no patient id (no patient column, no PatientID, no "
+                        "data.patient_regex match): each is treated as its own patient, so images of one patient "
+                        "may straddle splits")
     summary = {
-        "source": str(source), "kind": scan_result.kind, "size": size,
+        "kind": scan_result.kind, "size": size,
         "found": len(usable) + len(quarantine), "prepared": len(usable), "quarantined": len(quarantine),
-        "quarantine_reasons": dict(Counter(q[1].split(":")[0] for q in quarantine)),
-        "skipped_hidden_files": scan_result.skipped_hidden, "classes": class_names,
+        "quarantine_reasons": dict(sorted(Counter(q[1].split(":")[0] for q in quarantine).items())),
+        "skipped_hidden_files": scan_result.skipped_hidden, "labels_from": scan_result.labels_from,
+        "classes": class_names,
         "class_counts": {c: int((labels == i).sum()) for i, c in enumerate(class_names)},
-        "split_from": split_from,
+        "split_from": _describe_split(split_info, scan_result.published_split),
+        "split_origin": split_info["origin"],
+        **({"published_split": split_info["published"],
+            "patients_in_several_published_splits": split_info["patients_in_several_published_splits"]}
+           if "published" in split_info else {}),
         "splits": {s: {"images": int((splits == s).sum()), "patients": len({p for p, t in zip(patients, splits) if t == s}),
                        **{c: int(((splits == s) & (labels == i)).sum()) for i, c in enumerate(class_names)}}
                    for s in ("train", "val", "test")},
+        **({"train_fraction": fraction_info} if fraction_info else {}),
         "patients": len(set(patients)), "patient_id_from": dict(Counter(pid_from)),
-        "duplicate_groups": dup_groups,
+        "duplicate_groups": dup_groups, "duplicate_groups_across_splits": dup_across,
         "voi": dict(Counter(r.meta.get("voi", "") for r in usable)),
+        "low_contrast_images": low, "low_contrast_share": low_share,
     }
+    if warnings:
+        summary["warnings"] = warnings
     return Dataset(images, index, quarantine, class_names, summary)
+
+
+def _describe_split(info: dict, published: str | None) -> str:
+    """One line for the summary and the report: where each split comes from."""
+    if info["split_from"] == "patients":
+        return "patients (stratified by label, seeded)" + (f"; the published split ({published}) is ignored"
+                                                            if published else "")
+    parts = [f"published ({published})"]
+    carved = [s for s, o in info["origin"].items() if o != "published"]
+    if carved:
+        parts.append(f"{' and '.join(carved)} carved from train by patient")
+    if info.get("patients_in_several_published_splits"):
+        parts.append(f"{info['patients_in_several_published_splits']} patient ids in more than one published split")
+    return "; ".join(parts)

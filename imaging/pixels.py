@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
-import scipy.sparse as sp
 
 GEOMETRIES = ("pad", "crop")
+FULL_RANGE_MAX = 255  # containers up to 8 bits are shown over their full range; wider ones over their own
+LOW_SPAN = 0.5  # a prepared image whose content spans less than this (a quarter of [-1, 1]) looks mis-windowed
 VOI_MODES = ("window", "minmax", "percentile")
 
 
@@ -48,8 +49,12 @@ class Intensity:
     """How stored values become display values, as the file describes it.
 
     ``modality_lut``/``voi_lut`` are sampled tables ``(x, y)``; ``windows`` holds (center, width) pairs of
-    which the first is used; ``value_range`` is the full display range of files that carry no VOI
-    (8-bit PNG: (0, 255)); ``invert`` is set for MONOCHROME1.
+    which the first is used; ``value_range`` is the container's range for files that carry no VOI
+    (8-bit PNG: (0, 255), 16-bit PNG: (0, 65535)); ``invert`` is set for MONOCHROME1.
+
+    An 8-bit container's full range is its display range. A wider one is not: a 16-bit PNG usually holds
+    10-, 12- or 14-bit detector values (PadChest and many archives export so), and stretching 0..65535
+    would squeeze them into the darkest few percent. Those use the image's own stored range instead.
     """
 
     slope: float = 1.0
@@ -63,8 +68,9 @@ class Intensity:
 
 
 @lru_cache(maxsize=64)
-def area_matrix(n_in: int, n_out: int) -> sp.csr_matrix:
-    """(n_out, n_in) sparse matrix of exact box-filter (area) weights; each row sums to 1."""
+def area_matrix(n_in: int, n_out: int):
+    """(n_out, n_in) sparse matrix (scipy CSR) of exact box-filter (area) weights; each row sums to 1."""
+    import scipy.sparse as sp  # here, not at the top: pipeline.inspect imports this module and decodes nothing
     scale = n_in / n_out
     starts = np.arange(n_out) * scale
     ends = starts + scale
@@ -144,7 +150,7 @@ def apply_intensity(v: np.ndarray, t: Intensity, cfg: PixelConfig) -> tuple[np.n
     elif t.windows:
         c, w = t.windows[0]
         y, used = window(m, c, w, t.voi_function), "window"
-    elif t.value_range is not None:
+    elif t.value_range is not None and t.value_range[1] - t.value_range[0] <= FULL_RANGE_MAX:
         y, used = _stretch(m, *t.value_range), "full_range"
     else:
         y, used = _stretch(m, float(m.min()), float(m.max())), "minmax"
@@ -155,10 +161,17 @@ def apply_intensity(v: np.ndarray, t: Intensity, cfg: PixelConfig) -> tuple[np.n
 
 def prepare_pixels(stored: np.ndarray, t: Intensity, cfg: PixelConfig) -> tuple[np.ndarray, str]:
     """A 2-D stored-value array -> a (size, size) float32 image in [-1, 1] (margin -1), and the VOI used."""
+    out, used, _ = prepare_pixels_span(stored, t, cfg)
+    return out, used
+
+
+def prepare_pixels_span(stored: np.ndarray, t: Intensity, cfg: PixelConfig) -> tuple[np.ndarray, str, float]:
+    """:func:`prepare_pixels` plus the span (max - min, in [-1, 1] units, so 0..2) of the image content,
+    the pad margin left out: a span below :data:`LOW_SPAN` is the mark of a VOI that does not fit."""
     if stored.ndim != 2:
         raise ValueError(f"expected a 2-D grey image, got shape {stored.shape}")
     content, (top, left) = fit_geometry(stored, cfg)
     y, used = apply_intensity(content, t, cfg)
     out = np.full((cfg.size, cfg.size), -1.0, dtype=np.float32)
     out[top:top + y.shape[0], left:left + y.shape[1]] = y * 2.0 - 1.0
-    return out, used
+    return out, used, float(y.max() - y.min()) * 2.0

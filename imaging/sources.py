@@ -1,30 +1,83 @@
-"""Finding the inputs of a source: a DICOM tree with a labels CSV, class folders, or a MedMNIST npz."""
+"""Reading a source as it is published, before any pixel is decoded: which files, their labels, their
+published split and (where the layout says so) their patient.
+
+Sources: class folders (``<CLASS>/...``, or ``<split>/<CLASS>/...`` as Kermany's download is laid out), a
+tree of DICOM/PNG/JPEG/TIFF files with one or more labels CSVs (their own key, label, patient and split
+columns, label values mapped to classes), or a MedMNIST-style npz. Everything here reads names and CSVs
+only, so ``pipeline.inspect`` can show it in seconds; a shape that cannot be what the user meant raises
+:class:`SourceError` with what was found and what was expected.
+"""
 from __future__ import annotations
 
 import csv
 import re
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
-KINDS = ("dicom", "folders", "npz")
-PATH_KEYS = ("path", "file", "filename", "file_path")
+KINDS = ("csv", "folders", "npz")  # "dicom" is accepted as the old name of "csv"
+# split folder / split column values (any case) -> split
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+               "dev": "val", "test": "test", "testing": "test"}
+JUNK_DIRS = {"__macosx"}  # macOS resource forks that zip archives made on a Mac carry
+PATH_KEYS = ("path", "file", "filename", "file_name", "file_path", "image_path", "image", "image_index",
+             "image_id", "image_name")
 UID_KEYS = ("sop_instance_uid", "sopinstanceuid")
 PATIENT_KEYS = ("patient_id", "patientid")
-LABEL_KEYS = ("label", "class", "target", "finding")
+LABEL_KEYS = ("label", "class", "target", "finding", "finding_labels", "diagnosis")
+SPLIT_KEYS = ("split", "subset", "partition")
+PATH_MODES = ("path", "suffix", "name", "stem")  # how a key value names a file, tried in this order
+HEADER_MODES = ("sop_instance_uid", "patient_id")  # keys only the DICOM header can resolve
 
 
 class SourceError(ValueError):
     """The source as a whole is unusable or misconfigured (the stage stops with this message)."""
 
 
+@dataclass(frozen=True)
+class SourceConfig:
+    """How to read a source; ``data.*`` in params.yaml."""
+
+    kind: str = "auto"
+    labels: tuple[str, ...] = ("labels.csv",)  # labels CSV(s), relative to the source
+    labels_key: str | None = None  # the column naming the image; None: the first known key column
+    labels_column: str | None = None  # the column holding the label; None: the first known label column
+    label_map: tuple[tuple[str, str], ...] = ()  # (value, class) in order; empty: the value is the class
+    patient_column: str | None = None  # patient id from the CSV, before PatientID and the regex
+    split_column: str | None = None  # None: a column named split/subset/partition when there is one
+    patient_regex: str | None = None
+
+    def __post_init__(self):
+        kind = "csv" if self.kind == "dicom" else self.kind
+        if kind not in ("auto", *KINDS):
+            raise SourceError(f"data.kind must be auto, csv (a tree with a labels CSV; 'dicom' also accepted), "
+                              f"folders or npz; got {self.kind!r}")
+        object.__setattr__(self, "kind", kind)
+
+    @classmethod
+    def from_params(cls, data: Mapping) -> "SourceConfig":
+        labels = data.get("labels") or "labels.csv"
+        labels = (labels,) if isinstance(labels, str) else tuple(str(x) for x in labels)
+        lmap = data.get("label_map") or {}
+        if not isinstance(lmap, Mapping):
+            raise SourceError(f"data.label_map must be a mapping of label value -> class name, got {lmap!r}")
+        return cls(kind=data.get("kind", "auto"), labels=labels, labels_key=data.get("labels_key") or None,
+                   labels_column=data.get("labels_column") or None,
+                   label_map=tuple((_value_text(k), str(v)) for k, v in lmap.items()),
+                   patient_column=data.get("patient_column") or None, split_column=data.get("split_column") or None,
+                   patient_regex=data.get("patient_regex") or None)
+
+
 @dataclass
 class Item:
     path: Path  # absolute
     rel: str  # posix path relative to the source root: what index.csv and quarantine.csv show
-    label: str | None = None  # from the class folder; None for a DICOM tree (labels come from the CSV)
+    label: str | None = None  # class name, from the class folder or the labels CSV; None until the header says
+    split: str | None = None  # the published split (train/val/test), None when the source has none
+    patient: str | None = None  # from data.patient_column
 
 
 @dataclass
@@ -33,26 +86,45 @@ class Scan:
     items: list[Item] = field(default_factory=list)
     quarantined: list[tuple[str, str]] = field(default_factory=list)  # (rel, reason)
     skipped_hidden: int = 0
+    published_split: str | None = None  # where a published split comes from ("folders", "column 'split'", ...)
+    labels_from: dict = field(default_factory=dict)  # how labels are read, for the summary and inspect
+    table: "LabelTable | None" = None  # set when labels can only be resolved from the DICOM header
+    warnings: list[str] = field(default_factory=list)
 
 
-def detect_kind(source: Path, labels: str) -> str:
+def _value_text(v) -> str:
+    """A YAML map key or CSV cell as text: 1.0 and "1.0" alike, True as true."""
+    if isinstance(v, bool):
+        return str(v).lower()
+    return str(v).strip()
+
+
+def _norm_col(name: str) -> str:
+    return re.sub(r"[\s\-]+", "_", name.strip().lower())
+
+
+def detect_kind(source: Path, labels: Sequence[str]) -> str:
     if source.is_file() and source.suffix.lower() == ".npz":
         return "npz"
     if not source.is_dir():
         raise SourceError(f"data source {source} is neither a folder nor an .npz file")
-    if (source / labels).is_file():
-        return "dicom"
-    if any(p.is_dir() and not p.name.startswith(".") for p in source.iterdir()):
+    if any((source / name).is_file() for name in labels):
+        return "csv"
+    if any(p.is_dir() and not _hidden(p.name) for p in source.iterdir()):
         return "folders"
-    raise SourceError(f"cannot tell the kind of source {source}: expected a labels CSV named {labels!r} "
-                      "(DICOM tree), class sub-folders, or an .npz file")
+    raise SourceError(f"cannot tell the kind of source {source}: expected a labels CSV named "
+                      f"{' or '.join(map(repr, labels))} (data.labels), class sub-folders, or an .npz file")
+
+
+def _hidden(part: str) -> bool:
+    return part.startswith(".") or part.lower() in JUNK_DIRS
 
 
 def _files(root: Path) -> tuple[list[Path], int]:
     files, hidden = [], 0
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
+        if any(_hidden(part) for part in rel.parts):
             hidden += p.is_file()
             continue
         if p.is_file():
@@ -60,76 +132,381 @@ def _files(root: Path) -> tuple[list[Path], int]:
     return files, hidden
 
 
-def scan_dicom_tree(source: Path, labels: str) -> Scan:
-    files, hidden = _files(source)
-    labels_path = (source / labels).resolve()
-    items = [Item(p, p.relative_to(source).as_posix()) for p in files if p.resolve() != labels_path]
-    return Scan("dicom", items=items, skipped_hidden=hidden)
+def _top_dirs(source: Path) -> list[str]:
+    return sorted(p.name for p in source.iterdir() if p.is_dir() and not _hidden(p.name))
 
+
+def _split_dirs(names: Sequence[str]) -> list[str]:
+    return [n for n in names if n.lower() in SPLIT_NAMES]
+
+
+def scan(source: Path, cfg: SourceConfig) -> Scan:
+    kind = detect_kind(source, cfg.labels) if cfg.kind == "auto" else cfg.kind
+    if kind == "csv":
+        return scan_labelled_tree(source, cfg)
+    if kind == "folders":
+        return scan_class_folders(source)
+    if not (source.is_file() and source.suffix.lower() == ".npz"):
+        raise SourceError(f"data.kind is npz but {source} is not an .npz file")
+    return Scan("npz", published_split="npz arrays", labels_from={"from": "npz <split>_labels arrays"})
+
+
+# ---------------------------------------------------------------- class folders
 
 def scan_class_folders(source: Path) -> Scan:
+    """``<CLASS>/...`` or ``<split>/<CLASS>/...``; anything else stops with what was found."""
+    top = _top_dirs(source)
+    splits = _split_dirs(top)
+    if splits and len(splits) < len(top):
+        others = [d for d in top if d not in splits]
+        raise SourceError(
+            f"{source} holds split folders {splits} beside other folders {others}; expected either class folders "
+            f"(<source>/<CLASS>/...) or split folders holding class folders (<source>/train/<CLASS>/...). "
+            "Point data.source at the folder that holds train/ and test/ (a download unpacked twice holds a "
+            "second copy inside itself), or move the other folders out")
     files, hidden = _files(source)
-    scan = Scan("folders", skipped_hidden=hidden)
+    s = Scan("folders", skipped_hidden=hidden, labels_from={"from": "class folder names"})
+    if splits:
+        s.published_split = "split folders " + ", ".join(f"{d}/" for d in splits)
+        per_split: dict[str, set[str]] = {}
+        for d in splits:
+            inner = _top_dirs(source / d)
+            nested = _split_dirs(inner)
+            if nested:
+                raise SourceError(f"split folder {d}/ holds folders named like splits {nested}: expected class "
+                                  f"folders ({d}/<CLASS>/...). Point data.source at {d}/{nested[0]}'s parent "
+                                  "folder that holds train/ and test/ directly")
+            per_split[SPLIT_NAMES[d.lower()]] = set(inner)
+        if len({frozenset(v) for v in per_split.values()}) > 1:
+            s.warnings.append("the split folders hold different class folders: " + "; ".join(
+                f"{k}: {sorted(v)}" for k, v in per_split.items()))
+    else:
+        for d in top:
+            nested = _split_dirs(_top_dirs(source / d))
+            if nested:
+                raise SourceError(
+                    f"class folder {d}/ holds folders named like splits {nested}: the split folders sit one level "
+                    f"down. Point data.source at {d}/ (expected <source>/train/<CLASS>/...), or, if {d} really is "
+                    "a class, rename its sub-folders")
     for p in files:
         rel = p.relative_to(source)
-        if len(rel.parts) < 2:
-            scan.quarantined.append((rel.as_posix(), "not_in_class_folder: file at the source root; "
-                                                     "images must sit in a folder named after their class"))
+        depth = 3 if splits else 2
+        if len(rel.parts) < depth:
+            where = f"in the split folder {rel.parts[0]}/" if splits and len(rel.parts) == 2 else "at the source root"
+            s.quarantined.append((rel.as_posix(), f"not_in_class_folder: file {where}; images must sit in a folder "
+                                                  f"named after their class ({'<split>/' if splits else ''}<CLASS>/)"))
+        elif splits:
+            s.items.append(Item(p, rel.as_posix(), label=rel.parts[1], split=SPLIT_NAMES[rel.parts[0].lower()]))
         else:
-            scan.items.append(Item(p, rel.as_posix(), label=rel.parts[0]))
-    return scan
+            s.items.append(Item(p, rel.as_posix(), label=rel.parts[0]))
+    classes = sorted({it.label for it in s.items})
+    if len(classes) == 1:
+        s.warnings.append(f"one class only ({classes[0]}): a conditional GAN and the downstream classifiers need "
+                          "at least two class folders")
+    return s
+
+
+# ---------------------------------------------------------------- labels CSV
+
+@dataclass
+class Row:
+    label: str  # the raw value
+    patient: str = ""
+    split: str = ""
+    origin: str = ""  # "file.csv:line"
 
 
 class LabelTable:
-    """A labels CSV keyed by file path, SOPInstanceUID or PatientID (the first such column present)."""
+    """One or more labels CSVs: rows by key, with the label, patient and split columns resolved."""
 
-    def __init__(self, path: Path):
-        if not path.is_file():
-            raise SourceError(f"labels file {path} not found")
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            header = {h.strip().lower(): h for h in (reader.fieldnames or [])}
-            rows = list(reader)
-        key = next((k for k in PATH_KEYS + UID_KEYS + PATIENT_KEYS if k in header), None)
-        lab = next((k for k in LABEL_KEYS if k in header), None)
-        if key is None or lab is None:
-            raise SourceError(f"labels file {path} has columns {list(header.values())}; expected a label column "
-                              f"(one of {LABEL_KEYS}) and a key column: a path relative to the source "
-                              f"({PATH_KEYS}), {UID_KEYS[0]} or {PATIENT_KEYS[0]}")
-        self.path = path
-        self.key = "path" if key in PATH_KEYS else "sop_instance_uid" if key in UID_KEYS else "patient_id"
-        self.table: dict[str, str] = {}
-        for r in rows:
-            k, v = (r.get(header[key]) or "").strip(), (r.get(header[lab]) or "").strip()
-            if k and v:
-                self.table[_norm(k) if self.key == "path" else k] = v
+    def __init__(self, paths: Sequence[Path], cfg: SourceConfig):
+        self.paths = list(paths)
+        self.cfg = cfg
+        self.rows: dict[str, list[Row]] = defaultdict(list)
+        self.n_rows = 0
+        self.columns: dict[str, str] = {}  # role -> column name as written
+        for path in self.paths:
+            if not path.is_file():
+                raise SourceError(f"labels file {path.name} (data.labels) not found in the source")
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                reader = csv.DictReader(f)
+                header = [h for h in (reader.fieldnames or []) if h is not None]
+                cols = self._columns(path, header)
+                if self.columns and cols != self.columns:
+                    raise SourceError(f"{path.name} has columns {cols} but {self.paths[0].name} has {self.columns}; "
+                                      "expected the same key, label, patient and split columns in every labels CSV")
+                self.columns = cols
+                for line, r in enumerate(reader, start=2):
+                    k = (r.get(cols["key"]) or "").strip()
+                    if not k:
+                        continue
+                    self.n_rows += 1
+                    self.rows[k].append(Row(label=(r.get(cols["label"]) or "").strip(),
+                                            patient=(r.get(cols.get("patient", "")) or "").strip(),
+                                            split=(r.get(cols.get("split", "")) or "").strip(),
+                                            origin=f"{path.name}:{line}"))
 
-    def lookup(self, rel: str, meta: dict) -> str | None:
-        k = _norm(rel) if self.key == "path" else meta.get(self.key, "")
-        return self.table.get(k)
+    def _columns(self, path: Path, header: list[str]) -> dict[str, str]:
+        by_norm = {}
+        for h in header:
+            by_norm.setdefault(_norm_col(h), h)
 
-    def describe(self) -> str:
-        sample = ", ".join(list(self.table)[:3])
-        return f"{len(self.table)} rows keyed by {self.key} (e.g. {sample})"
+        def find(role: str, wanted: str | None, auto: Sequence[str], required: bool) -> str | None:
+            if wanted:
+                if wanted in header:
+                    return wanted
+                if _norm_col(wanted) in by_norm:
+                    return by_norm[_norm_col(wanted)]
+                raise SourceError(f"data.{role} is {wanted!r}, which is not a column of {path.name}; its columns are "
+                                  f"{header}")
+            hit = next((by_norm[a] for a in auto if a in by_norm), None)
+            if hit is None and required:
+                raise SourceError(
+                    f"labels file {path.name} has columns {header}; expected a {role.split('_')[-1]} column: set "
+                    f"data.{role} (auto-detected names: {', '.join(auto)})")
+            return hit
+
+        cols = {"key": find("labels_key", self.cfg.labels_key, PATH_KEYS + UID_KEYS + PATIENT_KEYS, True),
+                "label": find("labels_column", self.cfg.labels_column, LABEL_KEYS, True)}
+        if self.cfg.patient_column:
+            cols["patient"] = find("patient_column", self.cfg.patient_column, (), True)
+        split = find("split_column", self.cfg.split_column, SPLIT_KEYS, False)
+        if split:
+            cols["split"] = split
+        if cols["key"] == cols["label"]:
+            raise SourceError(f"{path.name}: the key column and the label column are both {cols['key']!r}; set "
+                              "data.labels_key and data.labels_column")
+        return cols
+
+    # -- labels
+    def map_value(self, value: str) -> str | None:
+        """A raw label value -> class name; None when data.label_map does not cover it."""
+        lmap = self.cfg.label_map
+        if not lmap:
+            return value or None
+        for k, cls in lmap:
+            if value == k:
+                return cls
+        num = _as_float(value)
+        if num is not None:
+            for k, cls in lmap:
+                if _as_float(k) == num:
+                    return cls
+        if "|" in value:  # a multi-label value (NIH): the first class, in the map's order, whose key it holds
+            parts = {p.strip() for p in value.split("|")}
+            for k, cls in lmap:
+                if k in parts:
+                    return cls
+        return None
+
+    def resolve(self, rows: list[Row], what: str) -> tuple[str | None, str | None]:
+        """(class, None) for agreeing rows; (None, reason) when they cannot give a class."""
+        mapped = [(r, self.map_value(r.label)) for r in rows]
+        if self.cfg.label_map and all(c is None for _, c in mapped):
+            vals = sorted({r.label for r in rows})
+            return None, (f"unmapped_label: {self.columns['label']} {', '.join(map(repr, vals))} is not covered by "
+                          f"data.label_map (keys {[k for k, _ in self.cfg.label_map]})")
+        if not self.cfg.label_map and all(c is None for _, c in mapped):
+            return None, f"no_label: the {self.columns['label']} value is blank ({rows[0].origin})"
+        classes = {c for _, c in mapped if c is not None}
+        unmapped = [r for r, c in mapped if c is None]
+        if len(classes) > 1 or unmapped:
+            vals = ", ".join(f"{r.label!r} ({r.origin})" for r in rows[:6])
+            return None, f"conflicting_labels: {len(rows)} rows for {what} disagree: {vals}"
+        return classes.pop(), None
+
+    def label_values(self) -> Counter:
+        return Counter(r.label for rows in self.rows.values() for r in rows)
+
+    def check_map(self) -> None:
+        """Stop when data.label_map matches no value of the label column."""
+        if not self.cfg.label_map:
+            return
+        values = self.label_values()
+        if not any(self.map_value(v) is not None for v in values):
+            shown = ", ".join(f"{v!r} ({n})" for v, n in values.most_common(12))
+            raise SourceError(f"data.label_map (keys {[k for k, _ in self.cfg.label_map]}) matches none of the "
+                              f"{len(values)} values of column {self.columns['label']!r}; found: {shown}")
+
+    def describe(self) -> dict:
+        return {"from": "labels CSV", "files": [p.name for p in self.paths], "rows": self.n_rows,
+                "key_column": self.columns["key"], "label_column": self.columns["label"],
+                **({"patient_column": self.columns["patient"]} if "patient" in self.columns else {}),
+                **({"split_column": self.columns["split"]} if "split" in self.columns else {}),
+                **({"label_map": dict(self.cfg.label_map)} if self.cfg.label_map else {})}
+
+    # -- keys only the DICOM header resolves
+    def lookup_meta(self, mode: str, meta: dict) -> list[Row]:
+        return self.rows.get(str(meta.get(mode, "") or ""), [])
 
 
-def _norm(p: str) -> str:
+def _as_float(v: str) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _norm_path(p: str) -> str:
     p = p.strip().replace("\\", "/")
-    return p[2:] if p.startswith("./") else p
+    while p.startswith("./"):
+        p = p[2:]
+    return p
 
 
-def patient_from_name(name: str, regex: re.Pattern | None) -> str | None:
-    """Patient id from a file name: the regex's first group (or whole match), else None."""
+def match_mode(keys: Sequence[str], rels: Sequence[str]) -> tuple[str | None, dict[str, str], dict[str, int]]:
+    """How the key values name files: path (relative to the source), suffix (a longer path ending with the
+    relative path), name (the bare file name) or stem. Returns the mode matching most files (None when none
+    matches), its rel -> key mapping, and the match count of every mode."""
+    norm = {_norm_path(k): k for k in keys}
+    by_suffix: dict[str, str] = {}
+    for nk, k in norm.items():
+        parts = nk.split("/")
+        for i in range(len(parts)):
+            by_suffix.setdefault("/".join(parts[i:]), k)
+    maps: dict[str, dict[str, str]] = {m: {} for m in PATH_MODES}
+    for rel in rels:
+        pp = PurePosixPath(rel)
+        if rel in norm:
+            maps["path"][rel] = norm[rel]
+        if rel in by_suffix:
+            maps["suffix"][rel] = by_suffix[rel]
+        if pp.name in norm:
+            maps["name"][rel] = norm[pp.name]
+        if pp.stem in norm:
+            maps["stem"][rel] = norm[pp.stem]
+    counts = {m: len(v) for m, v in maps.items()}
+    best = max(PATH_MODES, key=lambda m: (counts[m], -PATH_MODES.index(m)))
+    if counts[best] == 0:
+        return None, {}, counts
+    return best, maps[best], counts
+
+
+def scan_labelled_tree(source: Path, cfg: SourceConfig) -> Scan:
+    """A tree of image files (DICOM, PNG, JPEG, TIFF) labelled by one or more CSVs in the source."""
+    csv_paths = [source / name for name in cfg.labels]
+    table = LabelTable(csv_paths, cfg)
+    table.check_map()
+    files, hidden = _files(source)
+    skip = {p.resolve() for p in csv_paths}
+    items = [Item(p, p.relative_to(source).as_posix()) for p in files if p.resolve() not in skip]
+    s = Scan("csv", skipped_hidden=hidden, labels_from=table.describe())
+    if not table.rows:
+        raise SourceError(f"labels file(s) {[p.name for p in csv_paths]} have no row with a value in column "
+                          f"{table.columns['key']!r}")
+    mode, rel_to_key, counts = match_mode(list(table.rows), [it.rel for it in items])
+    if mode is None:
+        key_norm = _norm_col(table.columns["key"])
+        mode = ("sop_instance_uid" if key_norm in UID_KEYS else "patient_id" if key_norm in PATIENT_KEYS else None)
+        if mode is None:
+            raise SourceError(
+                f"column {table.columns['key']!r} of {', '.join(p.name for p in csv_paths)} names none of the "
+                f"{len(items)} files under the source, by relative path, by a path ending with it, by file name or "
+                f"by file stem; values look like {list(table.rows)[:3]}, files like {[it.rel for it in items[:3]]}. "
+                "Set data.labels_key to the column that names the image, or point data.source at the folder the "
+                "paths are relative to")
+    s.labels_from["key_matches"] = mode
+    if mode in HEADER_MODES:  # resolved per file after decoding the header
+        s.table = table
+        s.items = items
+        s.labels_from["key_matches"] = f"DICOM {mode} (read from each file's header)"
+        if "split" in table.columns:
+            s.published_split = f"column {table.columns['split']!r}"
+        return s
+    # several files may share a name/stem (name and stem modes): none of them can be told apart
+    if mode in ("name", "stem"):
+        owners = Counter(rel_to_key.values())
+    for it in items:
+        key = rel_to_key.get(it.rel)
+        if key is None:
+            s.quarantined.append((it.rel, f"no_label: {mode} {_mode_part(it.rel, mode)!r} is not in "
+                                          f"{', '.join(p.name for p in csv_paths)} (column {table.columns['key']!r})"))
+            continue
+        if mode in ("name", "stem") and owners[key] > 1:
+            s.quarantined.append((it.rel, f"ambiguous_key: {owners[key]} files have the {mode} {key!r} that "
+                                          f"{table.columns['key']!r} names; use a column holding relative paths"))
+            continue
+        rows = table.rows[key]
+        label, reason = table.resolve(rows, repr(key))
+        if reason:
+            s.quarantined.append((it.rel, reason))
+            continue
+        it.label = label
+        it.patient = next((r.patient for r in rows if r.patient), None) if "patient" in table.columns else None
+        if "split" in table.columns:
+            vals = {r.split for r in rows}
+            if len(vals) > 1:
+                s.quarantined.append((it.rel, f"conflicting_splits: rows for {key!r} give splits {sorted(vals)}"))
+                continue
+            v = vals.pop()
+            if v.lower() not in SPLIT_NAMES:
+                raise SourceError(f"column {table.columns['split']!r} holds {v!r} ({rows[0].origin}); expected "
+                                  f"train, val or test (any case; also {', '.join(sorted(SPLIT_NAMES))})")
+            it.split = SPLIT_NAMES[v.lower()]
+        s.items.append(it)
+    matched = set(rel_to_key.values())
+    unmatched = [k for k in table.rows if k not in matched]
+    s.labels_from["keys_without_file"] = len(unmatched)
+    if unmatched:
+        s.warnings.append(f"{len(unmatched)} of the {len(table.rows)} keys in the labels CSV name no file under the "
+                          f"source (e.g. {unmatched[0]!r})")
+    if "split" in table.columns:
+        s.published_split = f"column {table.columns['split']!r}"
+    else:
+        tops = {PurePosixPath(it.rel).parts[0] for it in s.items if len(PurePosixPath(it.rel).parts) > 1}
+        splits = _split_dirs(sorted(tops))
+        if splits and len(splits) == len(tops) and all(len(PurePosixPath(it.rel).parts) > 1 for it in s.items):
+            for it in s.items:
+                it.split = SPLIT_NAMES[PurePosixPath(it.rel).parts[0].lower()]
+            s.published_split = "split folders " + ", ".join(f"{d}/" for d in splits)
+        elif splits:
+            raise SourceError(f"the labelled images sit in split folders {splits} and in other folders "
+                              f"{sorted(tops - set(splits))}; expected all under split folders or none")
+    return s
+
+
+def _mode_part(rel: str, mode: str) -> str:
+    pp = PurePosixPath(rel)
+    return {"name": pp.name, "stem": pp.stem}.get(mode, rel)
+
+
+# ---------------------------------------------------------------- patients
+
+def patient_from_path(rel: str, regex: re.Pattern | None) -> str | None:
+    """Patient id from the path relative to the source (a patient folder or a file-name prefix), then from the
+    file name alone (for a regex anchored with ^): the first group, or the whole match; None without a match."""
     if regex is None:
         return None
-    m = regex.search(name)
+    m = regex.search(rel) or regex.search(PurePosixPath(rel).name)
     if not m:
         return None
     return m.group(1) if m.groups() else m.group(0)
 
 
+def patient_from_name(name: str, regex: re.Pattern | None) -> str | None:
+    """Kept for callers of the old name: the regex on a file name or path."""
+    return patient_from_path(name, regex)
+
+
+# ---------------------------------------------------------------- npz
+
 def npz_arrays(path: Path) -> Iterator[tuple[str, str | None, object, np.ndarray]]:
     """MedMNIST-style ``{split}_images`` / ``{split}_labels`` pairs -> (rel, split, label, image)."""
+    for pre, images, labels in _npz_pairs(path):
+        split = SPLIT_NAMES.get(pre.lower())
+        for i in range(len(images)):
+            yield f"{path.name}:{pre}_images[{i}]", split, labels[i, 0].item(), images[i]
+
+
+def npz_labels(path: Path) -> list[tuple[str | None, str]]:
+    """(split, label) of every image of an npz, without loading the images (for inspect)."""
+    out = []
+    for pre, _, labels in _npz_pairs(path, images=False):
+        out += [(SPLIT_NAMES.get(pre.lower()), str(v.item())) for v in labels[:, 0]]
+    return out
+
+
+def _npz_pairs(path: Path, images: bool = True):
     with np.load(path) as z:
         keys = set(z.files)
         prefixes = sorted({k[: -len("_images")] for k in keys if k.endswith("_images")})
@@ -137,12 +514,20 @@ def npz_arrays(path: Path) -> Iterator[tuple[str, str | None, object, np.ndarray
             raise SourceError(f"{path} holds {sorted(keys)}; expected MedMNIST-style <split>_images and "
                               "<split>_labels arrays")
         for pre in prefixes:
-            images, labels = z[f"{pre}_images"], z.get(f"{pre}_labels")
-            if labels is None or len(labels) != len(images):
+            labels = z[f"{pre}_labels"] if f"{pre}_labels" in keys else None
+            imgs = z[f"{pre}_images"] if images else None
+            n = len(imgs) if images else _npy_len(z, f"{pre}_images")
+            if labels is None or len(labels) != n:
                 raise SourceError(f"{path}: {pre}_images has no matching {pre}_labels of the same length")
-            labels = np.asarray(labels).reshape(len(images), -1)
+            labels = np.asarray(labels).reshape(n, -1)
             if labels.shape[1] != 1:
                 raise SourceError(f"{path}: {pre}_labels has shape {labels.shape}; expected one label per image")
-            split = pre if pre in ("train", "val", "test") else None
-            for i in range(len(images)):
-                yield f"{path.name}:{pre}_images[{i}]", split, labels[i, 0].item(), images[i]
+            yield pre, imgs, labels
+
+
+def _npy_len(z, key: str) -> int:
+    """Length of an array in an open npz from its header only."""
+    with z.zip.open(key + ".npy") as f:
+        major, _ = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        return int(read(f)[0][0])

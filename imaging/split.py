@@ -62,3 +62,117 @@ def split_by_patient(patients: Sequence[str], labels: Sequence[int], hashes: Seq
             filled[k] += len(members[g])
             out[members[g]] = names[k]
     return out.astype(str)
+
+
+def _subset_fractions(fractions: Mapping[str, float], names: Sequence[str]) -> dict[str, float]:
+    total = sum(float(fractions.get(s, 0)) for s in names)
+    if total <= 0:
+        raise ValueError(f"split fractions {dict(fractions)} give nothing to {list(names)}")
+    return {s: float(fractions.get(s, 0)) / total for s in names}
+
+
+def assign_splits(patients: Sequence[str], labels: Sequence[int], hashes: Sequence[str],
+                  published: Sequence[str | None], fractions: Mapping[str, float], rng: np.random.Generator, *,
+                  split_from: str = "auto", min_val_images: int = 0) -> tuple[np.ndarray, dict]:
+    """Split names for every image, and how each split came about.
+
+    ``published``: each image's split as the source publishes it (None where it has none). With
+    ``split_from`` auto (a published split when there is one) or published, a published test split is kept
+    as it is, and so is a published validation split of at least ``min_val_images``; a missing or smaller
+    one is carved from the published training split by patient (a too small published val joins the
+    training pool first), in the proportions of ``fractions``. With ``patients`` everything is split anew.
+    Returns (splits, info) where info holds ``split_from``, ``origin`` per split and the warnings.
+    """
+    if split_from not in ("auto", "published", "patients"):
+        raise ValueError(f"data.split_from must be auto, published or patients; got {split_from!r}")
+    labels = np.asarray(labels)
+    pub = np.array([p if p is not None else "" for p in published], dtype=object)
+    has_published = bool((pub != "").any())
+    info: dict = {"warnings": []}
+    if split_from == "published" and not has_published:
+        raise ValueError("data.split_from is published but the source publishes no split (no split folders, split "
+                         "column or npz split arrays); set data.split_from to auto or patients")
+    if not has_published or split_from == "patients":
+        if has_published:
+            info["warnings"].append("the source's published split is ignored (data.split_from=patients): every "
+                                    "image is split anew by patient, so results are not comparable with the "
+                                    "published test split")
+        info["split_from"] = "patients"
+        info["origin"] = {s: "patients" for s in SPLITS}
+        return split_by_patient(patients, labels, hashes, fractions, rng), info
+    if (pub == "").any():
+        raise ValueError(f"{int((pub == '').sum())} images have no published split while the others have one")
+    counts = Counter(pub)
+    if not counts.get("train"):
+        raise ValueError(f"the published split has no training images ({dict(counts)}); expected a train split")
+    info["split_from"] = "published"
+    info["published"] = {s: int(counts.get(s, 0)) for s in SPLITS}
+    seen: dict[str, set] = defaultdict(set)
+    for p, s in zip(patients, pub):
+        seen[p].add(s)
+    info["patients_in_several_published_splits"] = sum(len(v) > 1 for v in seen.values())
+    if info["patients_in_several_published_splits"]:
+        info["warnings"].append(
+            f"{info['patients_in_several_published_splits']} patient ids appear in more than one published split "
+            "(the published split is kept, as papers on this dataset report it; check how the source numbers "
+            "its patients)")
+    out = pub.copy()
+    origin = {"train": "published", "val": "published", "test": "published"}
+    pool = pub == "train"
+    carve = []
+    if counts.get("val", 0) < max(1, min_val_images):
+        if counts.get("val"):
+            pool |= pub == "val"
+            origin["val"] = (f"carved from the published train split by patient (the published val split has "
+                             f"{counts['val']} images, fewer than data.min_val_images={min_val_images}; they "
+                             "joined the training pool)")
+        else:
+            origin["val"] = "carved from the published train split by patient (none published)"
+        carve.append("val")
+    if not counts.get("test"):
+        origin["test"] = "carved from the published train split by patient (none published)"
+        carve.append("test")
+        info["warnings"].append("the source publishes no test split: test is carved from the training split by "
+                                "patient, so results are not comparable with published figures")
+    if carve:
+        idx = np.flatnonzero(pool)
+        sub = split_by_patient([patients[i] for i in idx], labels[idx], [hashes[i] for i in idx],
+                               _subset_fractions(fractions, ["train", *carve]), rng)
+        out[idx] = sub
+        info["warnings"].append("; ".join(f"{s}: {origin[s]}" for s in carve))
+    info["origin"] = origin
+    return out.astype(str), info
+
+
+def keep_patients(patients: Sequence[str], labels: Sequence[int], hashes: Sequence[str], fraction: float,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Boolean mask keeping ``fraction`` of the patients (groups sharing an identical image count as one),
+    per label stratum (a group's majority label), at least one group per stratum; for ``data.train_fraction``."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"data.train_fraction must be in (0, 1], got {fraction}")
+    keep = np.ones(len(patients), dtype=bool)
+    if fraction == 1 or not len(patients):
+        return keep
+    groups = _groups(list(patients), list(hashes))
+    members: dict[str, list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        members[g].append(i)
+    strata: dict[int, list[str]] = defaultdict(list)
+    for g in sorted(members):
+        counts = Counter(int(labels[i]) for i in members[g])
+        strata[max(counts, key=lambda lab: (counts[lab], lab))].append(g)
+    keep[:] = False
+    for label in sorted(strata):
+        gs = strata[label]
+        n = max(1, int(round(fraction * len(gs))))
+        for j in rng.permutation(len(gs))[:n]:
+            keep[members[gs[j]]] = True
+    return keep
+
+
+def duplicates_across(splits: Sequence[str], hashes: Sequence[str]) -> int:
+    """Groups of identical images (same prepared-pixel hash) whose members sit in more than one split."""
+    where: dict[str, set] = defaultdict(set)
+    for s, h in zip(splits, hashes):
+        where[h].add(s)
+    return sum(len(v) > 1 for v in where.values())

@@ -1,5 +1,6 @@
-"""prepare stage: a source (DICOM tree + labels CSV, class folders, or MedMNIST npz) -> paths.prepared/
-images.npy (N,1,S,S float16 in [-1,1]), index.csv, quarantine.csv, summary.json."""
+"""prepare stage: a source (a tree of images with labels CSVs, class folders with or without split folders,
+or a MedMNIST npz) -> paths.prepared/ images.npy (N,1,S,S float16 in [-1,1]), index.csv, quarantine.csv,
+summary.json. `python -m pipeline.inspect` shows what this stage will do, in seconds."""
 from __future__ import annotations
 
 import csv
@@ -10,9 +11,9 @@ from tqdm import tqdm
 
 from common.io import atomic_dir, write_json
 from common.seeding import stage_rng
-from imaging.ingest import INDEX_COLUMNS, assemble, ingest_many, ingest_npz, scan
+from imaging.ingest import INDEX_COLUMNS, assemble, ingest_many, ingest_npz
 from imaging.pixels import PixelConfig
-from imaging.sources import SourceError
+from imaging.sources import SourceConfig, SourceError, scan
 from pipeline.params import parse_stage_args
 from pipeline.tracking import numeric_metrics, stage_run
 
@@ -27,26 +28,23 @@ def main(argv=None) -> dict:
         cfg = PixelConfig(size=int(prep["size"]), geometry=prep["geometry"], voi=prep["voi"],
                           percentiles=tuple(prep["percentiles"]))
         t0 = time.perf_counter()
-        found = scan(source, data["kind"], data["labels"])
+        found = scan(source, SourceConfig.from_params(data))
         if found.kind == "npz":
             records = tqdm(ingest_npz(source, cfg), desc="prepare npz", unit="img", mininterval=1)
         else:
             records = tqdm(ingest_many(found.items, cfg, int(prep["workers"])), total=len(found.items),
                            desc=f"prepare {found.kind}", unit="img", mininterval=1)
-        ds = assemble(source, found, records, labels_file=data["labels"], classes=data["classes"] or [],
-                      patient_regex=data["patient_regex"], fractions=prep["split"],
-                      rng=stage_rng(p["base"]["seed"], "prepare", "split"), size=cfg.size)
+        ds = assemble(found, records, classes=data["classes"] or [], patient_regex=data["patient_regex"],
+                      fractions=prep["split"], split_rng=stage_rng(p["base"]["seed"], "prepare", "split"),
+                      size=cfg.size, split_from=data["split_from"], min_val_images=int(data["min_val_images"]),
+                      train_fraction=float(data["train_fraction"]),
+                      fraction_rng=stage_rng(p["base"]["seed"], "prepare", "train_fraction"))
     except (SourceError, ValueError) as e:
         raise SystemExit(f"prepare: {e}") from e
     seconds = time.perf_counter() - t0
-    # an out depends on its inputs only: the source as params name it (not this clone's absolute path), and
-    # no timings (those go to the log and MLflow)
-    summary = {**ds.summary, "source": str(data["source"])}
-    images_per_second = round(ds.summary["found"] / seconds, 1)
-    if summary["patient_id_from"].get("file"):
-        summary["warnings"] = [f"{summary['patient_id_from']['file']} images have no patient id (no PatientID, "
-                               "no data.patient_regex match): each is treated as its own patient, so images of "
-                               "one patient may straddle splits"]
+    # The source as written in params (relative to the project when it is): no absolute path, no timing in
+    # the outputs, so the same data gives byte-identical outputs wherever the project sits.
+    summary = {"source": str(data["source"]), **ds.summary}
 
     with atomic_dir(out) as tmp:
         mm = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.float16, shape=ds.images.shape)
@@ -65,14 +63,15 @@ def main(argv=None) -> dict:
 
     with stage_run("prepare", p, args.root, {"base": p["base"], "data": data, "prepare": prep}) as ml:
         if ml:
-            ml.log_metrics(numeric_metrics({k: summary[k] for k in
-                                            ("found", "prepared", "quarantined", "patients", "duplicate_groups",
-                                             "class_counts", "splits", "quarantine_reasons")}))
-            ml.log_metrics({"seconds": seconds, "images_per_second": images_per_second})
+            ml.log_metrics(numeric_metrics({**{k: summary[k] for k in
+                                               ("found", "prepared", "quarantined", "patients", "duplicate_groups",
+                                                "class_counts", "splits", "quarantine_reasons", "low_contrast_share")},
+                                            "seconds": seconds, "images_per_second": summary["found"] / seconds}))
             ml.log_artifact(str(out / "summary.json"))
             ml.log_artifact(str(out / "quarantine.csv"))
     print(f"prepare: {summary['prepared']} images, {summary['quarantined']} quarantined, "
-          f"{summary['patients']} patients -> {out} [{seconds:.1f} s, {images_per_second} img/s]")
+          f"{summary['patients']} patients -> {out} [{seconds:.1f} s, {summary['found'] / seconds:.0f} img/s]")
+    print(f"prepare: split from {summary['split_from']}")
     for w in summary.get("warnings", []):
         print(f"prepare: warning: {w}")
     return summary

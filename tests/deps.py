@@ -81,8 +81,8 @@ class RecordingDict(dict):
     (iterating it, items(), values(), copying, dumping it) counts as reading every leaf under it."""
 
     def __init__(self, data: dict, prefix: str, log: set[str]):
-        super().__init__({k: RecordingDict(v, f"{prefix}{k}.", log) if isinstance(v, dict) else v
-                          for k, v in data.items()})
+        super().__init__({k: RecordingDict(v, f"{prefix}{k}.", log) if isinstance(v, dict) and v else v
+                          for k, v in data.items()})  # an empty mapping is a leaf, as in leaves()
         self._prefix, self._log = prefix, log
 
     def _read(self, key) -> None:

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from imaging.pixels import BlankImage, Intensity, PixelConfig, apply_intensity, area_resize, prepare_pixels, window
+from imaging.pixels import (BlankImage, Intensity, PixelConfig, apply_intensity, area_resize, prepare_pixels,
+                            prepare_pixels_span, window)
 
 
 @pytest.mark.parametrize("shape, out", [((64, 64), (16, 16)), ((100, 70), (33, 21)), ((37, 53), (64, 64)),
@@ -94,3 +95,23 @@ def test_config_is_checked():
         PixelConfig(geometry="stretch")
     with pytest.raises(ValueError, match="voi"):
         PixelConfig(voi="auto")
+
+
+def test_wide_containers_use_the_image_range_not_the_container_range():
+    """A 16-bit PNG holding 12-bit values: the container's full range would squeeze it into [-1, -0.88]."""
+    twelve = (np.random.default_rng(2).uniform(300, 3800, (96, 96))).astype(np.uint16)
+    cfg = PixelConfig(size=32)
+    out, used, span = prepare_pixels_span(twelve, Intensity(value_range=(0.0, 65535.0)), cfg)
+    assert used == "minmax" and out.min() == pytest.approx(-1, abs=1e-6) and out.max() == pytest.approx(1, abs=1e-6)
+    assert span == pytest.approx(2.0, abs=1e-5)
+    eight = (twelve // 16).astype(np.uint8)  # 8-bit containers keep their full range (display values)
+    out8, used8, span8 = prepare_pixels_span(eight, Intensity(value_range=(0.0, 255.0)), cfg)
+    assert used8 == "full_range" and out8.min() > -0.9 and span8 < 2.0
+
+
+def test_span_leaves_the_pad_margin_out():
+    wide = np.tile(np.linspace(1000, 1100, 120), (40, 1))  # 40x120: a letterbox with a -1 margin
+    t = Intensity(windows=[(2048.0, 4096.0)])
+    out, _, span = prepare_pixels_span(wide, t, PixelConfig(size=32))
+    assert (out == -1).any()  # the margin
+    assert span < 0.1 and out.max() - out.min() > 0.5  # the content is flat; with the margin it would pass

@@ -101,24 +101,38 @@ def test_class_folders_source(project):
     assert quarantine[0]["reason"].startswith("not_in_class_folder:")
 
 
-def test_npz_source_keeps_a_complete_published_split(project):
+def test_npz_source_keeps_its_published_split(project):
     rng = np.random.default_rng(0)
     arrays = {}
     for split, n in (("train", 30), ("val", 6), ("test", 8)):
         arrays[f"{split}_images"] = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
         arrays[f"{split}_labels"] = (np.arange(n) % 2).reshape(n, 1)
     np.savez(project / "mnist.npz", **arrays)
-    summary = run_prepare(project, f"data.source={project / 'mnist.npz'}", "prepare.size=32")
-    assert summary["kind"] == "npz" and summary["split_from"] == "source"
+    summary = run_prepare(project, f"data.source={project / 'mnist.npz'}", "prepare.size=32", "data.min_val_images=5")
+    assert summary["kind"] == "npz" and summary["split_from"].startswith("published")
+    assert summary["split_origin"] == {"train": "published", "val": "published", "test": "published"}
     assert {s: v["images"] for s, v in summary["splits"].items()} == {"train": 30, "val": 6, "test": 8}
     assert summary["classes"] == ["0", "1"]
-    check_outputs(project / "data/prepared", 44, size=32)
-    # without its test split, the file is split again (each image its own patient, with a warning)
+    _, index = check_outputs(project / "data/prepared", 44, size=32)
+    assert [r["path"] for r in index if r["split"] == "test"] == [f"mnist.npz:test_images[{i}]" for i in range(8)]
+    # a val split below data.min_val_images joins train, and val is carved from that pool; test is untouched
+    summary = run_prepare(project, f"data.source={project / 'mnist.npz'}", "prepare.size=32")
+    assert summary["split_origin"]["val"].startswith("carved") and summary["split_origin"]["test"] == "published"
+    assert summary["splits"]["test"]["images"] == 8 and summary["splits"]["val"]["images"] > 0
+    assert summary["splits"]["train"]["images"] + summary["splits"]["val"]["images"] == 36
+    assert any("carved" in w for w in summary["warnings"])
+    # without its test split, test is carved from the published train split (with a warning); or, with
+    # data.split_from=patients, everything is split anew
     del arrays["test_images"], arrays["test_labels"]
     np.savez(project / "trainval.npz", **arrays)
-    summary = run_prepare(project, f"data.source={project / 'trainval.npz'}", "prepare.size=32")
-    assert summary["split_from"] == "patients" and summary["splits"]["test"]["images"] > 0
-    assert "warnings" in summary
+    summary = run_prepare(project, f"data.source={project / 'trainval.npz'}", "prepare.size=32", "data.min_val_images=5")
+    assert summary["split_origin"] == {"train": "published", "val": "published", "test": summary["split_origin"]["test"]}
+    assert summary["split_origin"]["test"].startswith("carved") and summary["splits"]["val"]["images"] == 6
+    assert summary["splits"]["test"]["images"] > 0 and any("no test split" in w for w in summary["warnings"])
+    summary = run_prepare(project, f"data.source={project / 'trainval.npz'}", "prepare.size=32",
+                          "data.split_from=patients")
+    assert summary["split_from"].startswith("patients") and summary["splits"]["test"]["images"] > 0
+    assert any("published split is ignored" in w for w in summary["warnings"])
 
 
 @pytest.mark.parametrize("key", ["sop_instance_uid", "patient_id"])
@@ -144,7 +158,8 @@ def test_labels_csv_that_matches_nothing_fails_clearly(project, demo_archive, tm
     src.mkdir()
     grey_dataset(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64), bits_stored=12).save_as(src / "a.dcm")
     (src / "labels.csv").write_text("path,label\nsomewhere/else.dcm,normal\n")
-    with pytest.raises(SystemExit, match=r"matches none of the 1 readable images.*keyed by path.*expected keys like 'a.dcm'"):
+    with pytest.raises(SystemExit, match=r"column 'path' of labels.csv names none of the 1 files.*values look like "
+                                         r"\['somewhere/else.dcm'\], files like \['a.dcm'\]"):
         run_prepare(project, f"data.source={src}")
 
 

@@ -65,3 +65,79 @@ def test_split_is_reproducible_and_seed_dependent():
 def test_bad_fractions_are_refused():
     with pytest.raises(ValueError, match="sum to 1"):
         split_by_patient(["a"], [0], ["h"], {"train": 0.5, "val": 0.1, "test": 0.1}, np.random.default_rng())
+
+
+# ---------------------------------------------------------------- published splits, train_fraction
+
+from imaging.split import assign_splits, keep_patients  # noqa: E402
+
+
+def published_cohort():
+    patients, labels, hashes = cohort(200, seed=4)
+    rng = np.random.default_rng(9)
+    by_patient = {p: rng.choice(["train", "test"], p=[0.8, 0.2]) for p in sorted(set(patients))}
+    return patients, labels, hashes, [by_patient[p] for p in patients]
+
+
+def test_published_test_is_kept_and_val_carved_from_train_by_patient():
+    patients, labels, hashes, pub = published_cohort()
+    splits, info = assign_splits(patients, labels, hashes, pub, FRACTIONS, np.random.default_rng(0), min_val_images=10)
+    pub = np.array(pub)
+    assert (splits[pub == "test"] == "test").all() and (splits[pub == "train"] != "test").all()
+    assert info["origin"] == {"train": "published", "val": info["origin"]["val"], "test": "published"}
+    assert info["origin"]["val"].startswith("carved")
+    n_pool = (pub == "train").sum()
+    assert abs((splits == "val").sum() / n_pool - 0.15 / 0.85) < 0.03  # train:val as in the fractions
+    seen = {}
+    for p, s in zip(patients, splits):
+        assert seen.setdefault(p, s) == s
+    assert info["patients_in_several_published_splits"] == 0
+
+
+def test_small_published_val_joins_train_and_a_large_one_is_kept():
+    patients, labels, hashes, pub = published_cohort()
+    pub = ["val" if p in ("P0", "P1") else s for p, s in zip(patients, pub)]
+    n_val = sum(s == "val" for s in pub)
+    splits, info = assign_splits(patients, labels, hashes, pub, FRACTIONS, np.random.default_rng(0),
+                                 min_val_images=n_val + 1)
+    assert "fewer than data.min_val_images" in info["origin"]["val"] and (splits == "val").sum() > n_val
+    splits, info = assign_splits(patients, labels, hashes, pub, FRACTIONS, np.random.default_rng(0),
+                                 min_val_images=n_val)
+    assert info["origin"]["val"] == "published" and [s for s in splits] == [str(s) for s in pub]
+
+
+def test_published_split_modes():
+    patients, labels, hashes, pub = published_cohort()
+    none = [None] * len(patients)
+    with pytest.raises(ValueError, match="publishes no split"):
+        assign_splits(patients, labels, hashes, none, FRACTIONS, np.random.default_rng(0), split_from="published")
+    a, info = assign_splits(patients, labels, hashes, pub, FRACTIONS, np.random.default_rng(0), split_from="patients")
+    b = split_by_patient(patients, labels, hashes, FRACTIONS, np.random.default_rng(0))
+    assert (a == b).all() and info["split_from"] == "patients" and "ignored" in info["warnings"][0]
+    c, _ = assign_splits(patients, labels, hashes, none, FRACTIONS, np.random.default_rng(0))
+    assert (c == b).all()  # auto without a published split: as before
+    # a patient in two published splits is counted, and the published split kept
+    pub2 = list(pub)
+    i, j = patients.index("P3"), len(patients) - 1 - patients[::-1].index("P3")
+    if i == j:
+        pytest.skip("P3 has one image")
+    pub2[i], pub2[j] = "train", "test"
+    s, info = assign_splits(patients, labels, hashes, pub2, FRACTIONS, np.random.default_rng(0), min_val_images=1)
+    assert info["patients_in_several_published_splits"] == 1 and s[j] == "test"
+
+
+def test_keep_patients_is_stratified_and_whole_patient():
+    patients, labels, hashes = cohort(300, seed=5)
+    keep = keep_patients(patients, labels, hashes, 0.25, np.random.default_rng(1))
+    kept = {p for p, k in zip(patients, keep) if k}
+    for p, k in zip(patients, keep):
+        assert (p in kept) == k  # whole patients only
+    n_pat = {lab: len({p for p, lb in zip(patients, labels) if lb == lab}) for lab in (0, 1)}
+    for lab in (0, 1):
+        got = len({p for p, lb, k in zip(patients, labels, keep) if lb == lab and k})
+        assert abs(got - 0.25 * n_pat[lab]) <= 1
+    assert keep_patients(patients, labels, hashes, 1.0, np.random.default_rng(1)).all()
+    again = keep_patients(patients, labels, hashes, 0.25, np.random.default_rng(1))
+    assert (again == keep).all()
+    with pytest.raises(ValueError, match="train_fraction"):
+        keep_patients(patients, labels, hashes, 0.0, np.random.default_rng(1))

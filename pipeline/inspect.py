@@ -1,0 +1,216 @@
+"""What prepare would do with the configured source, in seconds and without decoding a pixel: the kind,
+where labels come from, classes with counts per split, where the split comes from, patients and images per
+patient, files that would be quarantined (as far as names, CSVs and DICOM headers tell) and every warning.
+Run it before a long `dvc repro`; it takes the same --params and -S overrides as the stages:
+
+    python -m pipeline.inspect -S data.source=/data/chest_xray
+"""
+from __future__ import annotations
+
+import re
+import sys
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from common.seeding import stage_rng
+from imaging.decode import IMAGE_SUFFIXES
+from imaging.ingest import _class_order, patient_ids
+from imaging.sources import HEADER_MODES, SPLIT_NAMES, SourceConfig, SourceError, npz_labels, scan
+from imaging.split import SPLITS, assign_splits, keep_patients
+from pipeline.params import parse_stage_args
+
+
+@dataclass
+class _Entry:  # what patient_ids() needs of a record, without pixels
+    rel: str
+    patient: str | None
+    meta: dict = field(default_factory=dict)
+    label_name: str | None = None
+    source_split: str | None = None
+
+
+def read_header(path: Path) -> tuple[dict | None, str | None]:
+    """PatientID and SOPInstanceUID of a DICOM file without its pixel data; (None, reason) when unreadable."""
+    import pydicom
+
+    if path.stat().st_size == 0:
+        return None, "empty_file: the file is empty (0 bytes)"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID", "SOPInstanceUID"])
+    except Exception as e:  # not DICOM, or a cut header: prepare says which when it decodes
+        return None, f"not_dicom_or_unreadable: {type(e).__name__}"
+    return {"patient_id": str(ds.get("PatientID", "") or "").strip(),
+            "sop_instance_uid": str(ds.get("SOPInstanceUID", "") or "")}, None
+
+
+def inspect_source(source: Path, data: dict, fractions: dict, seed: int, headers: bool = True) -> dict:
+    """The plan as data: everything prepare would decide before decoding (for printing and for tests)."""
+    found = scan(source, SourceConfig.from_params(data))
+    quarantine = list(found.quarantined)
+    entries: list[_Entry] = []
+    if found.kind == "npz":
+        for i, (split, label) in enumerate(npz_labels(source)):
+            entries.append(_Entry(f"{source.name}[{i}]", None, label_name=label, source_split=split))
+    else:
+        mode = next((m for m in HEADER_MODES if found.table is not None and m in found.labels_from["key_matches"]),
+                    None)
+        need_header = headers and (mode is not None or "patient_column" not in found.labels_from)
+        for it in found.items:
+            e = _Entry(it.rel, it.patient, label_name=it.label, source_split=it.split)
+            is_dicom = it.path.suffix.lower() not in IMAGE_SUFFIXES
+            if is_dicom and need_header:
+                meta, reason = read_header(it.path)
+                if reason:
+                    quarantine.append((it.rel, reason))
+                    continue
+                e.meta = meta
+            elif not is_dicom and mode is not None:
+                quarantine.append((it.rel, f"no_label: labels are keyed by the DICOM {mode}, and this is no DICOM"))
+                continue
+            elif it.path.stat().st_size == 0:
+                quarantine.append((it.rel, "empty_file: the file is empty (0 bytes)"))
+                continue
+            if mode is not None:
+                if not headers:
+                    e.label_name = "?"
+                else:
+                    rows = found.table.lookup_meta(mode, e.meta)
+                    if not rows:
+                        quarantine.append((it.rel, f"no_label: {mode} {e.meta.get(mode)!r} is not in the labels CSV"))
+                        continue
+                    e.label_name, reason = found.table.resolve(rows, f"{mode} {e.meta.get(mode)!r}")
+                    if reason:
+                        quarantine.append((it.rel, reason))
+                        continue
+                    if "patient" in found.table.columns:
+                        e.patient = next((r.patient for r in rows if r.patient), None)
+                    if "split" in found.table.columns:
+                        e.source_split = SPLIT_NAMES.get({r.split.lower() for r in rows}.pop())
+            entries.append(e)
+    classes = _class_order((e.label_name for e in entries), data.get("classes") or [])
+    plan: dict = {"source": str(data["source"]), "kind": found.kind, "labels_from": found.labels_from,
+                  "files": len(entries) + len(quarantine), "usable_before_decoding": len(entries),
+                  "quarantine_before_decoding": dict(sorted(Counter(q[1].split(":")[0] for q in quarantine).items())),
+                  "quarantine_examples": {}, "skipped_hidden_files": found.skipped_hidden,
+                  "published_split": found.published_split, "classes": classes, "warnings": list(found.warnings)}
+    for rel, reason in quarantine:
+        plan["quarantine_examples"].setdefault(reason.split(":")[0], f"{rel}: {reason}")
+    unknown = [e for e in entries if e.label_name not in classes]
+    if unknown:
+        plan["quarantine_before_decoding"]["unknown_label"] = len(unknown)
+        entries = [e for e in entries if e.label_name in classes]
+    if not entries:
+        raise SourceError(f"nothing usable in the source: {plan['quarantine_before_decoding']}; examples: "
+                          f"{list(plan['quarantine_examples'].values())[:3]}")
+    regex = re.compile(data["patient_regex"]) if data.get("patient_regex") else None
+    patients, pid_from = patient_ids(entries, regex)
+    labels = np.array([classes.index(e.label_name) for e in entries])
+    # no pixel hashes before decoding: identical images are not merged here (prepare merges them)
+    splits, info = assign_splits(patients, labels, [e.rel for e in entries], [e.source_split for e in entries],
+                                 fractions, stage_rng(seed, "prepare", "split"), split_from=data["split_from"],
+                                 min_val_images=int(data["min_val_images"]))
+    plan["warnings"] += info.pop("warnings")
+    plan["split_origin"] = info["origin"]
+    plan["split_from"] = info["split_from"]
+    if "patients_in_several_published_splits" in info:
+        plan["patients_in_several_published_splits"] = info["patients_in_several_published_splits"]
+    frac = float(data.get("train_fraction", 1.0))
+    if frac != 1.0:
+        tr = np.flatnonzero(splits == "train")
+        keep = keep_patients([patients[i] for i in tr], labels[tr], [entries[i].rel for i in tr], frac,
+                             stage_rng(seed, "prepare", "train_fraction"))
+        mask = np.ones(len(entries), bool)
+        mask[tr[~keep]] = False
+        plan["train_fraction"] = {"fraction": frac, "train_images_dropped": int((~keep).sum())}
+        patients = [p for p, m in zip(patients, mask) if m]
+        pid_from = [p for p, m in zip(pid_from, mask) if m]
+        labels, splits = labels[mask], splits[mask]
+    plan["splits"] = {s: {"images": int((splits == s).sum()),
+                          "patients": len({p for p, t in zip(patients, splits) if t == s}),
+                          **{c: int(((splits == s) & (labels == i)).sum()) for i, c in enumerate(classes)}}
+                      for s in SPLITS}
+    per_patient = np.array(sorted(Counter(patients).values()))
+    plan["patients"] = {"count": len(per_patient), "id_from": dict(Counter(pid_from)),
+                        "images_per_patient": {"min": int(per_patient.min()), "median": float(np.median(per_patient)),
+                                               "max": int(per_patient.max())}}
+    if pid_from.count("file"):
+        plan["warnings"].append(f"{pid_from.count('file')} images have no patient id (no patient column, "
+                                f"{'no PatientID, ' if headers else ''}no data.patient_regex match): each stands "
+                                "alone, so one patient's images may straddle splits")
+    return plan
+
+
+def render(plan: dict) -> str:
+    lf = plan["labels_from"]
+    if lf.get("from") == "labels CSV":
+        labels = (f"labels CSV {', '.join(lf['files'])} ({lf['rows']} rows): key column {lf['key_column']!r} "
+                  f"matched by {lf['key_matches']}, label column {lf['label_column']!r}"
+                  + (f", map {lf['label_map']}" if lf.get("label_map") else "")
+                  + (f", patient column {lf['patient_column']!r}" if lf.get("patient_column") else "")
+                  + (f", split column {lf['split_column']!r}" if lf.get("split_column") else ""))
+    else:
+        labels = lf.get("from", "?")
+    out = [f"source    {plan['source']}  (kind: {plan['kind']})", f"labels    {labels}",
+           f"files     {plan['files']} ({plan['skipped_hidden_files']} hidden skipped); "
+           f"{plan['usable_before_decoding']} usable before decoding"]
+    split_from = ("published: " + str(plan["published_split"]) if plan["split_from"] == "published"
+                  else "by patient (stratified by label, seeded)")
+    out.append(f"split     {split_from}")
+    for s, o in plan["split_origin"].items():
+        if o not in ("published", "patients"):
+            out.append(f"          {s}: {o}")
+    if plan.get("patients_in_several_published_splits"):
+        out.append(f"          {plan['patients_in_several_published_splits']} patient ids in more than one published split")
+    classes = plan["classes"]
+    w = max(12, *(len(c) + 2 for c in classes))
+    out.append("")
+    out.append(f"{'':{w}}" + "".join(f"{s:>9}" for s in SPLITS) + f"{'total':>9}")
+    for c in classes:
+        vals = [plan["splits"][s][c] for s in SPLITS]
+        out.append(f"{c:{w}}" + "".join(f"{v:>9}" for v in vals) + f"{sum(vals):>9}")
+    for row in ("images", "patients"):
+        vals = [plan["splits"][s][row] for s in SPLITS]
+        out.append(f"{row:{w}}" + "".join(f"{v:>9}" for v in vals) + (f"{sum(vals):>9}" if row == "images" else ""))
+    out.append("")
+    pp = plan["patients"]
+    out.append(f"patients  {pp['count']} (id from {pp['id_from']}); images per patient min "
+               f"{pp['images_per_patient']['min']}, median {pp['images_per_patient']['median']:g}, "
+               f"max {pp['images_per_patient']['max']}")
+    if plan.get("train_fraction"):
+        out.append(f"train     data.train_fraction={plan['train_fraction']['fraction']}: "
+                   f"{plan['train_fraction']['train_images_dropped']} training images left out")
+    q = plan["quarantine_before_decoding"]
+    out.append(f"quarantine before decoding: {sum(q.values())} {q if q else ''}".rstrip())
+    for code, ex in plan["quarantine_examples"].items():
+        out.append(f"          e.g. {ex}")
+    out.append("          (files that fail to decode, blank images and exact duplicates show up in prepare)")
+    if plan["warnings"]:
+        out.append("warnings")
+        out += [f"  - {w}" for w in plan["warnings"]]
+    else:
+        out.append("warnings  none")
+    return "\n".join(out)
+
+
+def main(argv=None) -> dict:
+    args = parse_stage_args(__doc__, argv, add_arguments=lambda ap: ap.add_argument(
+        "--no-headers", action="store_true", help="do not read DICOM headers (PatientID, SOPInstanceUID)"))
+    p = args.params
+    try:
+        plan = inspect_source(args.path(p["data"]["source"]), p["data"], p["prepare"]["split"], p["base"]["seed"],
+                              headers=not args.extra.no_headers)
+    except (SourceError, ValueError) as e:
+        print(f"inspect: prepare would stop here: {e}", file=sys.stderr)
+        raise SystemExit(1) from e
+    print(render(plan))
+    return plan
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,418 @@
+"""Public chest X-ray datasets as they are downloaded, in miniature: the real folder nesting, file names and
+CSV columns, a few generated images. Each is read with the params the README gives for it."""
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, stage_args
+from imaging.dicom_write import grey_dataset
+from imaging.phantoms import Anatomy, chest_phantom
+from pipeline import inspect, prepare
+
+NIH_COLUMNS = ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender",
+               "View Position", "OriginalImage[Width", "Height]", "OriginalImagePixelSpacing[x", "y]"]
+CHEXPERT_COLUMNS = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", "No Finding", "Enlarged Cardiomediastinum",
+                    "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema", "Consolidation", "Pneumonia", "Atelectasis",
+                    "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture", "Support Devices"]
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def phantom(rng, sick, size=48):
+    return (chest_phantom(rng, size, Anatomy.sample(rng), sick) * 255).astype(np.uint8)
+
+
+def run(project, *overrides):
+    return prepare.main(stage_args(project, "prepare.size=32", "mlflow.enabled=false", *overrides))
+
+
+def plan(project, *overrides):
+    return inspect.main(stage_args(project, *overrides))
+
+
+def quarantine(project):
+    return {r["path"]: r["reason"] for r in read_csv(project / "data/prepared/quarantine.csv")}
+
+
+def index(project):
+    return read_csv(project / "data/prepared/index.csv")
+
+
+# ---------------------------------------------------------------- Kermany: chest_xray/{train,val,test}/{CLASS}
+
+def kermany(root: Path, rng, train=(10, 14), test=(4, 6), val=(2, 2)) -> Path:
+    """chest_xray/ as unpacked from the Mendeley/Kaggle archive, with .DS_Store and __MACOSX junk."""
+    cx = root / "chest_xray"
+    counter = {"p": 1, "n": 1}
+    for split, (n_normal, n_pneu) in (("train", train), ("val", val), ("test", test)):
+        for cls, n in (("NORMAL", n_normal), ("PNEUMONIA", n_pneu)):
+            (cx / split / cls).mkdir(parents=True)
+            i = 0
+            while i < n:
+                if cls == "PNEUMONIA":
+                    pid = counter["p"]
+                    counter["p"] += 1
+                    names = [f"person{pid}_bacteria_{pid * 3}.jpeg", f"person{pid}_virus_{pid * 3 + 1}.jpeg"][: n - i]
+                else:
+                    pid = counter["n"]
+                    counter["n"] += 1
+                    names = [f"{'NORMAL2-' if pid % 2 else ''}IM-{pid:04d}-0001.jpeg"]
+                for name in names:
+                    Image.fromarray(np.repeat(phantom(rng, cls == "PNEUMONIA")[..., None], 3, 2)).save(cx / split / cls / name)
+                i += len(names)
+    (cx / "train" / "NORMAL" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "__MACOSX" / "chest_xray").mkdir(parents=True)
+    (root / "__MACOSX" / "chest_xray" / "._train").write_bytes(b"\0")
+    return cx
+
+
+@pytest.fixture
+def kermany_project(project):
+    cx = kermany(project / "download", np.random.default_rng(0))
+    return project, cx
+
+
+def test_kermany_download_keeps_its_published_test_split(kermany_project):
+    project, cx = kermany_project
+    s = run(project, f"data.source={cx}")
+    assert s["kind"] == "folders" and s["classes"] == ["NORMAL", "PNEUMONIA"]
+    assert s["class_counts"] == {"NORMAL": 16, "PNEUMONIA": 22}
+    # test is exactly the test folder; the 4-image val folder is below data.min_val_images, so it joins
+    # train and val is carved from that pool by patient
+    rows = index(project)
+    official = sorted(f"test/{c}/{f.name}" for c in ("NORMAL", "PNEUMONIA") for f in (cx / "test" / c).iterdir())
+    assert sorted(r["path"] for r in rows if r["split"] == "test") == official
+    assert s["splits"]["test"] == {"images": 10, "patients": s["splits"]["test"]["patients"], "NORMAL": 4, "PNEUMONIA": 6}
+    assert s["split_origin"]["test"] == "published" and s["split_origin"]["val"].startswith("carved")
+    assert {r["path"].split("/")[0] for r in rows if r["split"] in ("train", "val")} == {"train", "val"}
+    assert s["splits"]["val"]["images"] > 0 and s["splits"]["val"]["NORMAL"] > 0 and s["splits"]["val"]["PNEUMONIA"] > 0
+    carved = {}
+    for r in rows:
+        if r["split"] != "test":
+            assert carved.setdefault(r["patient_id"], r["split"]) == r["split"], "a patient straddles train and val"
+    assert {r["patient_id"] for r in rows} >= {"person1", "IM-0002", "NORMAL2-IM-0001"}
+    assert s["patient_id_from"] == {"regex": 38} and s["skipped_hidden_files"] == 1  # .DS_Store
+    assert s["quarantined"] == 0 and "published (split folders test/, train/, val/)" in s["split_from"]
+    # with data.min_val_images below 4, the published val folder is kept as it is
+    s = run(project, f"data.source={cx}", "data.min_val_images=2")
+    assert s["split_origin"] == {"train": "published", "val": "published", "test": "published"}
+    assert sorted(r["path"] for r in index(project) if r["split"] == "val") == sorted(
+        f"val/{c}/{f.name}" for c in ("NORMAL", "PNEUMONIA") for f in (cx / "val" / c).iterdir())
+    # split_from=patients ignores the published split, and says so
+    s = run(project, f"data.source={cx}", "data.split_from=patients")
+    assert s["split_from"].startswith("patients") and any("ignored" in w for w in s["warnings"])
+    assert sorted(r["path"] for r in index(project) if r["split"] == "test") != official
+
+
+def test_patients_in_two_published_splits_are_counted(project):
+    cx = project / "cx"
+    rng = np.random.default_rng(1)
+    for split in ("train", "test"):
+        for cls in ("NORMAL", "PNEUMONIA"):
+            (cx / split / cls).mkdir(parents=True)
+            for p in range(6):
+                name = f"person{p}_bacteria_{split}.jpeg" if cls == "PNEUMONIA" else f"IM-{p + (0 if split == 'train' else 100):04d}-0001.jpeg"
+                Image.fromarray(phantom(rng, cls == "PNEUMONIA")).save(cx / split / cls / name)
+    s = run(project, f"data.source={cx}")
+    assert s["patients_in_several_published_splits"] == 6  # person0..5 in train and test
+    assert any("6 patient ids appear in more than one published split" in w for w in s["warnings"])
+    assert "6 patient ids in more than one published split" in s["split_from"]  # the report shows split_from
+    assert s["splits"]["test"]["images"] == 12
+
+
+def test_shapes_that_cannot_be_meant_stop_with_what_was_found(kermany_project):
+    project, cx = kermany_project
+    # pointed one level too high: chest_xray/ would be read as one class holding train/ and test/
+    with pytest.raises(SystemExit, match=r"class folder chest_xray/ holds folders named like splits \['test', 'train', "
+                                         r"'val'\].*Point data.source at chest_xray/"):
+        run(project, f"data.source={cx.parent}")
+    # the Kaggle copy unpacks a second chest_xray/ inside the first, beside train/ val/ test/
+    (cx / "chest_xray" / "train" / "NORMAL").mkdir(parents=True)
+    with pytest.raises(SystemExit, match=r"split folders \['test', 'train', 'val'\] beside other folders \['chest_xray'\]"):
+        run(project, f"data.source={cx}")
+    with pytest.raises(SystemExit) as e:
+        plan(project, f"data.source={cx}")
+    assert e.value.code == 1
+    # a split folder holding split folders
+    (cx / "chest_xray").rename(cx.parent / "moved")
+    (cx / "test" / "test").mkdir()
+    with pytest.raises(SystemExit, match=r"split folder test/ holds folders named like splits \['test'\]"):
+        run(project, f"data.source={cx}")
+
+
+def test_inspect_tells_the_kermany_plan_without_decoding(kermany_project, monkeypatch, capsys):
+    project, cx = kermany_project
+    prepared = run(project, f"data.source={cx}")
+    import imaging.decode
+
+    def no_decoding(*a, **k):
+        raise AssertionError("inspect decoded an image")
+
+    monkeypatch.setattr(imaging.decode, "read_any", no_decoding)
+    monkeypatch.setattr(Image, "open", no_decoding)
+    p = plan(project, f"data.source={cx}")
+    out = capsys.readouterr().out
+    assert p["classes"] == ["NORMAL", "PNEUMONIA"] and p["kind"] == "folders"
+    assert p["splits"]["test"] == prepared["splits"]["test"]  # the published part is exact
+    assert sum(p["splits"][s]["images"] for s in ("train", "val", "test")) == 38
+    assert p["split_origin"] == prepared["split_origin"]
+    assert p["patients"]["count"] == prepared["patients"] and p["patients"]["images_per_patient"]["max"] == 2
+    assert "published: split folders test/, train/, val/" in out and "val: carved from the published train" in out
+    assert "NORMAL" in out and "PNEUMONIA" in out and "warnings" in out
+
+
+def test_train_fraction_keeps_a_share_of_training_patients_only(kermany_project):
+    project, cx = kermany_project
+    full = run(project, f"data.source={cx}")
+    rows_full = index(project)
+    s = run(project, f"data.source={cx}", "data.train_fraction=0.5")
+    rows = index(project)
+    held = lambda rs: sorted((r["path"], r["split"]) for r in rs if r["split"] != "train")  # noqa: E731
+    assert held(rows) == held(rows_full)  # val and test untouched
+    kept = {r["patient_id"] for r in rows if r["split"] == "train"}
+    all_train = {r["patient_id"] for r in rows_full if r["split"] == "train"}
+    assert kept < all_train and abs(len(kept) - len(all_train) / 2) <= 1
+    assert {r["label_name"] for r in rows if r["split"] == "train"} == {"NORMAL", "PNEUMONIA"}
+    dropped = [p for p, r in quarantine(project).items() if r.startswith("train_fraction:")]
+    assert len(dropped) == s["train_fraction"]["train_images_dropped"] == full["prepared"] - s["prepared"]
+    assert s["found"] == full["found"]  # every file is either prepared or listed with its reason
+    again = run(project, f"data.source={cx}", "data.train_fraction=0.5")
+    assert again["splits"] == s["splits"]
+
+
+# ---------------------------------------------------------------- NIH ChestX-ray14
+
+NIH_PARAMS = ("data.labels=Data_Entry_2017.csv", "data.labels_key=Image Index", "data.labels_column=Finding Labels",
+              "data.patient_column=Patient ID", "data.label_map={Pneumonia: pneumonia, No Finding: normal}")
+
+
+def nih(root: Path, rng) -> Path:
+    findings = {  # (patient, follow-up): Finding Labels
+        (1, 0): "No Finding", (1, 1): "Pneumonia|Effusion", (2, 0): "Effusion", (3, 0): "Infiltration|Pneumonia",
+        (4, 0): "No Finding", (4, 1): "No Finding", (5, 0): "Pneumonia", (6, 0): "No Finding", (7, 0): "Atelectasis",
+        (8, 0): "No Finding", (9, 0): "Pneumonia", (10, 0): "No Finding", (11, 0): "Pneumonia", (12, 0): "No Finding",
+    }
+    rows = []
+    for (p, fu), finding in findings.items():
+        name = f"{p:08d}_{fu:03d}.png"
+        folder = root / f"images_{1 + p // 7:03d}" / "images"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(phantom(rng, "Pneumonia" in finding)).save(folder / name)
+        rows.append([name, finding, fu, p, 40 + p, "M", "PA", 2500, 2048, 0.168, 0.168])
+    rows.append(["00099999_000.png", "Pneumonia", 0, 99999, 50, "F", "AP", 2500, 2048, 0.168, 0.168])  # not downloaded
+    with open(root / "Data_Entry_2017.csv", "w", newline="") as f:
+        csv.writer(f).writerows([NIH_COLUMNS, *rows])
+    (root / "README_CHESTXRAY.pdf").write_bytes(b"%PDF-1.4")
+    return root
+
+
+def test_nih_data_entry_csv(project):
+    src = nih(project / "nih", np.random.default_rng(2))
+    s = run(project, f"data.source={src}", *NIH_PARAMS)
+    assert s["kind"] == "csv" and s["classes"] == ["normal", "pneumonia"]
+    assert s["class_counts"] == {"normal": 7, "pneumonia": 5}
+    assert s["labels_from"]["key_matches"] == "name"  # bare file names; the images sit in images_NNN/images/
+    assert s["patient_id_from"] == {"csv": 12} and s["patients"] == 10  # patients 2 and 7: other findings only
+    q = quarantine(project)
+    assert q["images_001/images/00000002_000.png"].startswith("unmapped_label: Finding Labels 'Effusion'")
+    assert q["images_002/images/00000007_000.png"].startswith("unmapped_label:")
+    assert q["README_CHESTXRAY.pdf"].startswith("no_label:")
+    assert s["quarantine_reasons"] == {"no_label": 1, "unmapped_label": 2}
+    rows = {r["path"]: r for r in index(project)}
+    assert rows["images_001/images/00000001_001.png"]["label_name"] == "pneumonia"  # Pneumonia|Effusion
+    assert rows["images_001/images/00000003_000.png"]["label_name"] == "pneumonia"  # Infiltration|Pneumonia
+    assert rows["images_001/images/00000001_000.png"]["patient_id"] == "1"
+    assert rows["images_001/images/00000001_000.png"]["split"] == rows["images_001/images/00000001_001.png"]["split"]
+    assert any("1 of the 15 keys in the labels CSV name no file" in w for w in s["warnings"])
+    # a map that matches nothing, or a column that is not there, stops with what was found
+    with pytest.raises(SystemExit, match=r"data.label_map \(keys \['pneumonia'\]\) matches none of the .* values of "
+                                         r"column 'Finding Labels'; found: 'No Finding' \(7\)"):
+        run(project, f"data.source={src}", *NIH_PARAMS[:-1], "data.label_map={pneumonia: pneumonia}")
+    with pytest.raises(SystemExit, match=r"data.labels_column is 'Finding'.*its columns are \['Image Index', "
+                                         r"'Finding Labels', "):
+        run(project, f"data.source={src}", *NIH_PARAMS[:2], "data.labels_column=Finding")
+
+
+# ---------------------------------------------------------------- CheXpert
+
+CHEXPERT_PARAMS = ("data.labels=[train.csv, valid.csv]", "data.labels_column=Pneumonia",
+                   "data.label_map={'1.0': pneumonia, '0.0': normal}", r"data.patient_regex=(patient\d+)")
+
+
+def chexpert(root: Path, rng) -> Path:
+    """CheXpert-v1.0-small/: train.csv, valid.csv (Path carries the dataset prefix), patientNNNNN/studyN/."""
+    top = root / "CheXpert-v1.0-small"
+    values = {"train": ["1.0", "0.0", "0.0", "-1.0", "", "1.0", "0.0", "1.0", "0.0", "1.0", "0.0", "1.0"],
+              "valid": ["1.0", "0.0", "1.0", "0.0"]}
+    pid = 1
+    for split, vals in values.items():
+        rows = []
+        for i, v in enumerate(vals):
+            if split == "train" and i % 3 == 2:  # a second study of the previous patient
+                p, study = pid - 1, 2
+            else:
+                p, study = pid, 1
+                pid += 1
+            rel = f"{split}/patient{p:05d}/study{study}/view1_frontal.jpg"
+            (top / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(phantom(rng, v == "1.0")).save(top / rel)
+            row = dict.fromkeys(CHEXPERT_COLUMNS, "")
+            row.update({"Path": f"CheXpert-v1.0-small/{rel}", "Sex": "Female", "Age": "60",
+                        "Frontal/Lateral": "Frontal", "AP/PA": "AP", "Pneumonia": v, "Support Devices": "1.0"})
+            rows.append(row)
+        with open(top / f"{split}.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=CHEXPERT_COLUMNS)
+            w.writeheader()
+            w.writerows(rows)
+    return top
+
+
+def test_chexpert_csvs(project):
+    src = chexpert(project / "dl", np.random.default_rng(3))
+    s = run(project, f"data.source={src}", *CHEXPERT_PARAMS, "data.min_val_images=2")
+    assert s["labels_from"]["key_matches"] == "suffix"  # Path = CheXpert-v1.0-small/<path relative to the source>
+    assert s["class_counts"] == {"normal": 7, "pneumonia": 7}
+    assert s["quarantine_reasons"] == {"unmapped_label": 2}  # -1.0 (uncertain) and blank: never guessed
+    q = quarantine(project)
+    assert sorted(r.split(":")[1].strip() for r in q.values()) == ["Pneumonia '' is not covered by data.label_map "
+                                                                   "(keys ['1.0', '0.0'])",
+                                                                   "Pneumonia '-1.0' is not covered by data.label_map "
+                                                                   "(keys ['1.0', '0.0'])"]
+    rows = index(project)
+    # valid/ is the published val split; CheXpert publishes no test split here, so test is carved from train
+    assert sorted(r["path"] for r in rows if r["split"] == "val") == sorted(
+        f"valid/patient{p:05d}/study1/view1_frontal.jpg" for p in range(9, 13))
+    assert {r["path"].split("/")[0] for r in rows if r["split"] == "test"} == {"train"}
+    assert s["split_origin"]["test"].startswith("carved") and any("no test split" in w for w in s["warnings"])
+    assert {r["patient_id"] for r in rows} == {f"patient{p:05d}" for p in range(1, 13)} - {
+        "patient00003"}  # patient00003's only study is the blank label
+    assert s["patient_id_from"] == {"regex": 14}
+    by_patient = {}
+    for r in rows:
+        assert by_patient.setdefault(r["patient_id"], r["split"]) == r["split"]
+
+
+# ---------------------------------------------------------------- RSNA pneumonia detection
+
+RSNA_PARAMS = ("data.labels=stage_2_train_labels.csv", "data.label_map={0: normal, 1: pneumonia}")
+
+
+def rsna(root: Path, rng) -> Path:
+    """stage_2_train_images/<patientId>.dcm, stage_2_train_labels.csv (one row per box), unlabelled test images."""
+    rows = []
+    for i in range(12):
+        pid = f"{i:08x}-{i:04x}-4e49-80ba-63a80b6bddd6"
+        target = i % 2
+        (root / "stage_2_train_images").mkdir(parents=True, exist_ok=True)
+        grey_dataset(phantom(rng, bool(target)), bits_stored=8, PatientID=pid, photometric="MONOCHROME2").save_as(
+            root / "stage_2_train_images" / f"{pid}.dcm", enforce_file_format=True)
+        if target:
+            rows += [[pid, 264, 152, 213, 379, 1], [pid, 562, 152, 256, 453, 1]]  # two boxes: two rows that agree
+        else:
+            rows.append([pid, "", "", "", "", 0])
+    rows.append(["0000000a-000a-4e49-80ba-63a80b6bddd6", 264, 152, 213, 379, 1])  # disagrees with its Target 0 row
+    (root / "stage_2_test_images").mkdir()
+    grey_dataset(phantom(rng, False), bits_stored=8, PatientID="00000013-test").save_as(
+        root / "stage_2_test_images" / "00000013-test.dcm", enforce_file_format=True)
+    with open(root / "stage_2_train_labels.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["patientId", "x", "y", "width", "height", "Target"], *rows])
+    (root / "stage_2_detailed_class_info.csv").write_text("patientId,class\n")
+    return root
+
+
+def test_rsna_labels(project):
+    src = rsna(project / "rsna", np.random.default_rng(4))
+    s = run(project, f"data.source={src}", *RSNA_PARAMS)
+    assert s["labels_from"]["key_column"] == "patientId" and s["labels_from"]["key_matches"] == "stem"
+    assert s["labels_from"]["label_column"] == "Target"
+    assert s["class_counts"] == {"normal": 5, "pneumonia": 6}  # two agreeing rows per pneumonia image are fine
+    q = quarantine(project)
+    assert q["stage_2_train_images/0000000a-000a-4e49-80ba-63a80b6bddd6.dcm"].startswith(
+        "conflicting_labels: 2 rows for '0000000a-000a-4e49-80ba-63a80b6bddd6' disagree: '0'")
+    assert q["stage_2_test_images/00000013-test.dcm"].startswith("no_label:")
+    assert q["stage_2_detailed_class_info.csv"].startswith("no_label:")
+    assert s["quarantine_reasons"] == {"conflicting_labels": 1, "no_label": 2}
+    assert s["patient_id_from"] == {"dicom": 11} and s["split_from"].startswith("patients")
+
+
+def test_csv_split_column_is_kept(project):
+    src = project / "tree"
+    src.mkdir()
+    rng = np.random.default_rng(5)
+    rows = []
+    for i in range(16):
+        Image.fromarray(phantom(rng, i % 2 == 1)).save(src / f"img{i}.png")
+        rows.append([f"img{i}.png", "sick" if i % 2 else "well", f"P{i // 2}", ["TRAIN", "Valid", "Test", "train"][i % 4]])
+    with open(src / "labels.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["file", "diagnosis", "patient", "split"], *rows])
+    s = run(project, f"data.source={src}", "data.patient_column=patient", "data.min_val_images=1")
+    assert s["split_origin"] == {"train": "published", "val": "published", "test": "published"}
+    assert {s2: v["images"] for s2, v in s["splits"].items()} == {"train": 8, "val": 4, "test": 4}
+    assert s["patients_in_several_published_splits"] == 8  # P0 = img0 (train) + img1 (val), ...
+    (src / "labels.csv").write_text("file,diagnosis,split\nimg0.png,well,holdout\n")
+    with pytest.raises(SystemExit, match=r"column 'split' holds 'holdout'.*expected train, val or test"):
+        run(project, f"data.source={src}")
+
+
+# ---------------------------------------------------------------- more than 8 bits
+
+def test_16_bit_png_with_12_bit_values_uses_most_of_the_range_and_the_guard_fires_when_mis_windowed(project):
+    rng = np.random.default_rng(6)
+    png, bad = project / "png16", project / "miswindowed"
+    for cls in ("normal", "pneumonia"):
+        (png / cls).mkdir(parents=True)
+        (bad / cls).mkdir(parents=True)
+        for i in range(3):
+            vals = (chest_phantom(rng, 96, Anatomy.sample(rng), cls == "pneumonia") * 4095).astype(np.uint16)
+            Image.fromarray(vals).save(png / cls / f"{cls}{i}.png")
+            assert Image.open(png / cls / f"{cls}{i}.png").mode == "I;16"
+            grey_dataset(vals, bits_stored=16, PatientID=f"{cls}{i}", WindowCenter=32768, WindowWidth=65536).save_as(
+                bad / cls / f"{cls}{i}.dcm", enforce_file_format=True)
+    s = run(project, f"data.source={png}")
+    images = np.load(project / "data/prepared/images.npy").astype(np.float32)
+    spans = images.max(axis=(1, 2, 3)) - images.min(axis=(1, 2, 3))
+    assert spans.min() > 1.6 and s["low_contrast_share"] == 0 and s["voi"] == {"minmax": 6}
+    assert not any("prepare.voi" in w for w in s.get("warnings", []))
+    s = run(project, f"data.source={bad}")
+    assert s["voi"] == {"window": 6} and s["low_contrast_images"] == 6 and s["low_contrast_share"] == 1.0
+    assert any("span less than a quarter of [-1, 1]" in w and "prepare.voi" in w for w in s["warnings"])
+    s = run(project, f"data.source={bad}", "prepare.voi=percentile")
+    assert s["low_contrast_share"] == 0
+
+
+# ---------------------------------------------------------------- inspect on the other layouts, bench smoke
+
+def test_inspect_on_csv_layouts_matches_prepare(project):
+    src = nih(project / "nih", np.random.default_rng(2))
+    p = plan(project, f"data.source={src}", *NIH_PARAMS)
+    s = run(project, f"data.source={src}", *NIH_PARAMS)
+    assert p["quarantine_before_decoding"] == s["quarantine_reasons"]
+    assert p["classes"] == s["classes"] and p["patients"]["count"] == s["patients"]
+    assert {k: v["images"] for k, v in p["splits"].items()} == {k: v["images"] for k, v in s["splits"].items()}
+    src = rsna(project / "rsna", np.random.default_rng(4))
+    p = plan(project, f"data.source={src}", *RSNA_PARAMS)
+    assert p["quarantine_before_decoding"] == {"conflicting_labels": 1, "no_label": 2}
+    assert p["patients"]["id_from"] == {"dicom": 11}  # PatientID from the header, pixels left alone
+
+
+def test_bench_published_layouts_smoke(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import published_layouts
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    res = published_layouts.main(["--smoke", "--work", str(tmp_path)])
+    assert json.loads((tmp_path / "published_layouts.json").read_text()) == res
+    k = res["kermany"]
+    assert k["classes"] == ["NORMAL", "PNEUMONIA"] and k["test_is_exactly_the_published_test_folder"]
+    assert k["splits"]["test"]["images"] == 6 and k["split_origin"]["val"].startswith("carved")
+    assert res["nih"]["class_counts"] == {"cardiomegaly": 1, "normal": 2, "pneumonia": 1}
+    assert res["png16_12bit"]["median_span"] > 1.5 and res["miswindowed"]["low_contrast_share"] == 1.0
