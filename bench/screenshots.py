@@ -11,8 +11,9 @@ metric counts, differing params and identity tags), and prints the same (--resul
 
 --smoke: a tiny project made on the spot (a generated miniature of the Kermany folder, its prepare stage, and
 two report runs as DVC experiments smoke-a and smoke-b that differ in report.examples_per_class, tracked in its
-own mlflow.db), then the same facts and screenshots of it, in a temporary folder. Without Chromium the smoke
-gathers the MLflow facts and says that it skipped the screenshots; a real run stops.
+own mlflow.db), then the same facts and screenshots of it, in a temporary folder. Without Chromium (or with
+--no-browser) the smoke gathers the MLflow facts and says that it skipped the screenshots; a real run without
+Chromium stops unless --no-browser says the facts alone will do.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from _data import add_folder_args, folders, kermany_miniature  # noqa: E402  (be
 
 SMOKE_RUNS = {"smoke-a": 2, "smoke-b": 3}  # DVC experiment name -> report.examples_per_class
 NO_BROWSER = "skipped: no chromium/chromedriver on this machine (`make browser` installs them)"
+NOT_ASKED = "skipped: --no-browser"
 
 
 def smoke_project(folder: Path) -> Path:
@@ -183,6 +185,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--project", type=Path, default=ROOT)
     ap.add_argument("--runs", nargs=2, default=None, metavar="EXP_NAME")
+    ap.add_argument("--no-browser", action="store_true", help="gather the facts only, without Chromium (no screenshots)")
     add_folder_args(ap)
     args = ap.parse_args()
     with folders(args):
@@ -192,19 +195,21 @@ def main():
 def run(args):
     if args.smoke:
         args.project, args.runs = smoke_project(args.work / "smoke_project"), list(SMOKE_RUNS)
-    browser = bool(CHROMIUM and CHROMEDRIVER)
-    if not browser and not args.smoke:
-        raise SystemExit("bench/screenshots.py needs chromium and chromedriver: `make browser` installs them")
+    browser = bool(CHROMIUM and CHROMEDRIVER) and not args.no_browser
+    if not browser and not (args.smoke or args.no_browser):
+        raise SystemExit("bench/screenshots.py needs chromium and chromedriver: `make browser` installs them "
+                         "(or --no-browser: the facts only)")
     project, out = args.project.resolve(), args.results
     uri = f"sqlite:///{(project / 'mlflow.db').resolve()}"
     exp, runs = pick_runs(uri, args.runs)
+    skipped = NOT_ASKED if args.no_browser else NO_BROWSER
     facts = {"smoke": args.smoke,
-             "report_page_offline": report_page(project, out) if browser else NO_BROWSER,
+             "report_page_offline": report_page(project, out) if browser else skipped,
              "mlflow_compare": compare_facts(runs)}
     if browser:
         mlflow_screenshots(project, uri, exp, runs, out, settle=3 if args.smoke else 12)
     else:
-        facts["mlflow_screenshots"] = NO_BROWSER
+        facts["mlflow_screenshots"] = skipped
     for k, v in facts.items():
         print(f"{k}:", json.dumps(v))
     (out / "screenshots.json").write_text(json.dumps(facts, indent=2) + "\n")
