@@ -143,10 +143,24 @@ def compare_facts(runs) -> dict:
             "tags": {k: [a.tags.get(k), b.tags.get(k)] for k in ("git_commit", "data_hash", "dvc_exp_name")}}
 
 
-def mlflow_screenshots(project: Path, uri: str, exp, runs, out: Path, settle: float = 12) -> None:
-    """The MLflow UI (a server on the project's DB) comparing ``runs``, and its runs table; ``settle``: seconds
-    the single-page app gets to fetch and render."""
-    ids = [r.info.run_id for r in runs]
+def shows(d, texts: list[str], timeout: float) -> bool:
+    """Wait until the page's text holds all of ``texts`` (the single-page app has fetched and rendered)."""
+    end = time.monotonic() + timeout
+    while True:
+        body = d.execute_script("return document.body ? document.body.innerText : ''") or ""
+        if all(t in body for t in texts):
+            return True
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.5)
+
+
+def mlflow_screenshots(project: Path, uri: str, exp, runs, out: Path, settle: float = 10) -> dict:
+    """The MLflow UI (a server on the project's DB) comparing ``runs``, and its runs table. Each page is taken
+    once it shows the runs' names (at most 120 s), then ``settle`` seconds later (charts and tables fill in).
+    Returns whether each page showed the runs."""
+    ids, names = [r.info.run_id for r in runs], [r.info.run_name for r in runs]
+    shown = {}
     port = free_port()
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host",
@@ -164,12 +178,14 @@ def mlflow_screenshots(project: Path, uri: str, exp, runs, out: Path, settle: fl
         d = chromium(Path(tempfile.mkdtemp()), size=(1700, 4200))
         try:
             d.get(f"{base}/#/compare-runs?runs={json.dumps(ids)}&experiments={json.dumps([exp.experiment_id])}")
-            time.sleep(settle)                 # the single-page app fetches and renders
+            shown["compare"] = shows(d, names, 120)
+            time.sleep(settle)
             d.execute_script(TIDY)
             time.sleep(2)
             d.save_screenshot(str(out / "mlflow_compare.png"))
             d.set_window_size(1700, 1000)
             d.get(f"{base}/#/experiments/{exp.experiment_id}/runs")
+            shown["runs"] = shows(d, names, 120)
             time.sleep(settle)
             d.execute_script(TIDY)
             time.sleep(2)
@@ -179,6 +195,11 @@ def mlflow_screenshots(project: Path, uri: str, exp, runs, out: Path, settle: fl
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
+    for page, ok in shown.items():
+        if not ok:
+            print(f"warning: the MLflow {page} page did not show the runs {names} within 120 s; its screenshot may "
+                  "be empty", file=sys.stderr)
+    return shown
 
 
 def main():
@@ -207,7 +228,8 @@ def run(args):
              "report_page_offline": report_page(project, out) if browser else skipped,
              "mlflow_compare": compare_facts(runs)}
     if browser:
-        mlflow_screenshots(project, uri, exp, runs, out, settle=3 if args.smoke else 12)
+        facts["mlflow_ui_showed_the_runs"] = mlflow_screenshots(project, uri, exp, runs, out,
+                                                                settle=1 if args.smoke else 10)
     else:
         facts["mlflow_screenshots"] = skipped
     for k, v in facts.items():

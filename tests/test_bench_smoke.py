@@ -201,4 +201,4 @@ def test_screenshots_smoke_with_browser(tmp_path):
     assert "Dataset" in page["sections"]
     for name in ("report_page.png", "mlflow_compare.png", "mlflow_runs.png"):
         assert (out / name).stat().st_size > 1000
-    assert "mlflow_screenshots" not in res
+    assert "mlflow_screenshots" not in res and res["mlflow_ui_showed_the_runs"] == {"compare": True, "runs": True}
