@@ -1,12 +1,14 @@
 """Fidelity of a trained generator on the Kermany chest X-rays, next to the scale: two real halves and a
 degenerate generator (one training step). Runs the pipeline's own stages (extractor, train_gan,
-synthesize, fidelity) with -S overrides into bench/work/kermany_run/, MLflow off.
+synthesize, fidelity) with -S overrides into bench/work/kermany_run/ (--work elsewhere), MLflow off.
 
-    python bench/fidelity_kermany.py [--steps 3000] [--width 0.5] [--batch 64] [--gan-overrides ...]
+    python bench/fidelity_kermany.py [--steps 3000] [--width 0.5] [--batch 64] [--gan-overrides ...] [--smoke]
 
 GPU (the issue's setting): --steps 20000 --width 1 --batch 128 --extractor-width 32 --extractor-dim 256
 --extractor-steps 2000. Prints a table and writes bench/results/fidelity_kermany_<device>.json with the
-per-class domain FID, relative FID and memorisation fractions, and copies the sample grids per class.
+per-class domain FID, relative FID and memorisation fractions, and copies the sample grids per class
+(--results elsewhere). --smoke: the same stages for a few steps with tiny networks on a generated miniature of
+the Kermany folder, in a temporary folder.
 """
 from __future__ import annotations
 
@@ -22,9 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline import fidelity, synthesize, train_extractor, train_gan  # noqa: E402
 from pipeline.runtime import resolve_device  # noqa: E402
-from _data import kermany  # noqa: E402  (bench/ is on sys.path when run as a script)
-
-WORK = ROOT / "bench/work/kermany_run"
+from _data import add_folder_args, folders, kermany, kermany_miniature  # noqa: E402  (bench/ is on sys.path)
 
 
 def stage(module, *overrides):
@@ -43,7 +43,13 @@ def summarise(result: dict) -> dict:
             "n_synthetic", "n_real", "n_half")
     return {"domain": {k: {f: v.get(f) for f in keep} for k, v in rows.items()},
             "memorisation": result["memorisation"],
-            "inception": result["extractors"].get("inception-v3-compat", {}).get("unavailable", "computed")}
+            "inception": ("not requested" if "inception-v3-compat" not in result["extractors"] else
+                          result["extractors"]["inception-v3-compat"].get("unavailable", "computed"))}
+
+
+def num(x, digits: int) -> str:
+    """A figure for the table; n/a where the stage gave none (e.g. a class with fewer than 2 images a half)."""
+    return "n/a" if x is None else f"{x:.{digits}f}"
 
 
 def main():
@@ -57,14 +63,28 @@ def main():
     ap.add_argument("--extractor-dim", type=int, default=128)
     ap.add_argument("--extractor-steps", type=int, default=1000)
     ap.add_argument("--gan-overrides", nargs="*", default=[], help="extra -S overrides for train_gan, e.g. gan.loss=hinge")
+    add_folder_args(ap)
     args = ap.parse_args()
+    if args.smoke:
+        args.steps, args.width, args.batch, args.fid_every = 2, 0.125, 8, 1
+        args.extractor_width, args.extractor_dim, args.extractor_steps = 4, 16, 3
+    with folders(args):
+        run(args)
 
-    paths = {k: WORK / k for k in ("prepared", "extractor", "gan", "gan_reports", "synthetic", "degenerate",
+
+def run(args):
+    if args.smoke:
+        args.shared = args.work / "miniature"
+        kermany_miniature(args.shared)
+    work = args.work / "kermany_run"
+    paths = {k: work / k for k in ("prepared", "extractor", "gan", "gan_reports", "synthetic", "degenerate",
                                    "degenerate_synthetic", "fidelity")}
-    common = [f"paths.prepared={kermany(Path(args.shared))}", f"paths.extractor={paths['extractor']}",
+    common = [f"paths.prepared={kermany(Path(args.shared), work=args.work, workers=1 if args.smoke else 0)}", f"paths.extractor={paths['extractor']}",
               f"paths.fidelity_reports={paths['fidelity']}", f"paths.fidelity_metrics={paths['fidelity'] / 'fidelity.json'}",
               f"extractor.width={args.extractor_width}", f"extractor.dim={args.extractor_dim}",
               f"extractor.steps={args.extractor_steps}", "extractor.batch=128"]
+    if args.smoke:  # Inception's weights are a 100 MB download on first use: not in a smoke run
+        common.append("fidelity.extractors=[medaug-domain]")
     timings = {}
     _, timings["extractor"] = stage(train_extractor, *common)
     gan = [f"gan.width={args.width}", f"gan.batch={args.batch}", "gan.log_every=100", "gan.checkpoint_every=1000",
@@ -75,7 +95,7 @@ def main():
                                      f"paths.synthetic={paths['synthetic']}")
     best, timings["fidelity"] = stage(fidelity, *common, f"paths.synthetic={paths['synthetic']}")
     best_pairs = {p.name: p for p in paths["fidelity"].glob("*.png")}
-    results_dir = ROOT / "bench/results"
+    results_dir = args.results
     device = resolve_device("auto").type
     copied = []
     for p in [*paths["gan_reports"].glob("samples_*.png"), paths["gan_reports"] / "grids/final.png",
@@ -83,7 +103,7 @@ def main():
         if p.exists():
             dst = results_dir / f"kermany_{device}_{p.name}"
             shutil.copy(p, dst)
-            copied.append(str(dst.relative_to(ROOT)))
+            copied.append(dst.name)
 
     # the degenerate generator: one training step, no FID selection
     stage(train_gan, *common, *gan, "gan.steps=1", "gan.fid_every=0", f"paths.gan_model={paths['degenerate']}",
@@ -93,9 +113,13 @@ def main():
                           f"paths.fidelity_reports={paths['degenerate'] / 'fidelity'}",
                           f"paths.fidelity_metrics={paths['degenerate'] / 'fidelity.json'}")
 
-    out = {"device": device, "train_gan": {k: trained.get(k) for k in ("steps", "epochs", "images_per_second",
-                                                                        "generator_step", "fid_domain_best",
-                                                                        "fid_domain_last", "precision", "final")},
+    # the stage writes no timings (its outputs are DVC outs): throughput from the stage's wall time, here
+    trained_steps = trained["steps"] - trained["resumed_from_step"]
+    out = {"smoke": args.smoke, "device": device,
+           "train_gan": {**{k: trained.get(k) for k in ("steps", "resumed_from_step", "epochs", "generator_step",
+                                                        "fid_domain_best", "fid_domain_last", "precision", "final")},
+                         "images_per_second_stage_wall": round(trained_steps * args.batch / timings["train_gan"], 1)
+                         if trained_steps else None},
            "gan_overrides": gan, "extractor": {"width": args.extractor_width, "dim": args.extractor_dim,
                                                 "steps": args.extractor_steps},
            "reference_split": best["reference_split"], "timings_seconds": timings,
@@ -107,7 +131,8 @@ def main():
     for name in ("best_generator", "degenerate_generator_1_step"):
         print(name)
         for k, v in out[name]["domain"].items():
-            print(f"  {k:10s} FID {v['fid']:.3f}  relative {v['relative_fid']:.2f}  real halves {v['fid_real_halves']:.3f}"
+            print(f"  {k:10s} FID {num(v['fid'], 3)}  relative {num(v['relative_fid'], 2)}  real halves "
+                  f"{num(v['fid_real_halves'], 3)}"
                   f"  precision {v['precision']}  recall {v['recall']}  (n {v['n_synthetic']} vs {v['n_real']})")
         for space, m in out[name]["memorisation"].items():
             print(f"  memorisation ({space}): synthetic {m['fraction_synthetic_below']:.4f} vs held-out "

@@ -4,10 +4,11 @@ feature space (evaluation/features.py, trained on the train split only) between 
 real *validation* split (the test split is never read). Each configuration trains for --steps steps and is
 scored at several points, so collapse or late divergence shows.
 
-    python bench/gan_defaults.py [--resolution 32] [--steps 3000] [--width 0.5] [--seeds 1]
+    python bench/gan_defaults.py [--resolution 32] [--steps 3000] [--width 0.5] [--seeds 1] [--smoke]
 
-Prints a table and writes bench/results/gan_defaults_<resolution>.json. On a 2-core CPU the default
-settings take about half an hour; use --resolution 64 --width 1 --steps 10000 on a GPU.
+Prints a table and writes bench/results/gan_defaults_<resolution>.json (--results elsewhere). On a 2-core CPU
+the default settings take about half an hour; use --resolution 64 --width 1 --steps 10000 on a GPU. --smoke:
+every configuration for 2 steps on a generated miniature of the Kermany folder, in a temporary folder.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from evaluation.features import ExtractorConfig, extract, train_extractor  # noq
 from evaluation.fid import feature_stats, fid, frechet_distance  # noqa: E402
 from pipeline.prepared import load_split  # noqa: E402
 from pipeline.runtime import resolve_runtime  # noqa: E402
-from _data import kermany  # noqa: E402  (bench/ is on sys.path when run as a script)
+from _data import add_folder_args, folders, kermany, kermany_miniature  # noqa: E402  (bench/ is on sys.path)
 
 PAPER = dict(diffaugment="", ema_decay=0.0, loss="bce", label_smoothing=0.0, lr_g=2e-4, lr_d=2e-4)
 DA = dict(diffaugment="translation,cutout")
@@ -44,9 +45,11 @@ CONFIGS = {
     "+diffaugment +ema +label_smoothing 0.1": ({**DA, **EMA, "label_smoothing": 0.1}, False),
     "+diffaugment +ema lr_d 4e-4 lr_g 1e-4": ({**DA, **EMA, "lr_d": 4e-4, "lr_g": 1e-4}, False),
 }
+# runs merge into an existing JSON (--only) only when these agree
+SETTINGS = ("smoke", "resolution", "width", "steps", "batch", "extractor_steps", "train_images", "val_images")
 
 
-def generate(trainer: Trainer, labels: np.ndarray, seed: int) -> np.ndarray:
+def sample(trainer: Trainer, labels: np.ndarray, seed: int) -> np.ndarray:
     """One generated image per label in ``labels`` (class mix of the reference set), from the sampler."""
     g = trainer.sampler()
     z = torch.randn(len(labels), g.cfg.z_dim, generator=torch.Generator().manual_seed(seed))
@@ -66,12 +69,24 @@ def main():
     ap.add_argument("--extractor-steps", type=int, default=1500)
     ap.add_argument("--only", nargs="*", help="configuration names to run (default: all; none: only the floor); "
                     "results merge into an existing JSON")
+    add_folder_args(ap)
     args = ap.parse_args()
+    if args.smoke:
+        args.resolution, args.width, args.steps, args.batch, args.evals = 32, 0.125, 2, 8, 2
+        args.seeds, args.first_seed, args.extractor_steps, args.only = 1, 0, 3, None
+    with folders(args):
+        run(args)
+
+
+def run(args):
+    if args.smoke:
+        args.shared = args.work / "miniature"
+        kermany_miniature(args.shared)
 
     runtime = resolve_runtime({"device": "auto", "precision": "auto", "channels_last": "auto",
                                "cuda_graphs": "auto"}, 0)
     device = runtime["device"]
-    src = kermany(Path(args.shared), args.resolution)
+    src = kermany(Path(args.shared), args.resolution, args.work, workers=1 if args.smoke else 0)
     train, val = load_split(src, "train"), load_split(src, "val")
     t0 = time.perf_counter()
     net = train_extractor(train.images, train.labels, ExtractorConfig(resolution=args.resolution,
@@ -85,10 +100,18 @@ def main():
     print(f"extractor trained in {time.perf_counter() - t0:.0f} s; {len(train.images)} train, {len(val.images)} val "
           f"images at {args.resolution}px; FID(train sample, val) = {floor:.3f} (real-real floor)")
 
-    results = {"resolution": args.resolution, "width": args.width, "steps": args.steps, "batch": args.batch,
-               "device": str(device), "train_images": len(train.images), "val_images": len(val.images),
+    results = {"smoke": args.smoke, "resolution": args.resolution, "width": args.width, "steps": args.steps,
+               "batch": args.batch, "extractor_steps": args.extractor_steps, "device": str(device),
+               "train_images": len(train.images), "val_images": len(val.images),
                "extractor": "evaluation.features.DomainNet (label + rotation), train split only",
                "reference": "val split", "fid_real_train_vs_val": round(floor, 4), "configs": {}}
+    out = args.results / f"gan_defaults_{args.resolution}.json"
+    old = json.loads(out.read_text()) if args.only is not None and out.exists() else None
+    differ = {k: (old[k], results[k]) for k in SETTINGS if k in old and old[k] != results[k]} if old else {}
+    if differ:  # checked before training, not after
+        raise SystemExit(f"{out} holds runs with other settings ("
+                         + ", ".join(f"{k}: {a} there, {b} here" for k, (a, b) in differ.items())
+                         + "): runs merge only with runs of the same settings; pass --results another folder")
     evals = sorted({int(args.steps * (i + 1) / args.evals) for i in range(args.evals)})
     for name, (opts, sn) in CONFIGS.items():
         if args.only is not None and name not in args.only:
@@ -105,16 +128,14 @@ def main():
             curve = {}
             for step in evals:
                 tr.run(step)
-                fake = generate(tr, val.labels, seed=100 + seed)
+                fake = sample(tr, val.labels, seed=100 + seed)
                 curve[step] = round(frechet_distance(*feature_stats(extract(net, fake)), mu_v, s_v), 4)
             runs.append({"seed": seed, "fid_by_step": curve, "seconds": round(time.perf_counter() - t, 1),
                          "final_losses": {k: round(tr.history[-1][k], 4) for k in ("loss_d", "loss_g", "d_real",
                                                                                   "d_fake")}})
         results["configs"][name] = {"runs": runs}
         print(f"{name:42s} FID by step {runs[0]['fid_by_step']} [{runs[0]['seconds']} s]", flush=True)
-    out = ROOT / f"bench/results/gan_defaults_{args.resolution}.json"
-    if args.only is not None and out.exists():  # merge: runs of other seeds are kept
-        old = json.loads(out.read_text())
+    if old is not None:  # merge: runs of other seeds and configurations are kept
         merged = old.get("configs", {})
         for name, c in results["configs"].items():
             seeds = {r["seed"] for r in c["runs"]}
@@ -122,8 +143,7 @@ def main():
                             + c["runs"]}
         results["configs"] = merged
     for c in results["configs"].values():
-        final = [r["fid_by_step"][str(evals[-1])] if str(evals[-1]) in r["fid_by_step"] else r["fid_by_step"][evals[-1]]
-                 for r in c["runs"]]
+        final = [r["fid_by_step"][max(r["fid_by_step"], key=int)] for r in c["runs"]]  # keys: int here, str from JSON
         c["fid_final_mean"] = round(float(np.mean(final)), 4)
         c["fid_final_std"] = round(float(np.std(final)), 4)
         c["seeds"] = len(final)

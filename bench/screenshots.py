@@ -1,13 +1,19 @@
 """Screenshots in headless Chromium of a project that has run: the run report opened from the file system with
 every network request failing, and the MLflow UI's comparison of two pipeline (parent) runs.
 
-    python bench/screenshots.py [--project .] [--runs EXP_NAME EXP_NAME]
+    python bench/screenshots.py [--project .] [--runs EXP_NAME EXP_NAME] [--smoke]
 
 --runs names two DVC experiments (the parent runs' dvc_exp_name tags); default: the two latest parent runs.
 The report page is saved at 3/4 scale with a 256-colour palette (a tall page; it keeps the repository small).
 Needs Debian's chromium and chromium-driver (`make browser`). Writes bench/results/report_page.png,
 mlflow_compare.png, mlflow_runs.png and screenshots.json (what the report page loaded; the two runs' ids,
-metric counts, differing params and identity tags), and prints the same.
+metric counts, differing params and identity tags), and prints the same (--results elsewhere).
+
+--smoke: a tiny project made on the spot (a generated miniature of the Kermany folder, its prepare stage, and
+two report runs as DVC experiments smoke-a and smoke-b that differ in report.examples_per_class, tracked in its
+own mlflow.db), then the same facts and screenshots of it, in a temporary folder. Without Chromium (or with
+--no-browser) the smoke gathers the MLflow facts and says that it skipped the screenshots; a real run without
+Chromium stops unless --no-browser says the facts alone will do.
 """
 from __future__ import annotations
 
@@ -22,17 +28,46 @@ import time
 import urllib.request
 from pathlib import Path
 
+import yaml
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from browser import chromium, full_page_png  # noqa: E402  (tests/browser.py: the tests' Chromium)
+from browser import CHROMEDRIVER, CHROMIUM, chromium, full_page_png  # noqa: E402  (tests/browser.py: the tests' Chromium)
+from _data import add_folder_args, folders, kermany_miniature  # noqa: E402  (bench/ is on sys.path)
 
-OUT = ROOT / "bench/results"
+SMOKE_RUNS = {"smoke-a": 2, "smoke-b": 3}  # DVC experiment name -> report.examples_per_class
+NO_BROWSER = "skipped: no chromium/chromedriver on this machine (`make browser` installs them)"
+NOT_ASKED = "skipped: --no-browser"
 
 
-def report_page(project: Path) -> dict:
+def smoke_project(folder: Path) -> Path:
+    """A project that has run, in miniature: the prepare stage on a generated Kermany folder, then the report
+    stage once per SMOKE_RUNS entry as that DVC experiment (its own MLflow parent run), MLflow in
+    folder/mlflow.db."""
+    from pipeline import prepare, report
+
+    kermany_miniature(folder / "miniature")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"]["source"] = str(folder / "miniature/kermany_224_train")
+    params["prepare"].update(size=32, workers=1)
+    params["mlflow"]["tracking_uri"] = "sqlite:///mlflow.db"
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    argv = ["--params", str(folder / "params.yaml")]
+    os.environ.pop("DVC_ROOT", None)  # the tracking DB is the project's own, whatever DVC run started us
+    prepare.main([*argv, "-S", "mlflow.enabled=false"])
+    for name, n in SMOKE_RUNS.items():
+        os.environ["DVC_EXP_NAME"] = name
+        try:
+            report.main([*argv, "-S", f"report.examples_per_class={n}"])
+        finally:
+            del os.environ["DVC_EXP_NAME"]
+    return folder
+
+
+def report_page(project: Path, out: Path) -> dict:
     """Open reports/index.html offline; fail if anything on it needed the network or an image did not decode."""
     d = chromium(Path(tempfile.mkdtemp()), offline=True)
     try:
@@ -44,12 +79,12 @@ def report_page(project: Path) -> dict:
             charts: document.querySelectorAll('svg').length,
             network_requests: performance.getEntriesByType('resource').map(r => r.name)
                 .filter(n => !n.startsWith('data:'))}""")
-        full_page_png(d, OUT / "report_page.png")
+        full_page_png(d, out / "report_page.png")
     finally:
         d.quit()
-    im = Image.open(OUT / "report_page.png").convert("RGB")
+    im = Image.open(out / "report_page.png").convert("RGB")
     im = im.resize((im.width * 3 // 4, im.height * 3 // 4), Image.LANCZOS)
-    im.quantize(256).save(OUT / "report_page.png", optimize=True)
+    im.quantize(256).save(out / "report_page.png", optimize=True)
     if facts["broken_images"] or facts["network_requests"]:
         raise SystemExit(f"report page is not self-contained: {facts}")
     return facts
@@ -73,19 +108,59 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def mlflow_compare(project: Path, names: list[str] | None) -> dict:
+def pick_runs(uri: str, names: list[str] | None):
+    """The medaug experiment and two of its parent (pipeline) runs: those of the DVC experiments ``names``, else
+    the two latest."""
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{(project / 'mlflow.db').resolve()}"
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("medaug")
+    if exp is None:
+        raise SystemExit(f"{uri} has no medaug experiment: run the pipeline there first")
     parents = [r for r in client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
                if "mlflow.parentRunId" not in r.data.tags]
     if names:
-        runs = [next(r for r in parents if r.data.tags.get("dvc_exp_name") == n) for n in names]
+        by_name = {r.data.tags.get("dvc_exp_name"): r for r in reversed(parents)}  # the latest run of a name wins
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise SystemExit(f"no parent run tagged dvc_exp_name {missing}; there are {sorted(filter(None, by_name))}")
+        runs = [by_name[n] for n in names]
     else:
         runs = parents[:2]
-    ids = [r.info.run_id for r in runs]
+    if len(runs) < 2:
+        raise SystemExit(f"{uri} has {len(runs)} pipeline run(s); the comparison needs two")
+    return exp, runs
+
+
+def compare_facts(runs) -> dict:
+    """What the comparison shows: the runs' ids, metric counts, the params that differ and identity tags."""
+    a, b = (r.data for r in runs)
+    return {"runs": {r.data.tags.get("dvc_exp_name") or "(workspace)": r.info.run_id for r in runs},
+            "metrics_on_each": [len(r.data.metrics) for r in runs],
+            "params_that_differ": {k: [a.params.get(k), b.params.get(k)]
+                                   for k in sorted(set(a.params) | set(b.params))
+                                   if a.params.get(k) != b.params.get(k)},
+            "tags": {k: [a.tags.get(k), b.tags.get(k)] for k in ("git_commit", "data_hash", "dvc_exp_name")}}
+
+
+def shows(d, texts: list[str], timeout: float) -> bool:
+    """Wait until the page's text holds all of ``texts`` (the single-page app has fetched and rendered)."""
+    end = time.monotonic() + timeout
+    while True:
+        body = d.execute_script("return document.body ? document.body.innerText : ''") or ""
+        if all(t in body for t in texts):
+            return True
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.5)
+
+
+def mlflow_screenshots(project: Path, uri: str, exp, runs, out: Path, settle: float = 10) -> dict:
+    """The MLflow UI (a server on the project's DB) comparing ``runs``, and its runs table. Each page is taken
+    once it shows the runs' names (at most 120 s), then ``settle`` seconds later (charts and tables fill in).
+    Returns whether each page showed the runs."""
+    ids, names = [r.info.run_id for r in runs], [r.info.run_name for r in runs]
+    shown = {}
     port = free_port()
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host",
@@ -103,42 +178,64 @@ def mlflow_compare(project: Path, names: list[str] | None) -> dict:
         d = chromium(Path(tempfile.mkdtemp()), size=(1700, 4200))
         try:
             d.get(f"{base}/#/compare-runs?runs={json.dumps(ids)}&experiments={json.dumps([exp.experiment_id])}")
-            time.sleep(12)                     # the single-page app fetches and renders
+            shown["compare"] = shows(d, names, 120)
+            time.sleep(settle)
             d.execute_script(TIDY)
             time.sleep(2)
-            d.save_screenshot(str(OUT / "mlflow_compare.png"))
+            d.save_screenshot(str(out / "mlflow_compare.png"))
             d.set_window_size(1700, 1000)
             d.get(f"{base}/#/experiments/{exp.experiment_id}/runs")
-            time.sleep(10)
+            shown["runs"] = shows(d, names, 120)
+            time.sleep(settle)
             d.execute_script(TIDY)
             time.sleep(2)
-            d.save_screenshot(str(OUT / "mlflow_runs.png"))
+            d.save_screenshot(str(out / "mlflow_runs.png"))
         finally:
             d.quit()
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
-    a, b = (r.data for r in runs)
-    return {"runs": {r.data.tags.get("dvc_exp_name") or "(workspace)": r.info.run_id for r in runs},
-            "metrics_on_each": [len(r.data.metrics) for r in runs],
-            "params_that_differ": {k: [a.params.get(k), b.params.get(k)]
-                                   for k in sorted(set(a.params) | set(b.params))
-                                   if a.params.get(k) != b.params.get(k)},
-            "tags": {k: [a.tags.get(k), b.tags.get(k)] for k in ("git_commit", "data_hash", "dvc_exp_name")}}
+    for page, ok in shown.items():
+        if not ok:
+            print(f"warning: the MLflow {page} page did not show the runs {names} within 120 s; its screenshot may "
+                  "be empty", file=sys.stderr)
+    return shown
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--project", type=Path, default=ROOT)
     ap.add_argument("--runs", nargs=2, default=None, metavar="EXP_NAME")
+    ap.add_argument("--no-browser", action="store_true", help="gather the facts only, without Chromium (no screenshots)")
+    add_folder_args(ap)
     args = ap.parse_args()
-    project = args.project.resolve()
-    OUT.mkdir(parents=True, exist_ok=True)
-    facts = {"report_page_offline": report_page(project), "mlflow_compare": mlflow_compare(project, args.runs)}
+    with folders(args):
+        run(args)
+
+
+def run(args):
+    if args.smoke:
+        args.project, args.runs = smoke_project(args.work / "smoke_project"), list(SMOKE_RUNS)
+    browser = bool(CHROMIUM and CHROMEDRIVER) and not args.no_browser
+    if not browser and not (args.smoke or args.no_browser):
+        raise SystemExit("bench/screenshots.py needs chromium and chromedriver: `make browser` installs them "
+                         "(or --no-browser: the facts only)")
+    project, out = args.project.resolve(), args.results
+    uri = f"sqlite:///{(project / 'mlflow.db').resolve()}"
+    exp, runs = pick_runs(uri, args.runs)
+    skipped = NOT_ASKED if args.no_browser else NO_BROWSER
+    facts = {"smoke": args.smoke,
+             "report_page_offline": report_page(project, out) if browser else skipped,
+             "mlflow_compare": compare_facts(runs)}
+    if browser:
+        facts["mlflow_ui_showed_the_runs"] = mlflow_screenshots(project, uri, exp, runs, out,
+                                                                settle=1 if args.smoke else 10)
+    else:
+        facts["mlflow_screenshots"] = skipped
     for k, v in facts.items():
         print(f"{k}:", json.dumps(v))
-    (OUT / "screenshots.json").write_text(json.dumps(facts, indent=2) + "\n")
-    print(f"-> {OUT}/report_page.png, mlflow_compare.png, mlflow_runs.png, screenshots.json")
+    (out / "screenshots.json").write_text(json.dumps(facts, indent=2) + "\n")
+    print(f"-> {out}/" + ("report_page.png, mlflow_compare.png, mlflow_runs.png, " if browser else "") + "screenshots.json")
 
 
 if __name__ == "__main__":
