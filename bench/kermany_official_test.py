@@ -1,18 +1,16 @@
 """The real-only CNN on the official Kermany test split, through the pipeline itself: the Kermany download
-layout (bench/published_layouts.py) in a scratch copy of the project outside the repository, params set for
-real arms only, then `dvc repro prepare` and the arm's own stage command (`python -m pipeline.downstream
---arm cnn real <fraction> <seed>`, which for a real-only arm reads nothing but the prepared set); with
---full, `dvc repro downstream@cnn-real-<fraction>-<seed>`, which first runs extractor, train_gan and
-synthesize as well (the stage's declared deps; hours on two CPU cores). Epochs and threshold are chosen on
-the validation split carved from train; the published test folder is read once.
+layout (bench/published_layouts.py) in a scratch copy of the project, params set for the real-only CNN arm
+alone, then `dvc repro downstream_cnn_real@cnn-real-<fraction>-<seed>`. That stage depends on the prepared
+set only (real-only arms read neither the synthetic set nor the extractor), so DVC runs prepare and the arm,
+not the GAN. Epochs and threshold are chosen on the validation split carved from train; the published test
+folder is read once.
 
-    python bench/kermany_official_test.py [--scratch DIR] [--epochs 12] [--width 16] [--full] [--collect] [--smoke]
+    python bench/kermany_official_test.py [--epochs 12] [--width 16] [--collect] [--smoke]
 
---collect only reads the metrics of a scratch folder already run.
+--collect only reads the metrics of a scratch project already run (in --work).
 
 Prints the arm's metrics next to the MedMNIST+ anchor on the same 624 test images (ResNet-18 at 64 px:
-ROC AUC 0.943, accuracy 0.860) and writes bench/results/kermany_official_test_cpu.json (smoke: in the
-scratch folder). --smoke: a generated miniature of the layout, tiny steps (a minute or two).
+ROC AUC 0.943, accuracy 0.860) and writes <results>/kermany_official_test_cpu.json.
 """
 from __future__ import annotations
 
@@ -31,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import published_layouts  # noqa: E402
+from _data import add_folder_args, folders  # noqa: E402
 
 ANCHOR = {"source": "MedMNIST+ (Doerrich et al. 2024), PneumoniaMNIST test split = the official Kermany test images",
           "model": "ResNet-18 at 64 px", "roc_auc": 0.943, "accuracy": 0.860}
@@ -54,21 +53,24 @@ def scratch_project(scratch: Path) -> None:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", default=str(ROOT.parent / "shared"))
-    ap.add_argument("--scratch", default="/tmp/medaug_kermany_official")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--arch", default="resnet10")
     ap.add_argument("--fraction", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--full", action="store_true", help="dvc repro the arm with all its declared upstream stages")
-    ap.add_argument("--collect", action="store_true", help="only collect the results of a scratch folder already run")
-    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--collect", action="store_true", help="only collect the results of a scratch project already run")
+    add_folder_args(ap)
     args = ap.parse_args(argv)
-    scratch = Path(args.scratch)
-    arm = f"cnn-real-{args.fraction}-{args.seed}"
+    with folders(args):
+        return run(args)
+
+
+def run(args) -> dict:
+    scratch = args.work / "kermany_official_project"
+    arm = f"cnn-real-{float(args.fraction)}-{args.seed}"
     if args.collect:
         return collect(scratch, arm, args, seconds=None)
-    layout_work = scratch.parent / (scratch.name + "_layout")
+    layout_work = args.work / "layout"
     layout_work.mkdir(parents=True, exist_ok=True)
     source = (published_layouts.build_generated_kermany(layout_work, per_class=8) if args.smoke
               else published_layouts.build_kermany(Path(args.shared), layout_work))
@@ -77,22 +79,22 @@ def main(argv=None) -> dict:
     p["data"]["source"] = str(source)
     p["mlflow"]["enabled"] = False
     d = p["downstream"]
-    d.update(classifiers=["cnn"], trainsets=["real"], fractions=[args.fraction], seeds=[args.seed])
+    d.update(arms={"cnn": {"real": ["real"], "synthetic": []}, "xgboost": {"real": [], "synthetic": []}},
+             fractions=[args.fraction], seeds=[args.seed])
     d["cnn"].update(arch=args.arch, width=args.width, epochs=1 if args.smoke else args.epochs)
     if args.smoke:
         p["prepare"]["size"] = 32
-        p["gan"].update(steps=2, log_every=1, checkpoint_every=2, fid_every=0)
-        p["extractor"]["steps"] = 2
+        d["cnn"]["batch"] = 8
         d["bootstrap"]["samples"] = 20
     (scratch / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     env = {**os.environ, "PYTHONPATH": str(scratch), "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
     t = time.perf_counter()
-    if args.full:
-        subprocess.run(["dvc", "repro", f"downstream@{arm}"], cwd=scratch, env=env, check=True)
-    else:
-        subprocess.run(["dvc", "repro", "prepare"], cwd=scratch, env=env, check=True)
-        subprocess.run([sys.executable, "-m", "pipeline.downstream", "--arm", "cnn", "real", str(args.fraction),
-                        str(args.seed)], cwd=scratch, env=env, check=True)
+    out = subprocess.run([sys.executable, "-m", "dvc", "repro", f"downstream_cnn_real@{arm}"], cwd=scratch, env=env,
+                         check=True, capture_output=True, text=True).stdout
+    print(out)
+    ran = [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")]
+    if ran != ["prepare", f"downstream_cnn_real@{arm}"]:
+        raise SystemExit(f"expected dvc to run prepare and the arm only, it ran {ran}")
     return collect(scratch, arm, args, seconds=time.perf_counter() - t)
 
 
@@ -101,12 +103,10 @@ def collect(scratch: Path, arm: str, args, seconds: float | None) -> dict:
     d = p["downstream"]
     metrics = json.loads((scratch / f"metrics/downstream/{arm}.json").read_text())
     prepared = json.loads((scratch / "data/prepared/summary.json").read_text())
-    stage_cmd = f"python -m pipeline.downstream --arm cnn real {args.fraction} {args.seed}"
     res = {"smoke": args.smoke, "machine": f"{os.cpu_count()}-core CPU",
-           "commands": [f"dvc repro downstream@{arm}"] if args.full else ["dvc repro prepare", stage_cmd],
+           "commands": [f"dvc repro downstream_cnn_real@{arm}"], "stages_run": ["prepare", f"downstream_cnn_real@{arm}"],
            "settings": {"data.source": "chest_xray/{train,test}/{NORMAL,PNEUMONIA} (Kermany download layout)",
-                        "prepare.size": p["prepare"]["size"], "downstream.cnn": d["cnn"],
-                        "gan.steps": p["gan"]["steps"], "extractor.steps": p["extractor"]["steps"]},
+                        "prepare.size": p["prepare"]["size"], "downstream.cnn": d["cnn"]},
            "split": {"split_from": prepared["split_from"], "splits": prepared["splits"]},
            "arm": metrics, "anchor": ANCHOR, "wall_seconds": round(seconds) if seconds else None}
     m, ci = metrics.get("metrics", {}), metrics.get("ci95", {})
@@ -114,7 +114,7 @@ def collect(scratch: Path, arm: str, args, seconds: float | None) -> dict:
           f"ROC AUC {m.get('roc_auc', float('nan')):.3f} (95% CI {ci.get('roc_auc')}), "
           f"accuracy {m.get('accuracy', float('nan')):.3f} (95% CI {ci.get('accuracy')}); "
           f"anchor {ANCHOR['model']}: AUC {ANCHOR['roc_auc']}, accuracy {ANCHOR['accuracy']}")
-    out = scratch / "kermany_official_test.json" if args.smoke else ROOT / "bench/results/kermany_official_test_cpu.json"
+    out = args.results / "kermany_official_test_cpu.json"
     out.write_text(json.dumps(res, indent=1) + "\n")
     print(f"-> {out}")
     return res

@@ -10,10 +10,10 @@
 3. 16-bit PNGs holding 12-bit values (generated phantoms) prepare to images that use most of [-1, 1], and the
    low-contrast guard fires on a deliberately mis-windowed DICOM set.
 
-    python bench/published_layouts.py [--work /tmp/medaug_layouts] [--smoke]
+    python bench/published_layouts.py [--work DIR] [--smoke]
 
 ``--smoke`` builds the same layouts with a few generated images instead (seconds; a test runs it). Prints
-the figures and writes bench/results/published_layouts.json (smoke: <work>/published_layouts.json). The
+the figures and writes <results>/published_layouts.json (default bench/results; smoke: a temporary folder). The
 shared images are only linked, never copied into the repository.
 """
 from __future__ import annotations
@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import prepare  # noqa: E402
+sys.path.insert(0, str(ROOT / "bench"))
+from _data import add_folder_args, folders  # noqa: E402
 
 NIH_COLUMNS = ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender",
                "View Position", "OriginalImage[Width", "Height]", "OriginalImagePixelSpacing[x", "y]"]
@@ -175,11 +177,15 @@ def test_names(out: Path) -> list[str]:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", default=str(ROOT.parent / "shared"), help="folder holding data/ and eval/")
-    ap.add_argument("--work", default="/tmp/medaug_layouts", help="where the layouts and outputs go")
-    ap.add_argument("--smoke", action="store_true", help="generated miniatures instead of the shared data")
     ap.add_argument("--skip-prepare", action="store_true", help="only build the layouts and time inspect")
+    add_folder_args(ap)  # --smoke: generated miniatures instead of the shared data; --work: the layouts go there
     args = ap.parse_args(argv)
-    shared, work = Path(args.shared), Path(args.work)
+    with folders(args):
+        return run(args)
+
+
+def run(args) -> dict:
+    shared, work = Path(args.shared), args.work / "layouts"
     work.mkdir(parents=True, exist_ok=True)
     res: dict = {"smoke": args.smoke, "machine": f"{os.cpu_count()}-core CPU"}
 
@@ -205,7 +211,7 @@ def main(argv=None) -> dict:
         nih = build_generated_nih(work) if args.smoke else build_nih(shared, work)
         nih_params = ("data.labels=Data_Entry_2017.csv", "data.labels_key=Image Index",
                       "data.labels_column=Finding Labels", "data.patient_column=Patient ID",
-                      "data.label_map={Pneumonia: pneumonia, Cardiomegaly: cardiomegaly, No Finding: normal}")
+                      "++data.label_map={Pneumonia: pneumonia, Cardiomegaly: cardiomegaly, No Finding: normal}")
         s, _ = run_prepare(nih, work / "nih_prepared", *nih_params)
         res["nih"] = {"params": list(nih_params), "prepared": s["prepared"], "quarantined": s["quarantined"],
                       "class_counts": s["class_counts"], "patient_id_from": s["patient_id_from"],
@@ -222,8 +228,7 @@ def main(argv=None) -> dict:
         res["miswindowed"] = {"voi": s["voi"], "low_contrast_share": s["low_contrast_share"],
                               "warnings": [w for w in s.get("warnings", []) if "prepare.voi" in w]}
     print(json.dumps({k: v for k, v in res.items() if k != "kermany"}, indent=1))
-    out = work / "published_layouts.json" if args.smoke else ROOT / "bench/results/published_layouts.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = args.results / "published_layouts.json"
     out.write_text(json.dumps(res, indent=1) + "\n")
     print(f"-> {out}")
     return res

@@ -133,7 +133,27 @@ def check_screenshots(out: Path) -> None:
     assert not list(out.glob("*.png"))
 
 
-CHECKS = {"downstream_kermany.py": check_downstream_kermany, "fidelity_kermany.py": check_fidelity_kermany,
+def check_published_layouts(out: Path) -> None:
+    res = read_json(out / "published_layouts.json")
+    k = res["kermany"]
+    assert res["smoke"] is True and k["classes"] == ["NORMAL", "PNEUMONIA"]
+    assert k["test_is_exactly_the_published_test_folder"] is True and k["splits"]["val"]["images"] > 0
+    assert finite(k["inspect_seconds"], 0, 60) and res["nih"]["quarantined"] == 0
+    assert res["png16_12bit"]["median_span"] > 1.5 and res["png16_12bit"]["low_contrast_share"] == 0
+    assert res["miswindowed"]["low_contrast_share"] == 1.0 and res["miswindowed"]["warnings"]
+
+
+def check_kermany_official_test(out: Path) -> None:
+    res = read_json(out / "kermany_official_test_cpu.json")
+    assert res["smoke"] is True and res["stages_run"] == ["prepare", "downstream_cnn_real@cnn-real-1.0-0"]
+    assert res["split"]["split_from"].startswith("published") or "published" in res["split"]["split_from"]
+    arm = res["arm"]
+    assert arm["trainset"] == "real" and arm["n_test"] == res["split"]["splits"]["test"]["images"]
+    assert finite(arm["metrics"]["accuracy"], 0, 1) and res["anchor"]["roc_auc"] == 0.943
+
+
+CHECKS = {"published_layouts.py": check_published_layouts, "kermany_official_test.py": check_kermany_official_test,
+          "downstream_kermany.py": check_downstream_kermany, "fidelity_kermany.py": check_fidelity_kermany,
           "fidelity_speed.py": check_fidelity_speed, "gan_defaults.py": check_gan_defaults,
           "prepare_shared_data.py": check_prepare_shared_data, "prepare_throughput.py": check_prepare_throughput,
           "screenshots.py": check_screenshots}

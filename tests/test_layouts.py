@@ -191,7 +191,7 @@ def test_train_fraction_keeps_a_share_of_training_patients_only(kermany_project)
 # ---------------------------------------------------------------- NIH ChestX-ray14
 
 NIH_PARAMS = ("data.labels=Data_Entry_2017.csv", "data.labels_key=Image Index", "data.labels_column=Finding Labels",
-              "data.patient_column=Patient ID", "data.label_map={Pneumonia: pneumonia, No Finding: normal}")
+              "data.patient_column=Patient ID", "++data.label_map={Pneumonia: pneumonia, No Finding: normal}")
 
 
 def nih(root: Path, rng) -> Path:
@@ -235,7 +235,7 @@ def test_nih_data_entry_csv(project):
     # a map that matches nothing, or a column that is not there, stops with what was found
     with pytest.raises(SystemExit, match=r"data.label_map \(keys \['pneumonia'\]\) matches none of the .* values of "
                                          r"column 'Finding Labels'; found: 'No Finding' \(7\)"):
-        run(project, f"data.source={src}", *NIH_PARAMS[:-1], "data.label_map={pneumonia: pneumonia}")
+        run(project, f"data.source={src}", *NIH_PARAMS[:-1], "++data.label_map={pneumonia: pneumonia}")
     with pytest.raises(SystemExit, match=r"data.labels_column is 'Finding'.*its columns are \['Image Index', "
                                          r"'Finding Labels', "):
         run(project, f"data.source={src}", *NIH_PARAMS[:2], "data.labels_column=Finding")
@@ -244,7 +244,7 @@ def test_nih_data_entry_csv(project):
 # ---------------------------------------------------------------- CheXpert
 
 CHEXPERT_PARAMS = ("data.labels=[train.csv, valid.csv]", "data.labels_column=Pneumonia",
-                   "data.label_map={'1.0': pneumonia, '0.0': normal}", r"data.patient_regex=(patient\d+)")
+                   '++data.label_map={1.0: pneumonia, 0.0: normal}', r"data.patient_regex='(patient\d+)'")
 
 
 def chexpert(root: Path, rng) -> Path:
@@ -302,7 +302,7 @@ def test_chexpert_csvs(project):
 
 # ---------------------------------------------------------------- RSNA pneumonia detection
 
-RSNA_PARAMS = ("data.labels=stage_2_train_labels.csv", "data.label_map={0: normal, 1: pneumonia}")
+RSNA_PARAMS = ("data.labels=stage_2_train_labels.csv", "++data.label_map={0: normal, 1: pneumonia}")
 
 
 def rsna(root: Path, rng) -> Path:
@@ -409,7 +409,7 @@ def test_bench_published_layouts_smoke(tmp_path):
         import published_layouts
     finally:
         sys.path.remove(str(ROOT / "bench"))
-    res = published_layouts.main(["--smoke", "--work", str(tmp_path)])
+    res = published_layouts.main(["--smoke", "--work", str(tmp_path / "work"), "--results", str(tmp_path)])
     assert json.loads((tmp_path / "published_layouts.json").read_text()) == res
     k = res["kermany"]
     assert k["classes"] == ["NORMAL", "PNEUMONIA"] and k["test_is_exactly_the_published_test_folder"]
