@@ -22,7 +22,7 @@ from evaluation import metrics as M
 from evaluation.downstream import CNNClassifier, XGBoostClassifier, pixel_features
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split, load_synthetic
-from pipeline.runtime import resolve_device
+from pipeline.runtime import resolve_device, resolve_precision
 from pipeline.tracking import numeric_metrics, stage_run
 
 CLASSIFIERS = ("cnn", "xgboost")
@@ -57,7 +57,8 @@ def build_classifier(name: str, trainset: str, p: dict, seed: int, device, domai
     if name == "cnn":
         c = d["cnn"]
         return CNNClassifier(arch=c["arch"], width=int(c["width"]), epochs=int(c["epochs"]), batch=int(c["batch"]),
-                             lr=float(c["lr"]), augment=trainset == "real_classic", device=str(device), random_state=seed)
+                             lr=float(c["lr"]), augment=trainset == "real_classic", device=str(device), random_state=seed,
+                             precision=resolve_precision(torch.device(device)))  # bf16 on GPUs with native bf16
     if name == "xgboost":
         x = d["xgboost"]
         kinds = list(x["features"])
