@@ -11,7 +11,8 @@ has native bf16, channels_last, whole-step CUDA graphs, cuDNN autotuner):
                  bit-reproducible).
   deterministic  the same with gan.deterministic=true (autotuner off, deterministic algorithms): two eager
                  runs and a run resumed from a checkpoint at step 10 are bit-identical to each other, and the
-                 graph run is within 1e-3 of the distance travelled.
+                 graph run is within 1e-3 of the distance travelled, and a graph run resumed at step 10 is
+                 bit-identical to the uninterrupted graph run.
   throughput     training images/s at each batch for the stage's trainer (conditional, width 1, 64x64) and
                  for the pytorch/examples DCGAN recipe (PNG folder, DataLoader workers, fp32) on the same GPU.
                  PASS when ours is faster at every batch.
@@ -100,6 +101,10 @@ def check_graphs(make, steps: int, cuda: bool, deterministic: bool) -> dict:
         g = _trainers(lambda: make(graphs=True), state, steps)
         out.update(graph_status=g.graph_status, graphs_vs_eager=float((flat(g) - flat(a)).norm()) / travelled,
                    finite=out["finite"] and bool(torch.isfinite(flat(g)).all()))
+        if deterministic:   # a graph run resumed from a checkpoint (new warm-up, new capture)
+            half = _trainers(lambda: make(graphs=True), state, steps // 2)
+            resumed = _trainers(lambda: make(graphs=True), half.state_dict(), steps)
+            out["graphs_resumed_identical"] = bool(torch.equal(flat(resumed), flat(g)))
     if deterministic:
         torch.use_deterministic_algorithms(False)
         configure_backends(start.device, False)
@@ -118,9 +123,11 @@ def verdict_graphs(r: dict) -> tuple[str, str]:
         return "FAIL", f"capture fell back: {r['graph_status']}"
     d = r["graphs_vs_eager"]
     if r["deterministic"]:
-        ok = d <= TOL_DETERMINISTIC and r["eager_vs_eager"] == 0 and r["resumed_identical"]
+        ok = (d <= TOL_DETERMINISTIC and r["eager_vs_eager"] == 0 and r["resumed_identical"]
+              and r["graphs_resumed_identical"])
         return ("PASS" if ok else "FAIL"), (f"graphs vs eager {d:.2e} (tolerance {TOL_DETERMINISTIC:g}), {spread} "
-                                            f"(must be 0), resume bit-identical: {r['resumed_identical']}")
+                                            f"(must be 0), resume bit-identical: eager {r['resumed_identical']}, "
+                                            f"graphs {r['graphs_resumed_identical']}")
     ok = d <= max(TOL_GRAPHS, SPREAD_FACTOR * r["eager_vs_eager"])
     return ("PASS" if ok else "FAIL"), (f"graphs vs eager {d:.2e} of the distance trained (tolerance "
                                         f"{TOL_GRAPHS:g} or {SPREAD_FACTOR:g}x the spread), {spread}")

@@ -256,9 +256,9 @@ class Trainer:
             for m in (self.G, self.D, self.G_ema):
                 if m is not None:
                     m.to(memory_format=torch.channels_last)
-        adam = dict(betas=tuple(cfg.betas))  # made capturable just before a capture (set_capturable)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, **adam)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, **adam)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas))
+        self._capturable_steps()
         self.autocast = autocast(self.device, cfg.precision)
 
         # Random streams. Latents/augmentation: per process. Epoch permutations: shared by all processes,
@@ -384,6 +384,12 @@ class Trainer:
                       "steps from the same state. Set gan.cuda_graphs=false to skip the attempt.",
                       RuntimeWarning, stacklevel=3)
 
+    def _capturable_steps(self) -> None:
+        """With CUDA graphs, every step (the eager warm-up steps too) uses capturable Adam, so a run resumed
+        from a checkpoint does the same arithmetic as one that was never interrupted."""
+        for opt in (self.opt_d, self.opt_g):
+            set_capturable(opt, self.use_graphs and self.cuda)
+
     @property
     def graph_status(self) -> str:
         """on | off | fallback (<reason>): what the run's steps actually used."""
@@ -497,8 +503,7 @@ class Trainer:
             self.G_ema.load_state_dict(state["G_ema"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
-        set_capturable(self.opt_g, False)   # written with or without graphs, resumed under either
-        set_capturable(self.opt_d, False)   # (eager until a capture makes them capturable again)
+        self._capturable_steps()   # written with or without graphs, resumed under either
         self.step, self._collapsed = int(state["step"]), int(state["collapsed"])
         self.history = list(state["history"])
         self.ema_t.copy_(state["ema_t"])

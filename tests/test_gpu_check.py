@@ -39,7 +39,8 @@ def test_smoke_run_gives_one_verdict_per_check(tmp_path):
     assert result["checks"]["evaluation"]["finite"]
 
 
-GRAPHS = {"finite": True, "deterministic": False, "eager_vs_eager": 0.01, "graph_status": "on", "graphs_vs_eager": 0.02}
+GRAPHS = {"finite": True, "deterministic": False, "eager_vs_eager": 0.01, "graph_status": "on", "graphs_vs_eager": 0.02,
+          "graphs_resumed_identical": True}
 
 
 @pytest.mark.parametrize("change,verdict", [
@@ -52,6 +53,8 @@ GRAPHS = {"finite": True, "deterministic": False, "eager_vs_eager": 0.01, "graph
     ({"deterministic": True, "eager_vs_eager": 0.0, "resumed_identical": True, "graphs_vs_eager": 5e-4}, "PASS"),
     ({"deterministic": True, "eager_vs_eager": 1e-7, "resumed_identical": True, "graphs_vs_eager": 5e-4}, "FAIL"),
     ({"deterministic": True, "eager_vs_eager": 0.0, "resumed_identical": False, "graphs_vs_eager": 0.0}, "FAIL"),
+    ({"deterministic": True, "eager_vs_eager": 0.0, "resumed_identical": True, "graphs_vs_eager": 0.0,
+      "graphs_resumed_identical": False}, "FAIL"),
 ])
 def test_graph_verdicts(change, verdict):
     assert gpu_check.verdict_graphs({**GRAPHS, **change})[0] == verdict
