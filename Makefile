@@ -12,13 +12,20 @@ export DO_NOT_TRACK := 1
 # where a relative path is taken from the directory dvc runs in).
 export DVC_SITE_CACHE_DIR := $(CURDIR)/.dvc/tmp/site-cache
 PYTEST_WORKERS ?= 2
+# GPU=1 (README "On a GPU"): keep the CUDA torch that $(PYTHON) already has. The venv sees $(PYTHON)'s
+# packages, and pip is pinned to that torch and the torchvision built for it (tools/gpu_pins.py) instead of
+# constraints.txt's CPU torch. Switching an existing .venv between the two: rm -rf .venv first.
+GPU ?=
+CONSTRAINTS := $(if $(GPU),-c constraints-gpu.txt -c .gpu-pins.txt,-c constraints.txt)
+VENV_FLAGS := $(if $(GPU),--system-site-packages)
 
-.PHONY: demo test test-all install browser ui bench-prepare clean
+.PHONY: demo test test-all install browser ui bench-prepare gpu-check clean
 
-$(VENV)/.installed: pyproject.toml constraints.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(VENV)/.installed: pyproject.toml constraints.txt constraints-gpu.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+	$(if $(GPU),$(BIN)/python tools/gpu_pins.py > .gpu-pins.txt)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install -q $(CONSTRAINTS) -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -42,6 +49,11 @@ ui: install
 
 bench-prepare: install
 	python bench/prepare_throughput.py
+
+# The GPU path on this machine's GPU in a few minutes, one verdict per check (bench/gpu_check.py);
+# on a machine without CUDA it says so and exits 0. On a fresh GPU machine: make gpu-check GPU=1
+gpu-check: install
+	python bench/gpu_check.py
 
 clean:
 	rm -rf data/raw/demo data/prepared

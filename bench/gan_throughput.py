@@ -36,7 +36,7 @@ from dcgan.models import GanConfig  # noqa: E402
 from dcgan.train import TrainConfig, Trainer  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
 from pipeline.prepared import load_split  # noqa: E402
-from pipeline.runtime import resolve_runtime  # noqa: E402
+from pipeline.runtime import configure_backends, resolve_runtime  # noqa: E402
 from _data import kermany  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 WORK = ROOT / "bench/work"
@@ -148,7 +148,7 @@ def ours_throughput(images, labels, gan: GanConfig, cfg: TrainConfig, device, se
             steps *= 2
     sync()
     elapsed = time.perf_counter() - t0
-    return {"images_per_second": round((tr.step - 20) * cfg.batch / elapsed, 1), "cuda_graphs": tr.use_graphs,
+    return {"images_per_second": round((tr.step - 20) * cfg.batch / elapsed, 1), "cuda_graphs": tr.graph_status,
             "precision": cfg.precision, "channels_last": cfg.channels_last}
 
 
@@ -173,12 +173,14 @@ def main():
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--ablation", action="store_true",
                     help="also time ours at the largest batch without CUDA graphs, and in plain fp32 eager mode")
+    ap.add_argument("--out", help="the JSON file (default bench/results/gan_throughput_<device>.json)")
     args = ap.parse_args()
 
     params = load_params(ROOT / "params.yaml")
     g = params["gan"]
     runtime = resolve_runtime(g, 0)
     device = runtime["device"]
+    configure_backends(device, runtime["deterministic"])   # what the train_gan stage sets (cuDNN autotuner)
     split = load_split(kermany(Path(args.shared)), "train")
     files = write_pngs(split.images, split.labels, split.classes, WORK / "gan_png")
     # (b) reads the very same PNG files
@@ -228,7 +230,7 @@ def main():
                           **ours_throughput(torch.from_numpy(demo.images), torch.from_numpy(demo.labels), gan, cfg,
                                             device, args.seconds)}
         print("demo:", json.dumps(result["demo"]))
-    out = ROOT / "bench/results" / f"gan_throughput_{device.type}.json"
+    out = Path(args.out) if args.out else ROOT / "bench/results" / f"gan_throughput_{device.type}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"-> {out}")
 

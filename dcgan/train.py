@@ -8,13 +8,18 @@ with one all-reduce per optimiser step. This is what DistributedDataParallel doe
 StyleGAN2-ADA/StyleGAN3's training loops, because a GAN step does not fit DDP's one-forward-one-backward
 reducer: D runs on real and fake batches before its backward, and the G step back-propagates through D
 while D's gradients must be neither reduced nor applied.
+
+CUDA graphs (one process): after a few eager warm-up steps the whole step is recorded once and replayed,
+one launch per step. Warm-up, capture and the first replays run inside one guard: any failure there (an op
+that syncs, an unsupported kernel) drops the graph, warns once with the reason and goes on with eager
+steps from the same state; ``Trainer.graph_status`` says "on", "off" or "fallback (<reason>)".
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -22,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from common.precision import autocast
 from dcgan.augment import diff_augment, parse_policy
 from dcgan.losses import LOSSES, d_loss, g_loss
 from dcgan.models import Discriminator, GanConfig, Generator
@@ -30,6 +36,8 @@ CHECKPOINT_FORMAT = 1
 GENERATOR_FORMAT = 1
 # Step metrics, in this order in the on-device accumulator.
 METRICS = ("loss_d", "loss_g", "d_real", "d_fake")
+GRAPH_WARMUP = 3     # eager steps on a side stream before capture (cuDNN autotuning, Adam state allocation)
+GRAPH_CHECKED = 2    # replays followed by a device sync, so an asynchronous failure surfaces in the guard
 
 
 class DivergenceError(RuntimeError):
@@ -49,7 +57,7 @@ class TrainConfig:
     ema_decay: float = 0.999             # 0: no EMA, sampling uses the raw generator
     precision: str = "fp32"              # fp32 | bf16 (autocast)
     channels_last: bool = False
-    cuda_graphs: bool = False            # capture the whole step (CUDA, one process)
+    cuda_graphs: bool = False            # capture the whole step (CUDA, one process; falls back to eager)
     log_every: int = 50                  # steps per metrics window (the only host syncs)
     collapse_patience: int = 5           # windows in a row with D(x) > 0.99 and D(G(z)) < 0.01; 0: off
     grid_size: int = 64                  # fixed latents for the sample grids (split over classes)
@@ -92,6 +100,85 @@ def _world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def graphs_unsupported(device: torch.device, world: int) -> str | None:
+    """Why whole-step CUDA-graph capture cannot run here, or None when it can."""
+    if device.type != "cuda":
+        return f"CUDA graphs need a CUDA device, not {device}"
+    if world > 1:
+        return f"CUDA graphs capture one process's step, and this run has {world} processes"
+    return None
+
+
+def seed_device(device: torch.device, seed: int) -> torch.Generator | None:
+    """The per-process random stream for latents and augmentation, seeded with ``seed``.
+
+    CUDA: the default generator of ``device`` itself (not of the current device, which is what
+    ``torch.cuda.manual_seed`` seeds), because that is the generator CUDA-graph capture tracks; returns None,
+    meaning "the device's default generator". Elsewhere: a new generator on ``device``."""
+    if device.type == "cuda":
+        torch.cuda.default_generators[device.index].manual_seed(seed)
+        return None
+    return torch.Generator(device).manual_seed(seed)
+
+
+class StepGraph:
+    """A training step recorded as one CUDA graph on ``device``: warm-up on a side stream of that device,
+    capture on a stream of that device, replay. The CUDA calls live here, so tests can stand in for them."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.stream = torch.cuda.Stream(device)   # capture stream on the trainer's device, not cuda:0
+
+    def warmup(self, step: Callable[[], None]) -> None:
+        current = torch.cuda.current_stream(self.device)
+        self.stream.wait_stream(current)
+        with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
+            step()
+        current.wait_stream(self.stream)
+
+    def capture(self, step: Callable[[], None]) -> None:
+        """Record ``step``; recording runs nothing, so the caller replays it for the current step."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.device(self.device), torch.cuda.graph(graph, stream=self.stream):
+            step()
+        self.graph = graph
+
+    def replay(self) -> None:
+        self.graph.replay()
+
+    def sync(self) -> None:
+        torch.cuda.synchronize(self.device)
+
+    def drop(self) -> None:
+        """Free the graph and its memory pool."""
+        if self.graph is not None:
+            self.graph.reset()
+        self.graph = None
+        torch.cuda.empty_cache()
+
+
+def set_capturable(opt: torch.optim.Optimizer, capturable: bool) -> None:
+    """Make an Adam instance (and its loaded state) fit for graph capture or for eager steps, so a
+    checkpoint written with or without CUDA graphs resumes under either, and a failed capture goes on
+    eagerly. Capturable keeps ``step`` on the parameter's device (a graph cannot read host values); eager
+    keeps it on the host (no sync per step)."""
+    for group in opt.param_groups:
+        group["capturable"] = capturable
+        for p in group["params"]:
+            state = opt.state.get(p)
+            if state and torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].to(p.device if capturable else "cpu", torch.float32)
+
+
+def _reason(e: BaseException) -> str:
+    """The first failure in an exception chain (the capture's own error, not the one its cleanup raised)."""
+    while e.__context__ is not None and e.__cause__ is None:
+        e = e.__context__
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
 
 
 @torch.no_grad()
@@ -143,12 +230,17 @@ class Trainer:
             raise ValueError(f"labels must be in 0..{gan.num_classes - 1}, got {int(labels.min())}..{int(labels.max())}")
         self.gan, self.cfg, self.seed = gan, cfg, int(seed)
         self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.rank, self.world = _world()
         if cfg.batch % self.world:
             raise ValueError(f"gan.batch {cfg.batch} is not divisible by the {self.world} processes")
         self.local_batch = cfg.batch // self.world
         self.cuda = self.device.type == "cuda"
-        self.use_graphs = bool(cfg.cuda_graphs and self.cuda and self.world == 1)
+        if cfg.cuda_graphs and graphs_unsupported(self.device, self.world):
+            raise ValueError(f"cuda_graphs=True: {graphs_unsupported(self.device, self.world)}; set it to False")
+        self.use_graphs = bool(cfg.cuda_graphs)
+        self.graph_failure: str | None = None    # why capture fell back to eager steps, if it did
         self.policy = parse_policy(cfg.diffaugment)
         self.n = len(images)
         self.steps_per_epoch = math.ceil(self.n / cfg.batch)
@@ -164,20 +256,16 @@ class Trainer:
             for m in (self.G, self.D, self.G_ema):
                 if m is not None:
                     m.to(memory_format=torch.channels_last)
-        adam = dict(betas=tuple(cfg.betas), capturable=self.use_graphs)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, **adam)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, **adam)
-        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False)
-                         if cfg.precision == "bf16" else contextlib.nullcontext())
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=tuple(cfg.betas))
+        self._capturable_steps()
+        self.autocast = autocast(self.device, cfg.precision)
 
-        # Random streams. Latents/augmentation: per process. Epoch permutations: shared by all processes.
-        # Under CUDA graphs the default CUDA generator is used, the one graph capture tracks.
-        if self.cuda:
-            torch.cuda.manual_seed(self.seed * 1000 + self.rank)
-            self.gen = None
-        else:
-            self.gen = torch.Generator(self.device).manual_seed(self.seed * 1000 + self.rank)
-        self.perm_gen = torch.Generator().manual_seed(self.seed)
+        # Random streams. Latents/augmentation: per process. Epoch permutations: shared by all processes,
+        # drawn on the device (no host copy, no sync). On CUDA the latents use the device's default
+        # generator, the one graph capture tracks.
+        self.gen = seed_device(self.device, self.seed * 1000 + self.rank)
+        self.perm_gen = torch.Generator(self.device).manual_seed(self.seed)
         fixed = torch.Generator().manual_seed(self.seed + 1)
         self.fixed_z = torch.randn(cfg.grid_size, gan.z_dim, generator=fixed)
         self.fixed_y = (torch.arange(cfg.grid_size) * gan.num_classes // cfg.grid_size
@@ -185,12 +273,13 @@ class Trainer:
 
         self.step = 0
         self.history: list[dict] = []
-        self.perm = torch.randperm(self.n, generator=self.perm_gen).to(self.device)
+        self.perm = torch.randperm(self.n, generator=self.perm_gen, device=self.device)
         self.pos = torch.zeros((), dtype=torch.long, device=self.device)      # batches taken this epoch
         self.ema_t = torch.zeros((), dtype=torch.float32, device=self.device)  # EMA updates so far
         self.acc = torch.zeros(len(METRICS) + 1, device=self.device)          # sums + count of steps
-        self._graph: torch.cuda.CUDAGraph | None = None
+        self._graph: StepGraph | None = StepGraph(self.device) if self.use_graphs else None
         self._warm = 0
+        self._replays = 0
         self._collapsed = 0
         self._arange = torch.arange(self.local_batch, device=self.device) + self.rank * self.local_batch
 
@@ -251,27 +340,65 @@ class Trainer:
             self.acc += torch.stack([loss_d.detach(), loss_g.detach(), torch.sigmoid(d_real.float()).mean(),
                                      torch.sigmoid(d_fake.float()).mean(), torch.ones((), device=self.device)])
 
-    def _warmup_step(self) -> None:
-        """An eager step on a side stream, as CUDA graph capture requires before recording (cuDNN
-        autotuning, Adam state allocation)."""
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            self._train_step()
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        self._warm += 1
+    def _graph_step(self) -> bool:
+        """One step through the CUDA graph: warm-up, capture and the first replays run inside one guard.
+        Returns False, with the graph dropped and the trainer set to eager steps, when any of them fails;
+        the caller then runs this step eagerly. A failed capture or a replay that raised ran nothing, so the
+        training state is the one before the step (only Python-side flags a half-recorded step changed need
+        restoring); the warm-up steps are ordinary eager steps, on a side stream."""
+        try:
+            if self._warm < GRAPH_WARMUP:
+                self._graph.warmup(self._train_step)
+                self._warm += 1
+                return True
+            if self._graph.graph is None:
+                self.opt_d.zero_grad(set_to_none=True)  # grads are then allocated in the graph's pool
+                self.opt_g.zero_grad(set_to_none=True)
+                set_capturable(self.opt_d, True)
+                set_capturable(self.opt_g, True)
+                self._graph.capture(self._train_step)
+            self._graph.replay()
+            if self._replays < GRAPH_CHECKED:
+                self._graph.sync()
+            self._replays += 1
+            return True
+        except Exception as e:  # noqa: BLE001 - any capture failure: fall back, never lose the run
+            self._fall_back(e)
+            return False
 
-    def _capture(self) -> None:
-        """Record one whole step (batch, D, G, EMA, stats) as a CUDA graph; replays then cost one launch.
-        Recording runs nothing, so the caller replays it for the current step."""
-        self.opt_d.zero_grad(set_to_none=True)  # grads are then allocated in the graph's pool
+    def _fall_back(self, e: BaseException) -> None:
+        reason = _reason(e)
+        try:
+            self._graph.sync()
+            self._graph.drop()
+        except Exception as e2:  # noqa: BLE001
+            raise RuntimeError(f"CUDA graph capture failed ({reason}) and the device did not recover "
+                               f"({_reason(e2)}); set gan.cuda_graphs=false and resume from the last checkpoint") from e
+        self._graph, self.use_graphs, self.graph_failure = None, False, reason
+        self.D.requires_grad_(True)
+        self.opt_d.zero_grad(set_to_none=True)
         self.opt_g.zero_grad(set_to_none=True)
-        self._graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self._graph):
-            self._train_step()
+        set_capturable(self.opt_d, False)
+        set_capturable(self.opt_g, False)
+        warnings.warn(f"CUDA graph capture failed at step {self.step} ({reason}); training goes on with eager "
+                      "steps from the same state. Set gan.cuda_graphs=false to skip the attempt.",
+                      RuntimeWarning, stacklevel=3)
+
+    def _capturable_steps(self) -> None:
+        """With CUDA graphs, every step (the eager warm-up steps too) uses capturable Adam, so a run resumed
+        from a checkpoint does the same arithmetic as one that was never interrupted."""
+        for opt in (self.opt_d, self.opt_g):
+            set_capturable(opt, self.use_graphs and self.cuda)
+
+    @property
+    def graph_status(self) -> str:
+        """on | off | fallback (<reason>): what the run's steps actually used."""
+        if self.graph_failure:
+            return f"fallback ({self.graph_failure})"
+        return "on" if self.use_graphs else "off"
 
     def _epoch_end(self) -> None:
-        self.perm.copy_(torch.randperm(self.n, generator=self.perm_gen))
+        self.perm.copy_(torch.randperm(self.n, generator=self.perm_gen, device=self.device))
         self.pos.zero_()
 
     # ---- the loop ---------------------------------------------------------------------------------------
@@ -281,15 +408,8 @@ class Trainer:
         self.G.train(), self.D.train()
         window = _Window(step0=self.step)
         while self.step < until:
-            if not self.use_graphs:
+            if not (self.use_graphs and self._graph_step()):
                 self._train_step()
-            elif self._graph is not None:
-                self._graph.replay()
-            elif self._warm < 3:
-                self._warmup_step()
-            else:
-                self._capture()
-                self._graph.replay()
             self.step += 1
             if self.step % self.steps_per_epoch == 0:
                 self._epoch_end()
@@ -375,12 +495,15 @@ class Trainer:
             raise ValueError(f"checkpoint format {state.get('format')} is not {CHECKPOINT_FORMAT}")
         if state["gan_config"] != self.gan.to_dict():
             raise ValueError(f"checkpoint is for {state['gan_config']}, not {self.gan.to_dict()}")
+        if self._graph is not None and self._graph.graph is not None:
+            raise RuntimeError("load the checkpoint before training: this trainer has already captured its step")
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
         if self.G_ema is not None and state["G_ema"] is not None:
             self.G_ema.load_state_dict(state["G_ema"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        self._capturable_steps()   # written with or without graphs, resumed under either
         self.step, self._collapsed = int(state["step"]), int(state["collapsed"])
         self.history = list(state["history"])
         self.ema_t.copy_(state["ema_t"])

@@ -2,6 +2,9 @@
 features. Both follow scikit-learn's contract (``__init__`` stores arguments, ``fit`` returns self, learned
 attributes end in ``_``) and choose everything they choose (CNN epoch, XGBoost rounds, decision threshold)
 on the validation arrays given to ``fit``; the test split reaches them only through ``predict_proba``.
+
+The CNN keeps its data on its device (sent once), draws its batches there and, with ``precision="bf16"``,
+runs under the same autocast as the GAN (common/precision.py); on a CPU its draws are those of a host loop.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from common.precision import autocast
 from evaluation.metrics import youden_threshold
 
 
@@ -51,9 +55,11 @@ def _net(arch: str, width: int):
 
 class CNNClassifier:
     def __init__(self, arch: str = "resnet10", width: int = 32, epochs: int = 20, batch: int = 64, lr: float = 1e-3,
-                 weight_decay: float = 1e-4, augment: bool = False, device: str = "cpu", random_state: int = 0):
+                 weight_decay: float = 1e-4, augment: bool = False, device: str = "cpu", random_state: int = 0,
+                 precision: str = "fp32"):
         self.arch, self.width, self.epochs, self.batch, self.lr = arch, width, epochs, batch, lr
         self.weight_decay, self.augment, self.device, self.random_state = weight_decay, augment, device, random_state
+        self.precision = precision
 
     def fit(self, X, y, X_val, y_val, on_epoch=None) -> "CNNClassifier":
         """Train on (X, y); keep the epoch with the best validation ROC AUC and the Youden threshold there."""
@@ -64,24 +70,27 @@ class CNNClassifier:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.random_state)
             net = _net(self.arch, self.width).to(device)
-        gen = torch.Generator().manual_seed(self.random_state)
+        gen = torch.Generator(device).manual_seed(self.random_state)   # batches drawn on the device
         aug = classic_augment(self.random_state) if self.augment else None
-        x_all = torch.as_tensor(X, dtype=torch.float32)
-        y_all = torch.as_tensor(np.asarray(y), dtype=torch.long)
+        amp = autocast(device, self.precision)
+        x_all = torch.as_tensor(X, dtype=torch.float32).to(device)       # sent once
+        y_all = torch.as_tensor(np.asarray(y), dtype=torch.long).to(device)
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         steps = self.epochs * max(1, -(-len(X) // self.batch))
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=steps)
         # class-balanced loss: the classes are unbalanced (Kermany 1:3)
         counts = torch.bincount(y_all, minlength=2).float().clamp(min=1)
-        weight = (counts.sum() / (2 * counts)).to(device)
+        weight = counts.sum() / (2 * counts)
         best, self.history_ = (-1.0, None, 0), []
         for epoch in range(1, self.epochs + 1):
             net.train()
-            for idx in torch.randperm(len(X), generator=gen).split(self.batch):
+            for idx in torch.randperm(len(X), generator=gen, device=device).split(self.batch):
                 xb = x_all[idx]
-                if aug is not None:
+                if aug is not None:   # MONAI's transforms, image by image, on the images' device
                     xb = torch.stack([torch.as_tensor(aug(img)) for img in xb]).clamp(-1, 1)
-                loss = F.cross_entropy(net(xb.to(device)), y_all[idx].to(device), weight=weight)
+                with amp:
+                    logits = net(xb)
+                loss = F.cross_entropy(logits.float(), y_all[idx], weight=weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -105,9 +114,10 @@ class CNNClassifier:
         X = _check(X)
         self.model_.eval()
         device = next(self.model_.parameters()).device
-        out = [torch.softmax(self.model_(torch.as_tensor(X[i:i + 512], dtype=torch.float32).to(device)), 1).cpu()
-               for i in range(0, len(X), 512)]
-        return torch.cat(out).numpy()
+        x = torch.as_tensor(X, dtype=torch.float32).to(device)   # sent once; probabilities come back once
+        with autocast(device, self.precision):
+            out = [torch.softmax(self.model_(x[i:i + 512]).float(), 1) for i in range(0, len(x), 512)]
+        return torch.cat(out).cpu().numpy()
 
 
 def pixel_features(X, size: int = 16) -> np.ndarray:

@@ -3,6 +3,10 @@ split only, to classify the image's label and, as a self-supervised auxiliary ta
 rotations was applied (Gidaris et al. 2018). The rotation task makes the features describe anatomy and
 layout (lung fields, mediastinum, diaphragm, borders) and not only what separates the classes, which a
 two-class objective alone would collapse to. Features: the global-average-pooled last block (``dim``).
+
+On a GPU the images go to the device once, batches and augmentations are drawn there, and nothing in a
+training step waits for the host; ``precision="bf16"`` runs the forward passes under the same autocast
+as the GAN (common/precision.py). On a CPU the draws and results are those of a host loop.
 """
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from common.precision import autocast
 
 
 @dataclass(frozen=True)
@@ -59,15 +65,24 @@ def check_images(x, resolution: int | None = None) -> None:
         raise ValueError(f"expected a {want} array in [-1,1], got {shape}")
 
 
+def on_device(images, device: torch.device) -> torch.Tensor:
+    """The whole (N,1,H,W) array on ``device``, once, in its own float dtype (float16 stays float16)."""
+    x = np.asarray(images)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32)
+    return torch.from_numpy(np.array(x, copy=not x.flags.writeable)).to(device)
+
+
 def train_extractor(images: np.ndarray, labels: np.ndarray, cfg: ExtractorConfig, steps: int = 2000,
                     batch: int = 128, lr: float = 2e-3, seed: int = 0, device: str | torch.device = "cpu",
-                    on_log=None) -> DomainNet:
+                    on_log=None, precision: str = "fp32") -> DomainNet:
     """Train on (images, labels) only: label + rotation losses, random shifts of up to 1/16 of the side."""
     check_images(images, cfg.resolution)
     device = torch.device(device)
     x_all = torch.as_tensor(np.asarray(images), dtype=torch.float16).to(device)
     y_all = torch.as_tensor(np.asarray(labels), dtype=torch.long).to(device)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device).manual_seed(seed)   # every draw on the device: no host copy, no sync
+    amp = autocast(device, precision)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = DomainNet(cfg).to(device)
@@ -76,17 +91,19 @@ def train_extractor(images: np.ndarray, labels: np.ndarray, cfg: ExtractorConfig
     shift = max(1, cfg.resolution // 16)
     net.train()
     for step in range(steps):
-        idx = torch.randint(0, len(x_all), (batch,), generator=gen).to(device)
+        idx = torch.randint(0, len(x_all), (batch,), generator=gen, device=device)
         x = x_all[idx].float()
-        dy, dx = torch.randint(-shift, shift + 1, (2,), generator=gen).tolist()
-        x = torch.roll(x, (dy, dx), (2, 3))
-        rot = torch.randint(0, 4, (batch,), generator=gen).to(device)
+        dyx = torch.randint(-shift, shift + 1, (2,), generator=gen, device=device)
+        x = roll2d(x, dyx)
+        rot = torch.randint(0, 4, (batch,), generator=gen, device=device)
         x = rotate_quarters(x, rot)
-        cls, rlog = net(x)
-        keep = rot == 0  # the label is about the upright image
-        loss = F.cross_entropy(rlog, rot)
-        if keep.any() and cfg.num_classes > 1:
-            loss = loss + F.cross_entropy(cls[keep], y_all[idx][keep])
+        with amp:
+            cls, rlog = net(x)
+        loss = F.cross_entropy(rlog.float(), rot)
+        if cfg.num_classes > 1:  # the label is about the upright image: the mean over rot == 0, if any
+            keep = (rot == 0).float()
+            ce = F.cross_entropy(cls.float(), y_all[idx], reduction="none")
+            loss = loss + (ce * keep).sum() / keep.sum().clamp(min=1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -96,23 +113,34 @@ def train_extractor(images: np.ndarray, labels: np.ndarray, cfg: ExtractorConfig
     return net.eval()
 
 
+def roll2d(x: torch.Tensor, dyx: torch.Tensor) -> torch.Tensor:
+    """``torch.roll(x, (dy, dx), (2, 3))`` with the shifts as a device tensor (no host sync to read them)."""
+    h, w = x.shape[-2:]
+    rows = (torch.arange(h, device=x.device) - dyx[0]) % h
+    cols = (torch.arange(w, device=x.device) - dyx[1]) % w
+    return x.index_select(2, rows).index_select(3, cols)
+
+
 def rotate_quarters(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Rotate each square image by k[i] quarter turns."""
-    out = x.clone()
+    """Rotate each square image by k[i] quarter turns (selects among the four rotations: no boolean-mask
+    indexing, so no host sync)."""
+    k = k.view(-1, 1, 1, 1)
+    out = x
     for q in (1, 2, 3):
-        sel = k == q
-        out[sel] = torch.rot90(x[sel], q, (2, 3))
+        out = torch.where(k == q, torch.rot90(x, q, (2, 3)), out)
     return out
 
 
 @torch.no_grad()
-def extract(net: DomainNet, images, batch: int = 512) -> np.ndarray:
-    """(N, 1, R, R) images in [-1, 1] (array or tensor) -> (N, dim) float64 features."""
+def extract(net: DomainNet, images, batch: int = 512, precision: str = "fp32") -> np.ndarray:
+    """(N, 1, R, R) images in [-1, 1] (array or tensor) -> (N, dim) float64 features.
+    The images go to the net's device once; the features come back once."""
     check_images(images, net.cfg.resolution)
     device = next(net.parameters()).device
     net.eval()
+    x_all = images.to(device) if torch.is_tensor(images) else on_device(images, device)
     out = []
-    for i in range(0, len(images), batch):
-        x = torch.as_tensor(np.asarray(images[i:i + batch]), dtype=torch.float32).to(device)
-        out.append(net.features(x).double().cpu())
-    return torch.cat(out).numpy()
+    with autocast(device, precision):
+        for i in range(0, len(x_all), batch):
+            out.append(net.features(x_all[i:i + batch].float()).float())
+    return torch.cat(out).double().cpu().numpy()

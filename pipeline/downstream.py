@@ -23,7 +23,7 @@ from evaluation.downstream import CNNClassifier, XGBoostClassifier, pixel_featur
 from pipeline.arms import CLASSIFIERS, TRAINSETS, arm_name
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split, load_synthetic
-from pipeline.runtime import resolve_device
+from pipeline.runtime import resolve_device, resolve_precision
 from pipeline.tracking import numeric_metrics, stage_run
 
 def subsample_patients(patients: list[str], labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -47,10 +47,10 @@ def subsample_patients(patients: list[str], labels: np.ndarray, fraction: float,
 def build_classifier(name: str, trainset: str, p: dict, seed: int, domain_features):
     d = p["downstream"]
     if name == "cnn":
-        c = d["cnn"]
+        c, device = d["cnn"], resolve_device(d["device"])
         return CNNClassifier(arch=c["arch"], width=int(c["width"]), epochs=int(c["epochs"]), batch=int(c["batch"]),
-                             lr=float(c["lr"]), augment=trainset == "real_classic", device=str(resolve_device(d["device"])),
-                             random_state=seed)
+                             lr=float(c["lr"]), augment=trainset == "real_classic", device=str(device), random_state=seed,
+                             precision=resolve_precision(device))  # bf16 on GPUs with native bf16
     if name == "xgboost":
         x = d["xgboost"]
         kinds = list(x["features"])

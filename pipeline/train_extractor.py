@@ -17,7 +17,7 @@ from evaluation.features import ExtractorConfig, extract, rotate_quarters, train
 from evaluation.fidelity import extractor_state
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split
-from pipeline.runtime import resolve_device
+from pipeline.runtime import resolve_device, resolve_precision
 from pipeline.tracking import stage_run
 
 
@@ -34,7 +34,7 @@ def main(argv=None) -> dict:
     seed = int(derive_seed(p["base"]["seed"], "extractor").generate_state(1)[0])
     t0 = time.perf_counter()
     net = train_extractor(train.images, train.labels, cfg, steps=int(e["steps"]), batch=int(e["batch"]),
-                          lr=float(e["lr"]), seed=seed, device=device)
+                          lr=float(e["lr"]), seed=seed, device=device, precision=resolve_precision(device))
     seconds = time.perf_counter() - t0
     # how well it learned its tasks, on the validation split (reported, not used to choose anything)
     with torch.no_grad():

@@ -32,20 +32,23 @@ from evaluation import fidelity as fd
 from pipeline.checkpoints import load_checkpoint, save_checkpoint
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split
-from pipeline.runtime import resolve_runtime
+from pipeline.runtime import configure_backends, resolve_runtime
 from pipeline.tracking import stage_run
 
 # losses.csv and the checkpoint are DVC outs: no wall-clock figures (images_per_second goes to MLflow and the bar)
 TIMING_KEYS = ("images_per_second",)
 LOG_COLUMNS = ("step", "epoch", *METRICS, "lr_g", "lr_d")
 FID_COLUMNS = ("step", "epoch", "fid_domain")
-# Params that do not change the trained weights: a checkpoint made under other values still resumes.
-NOT_IN_RUN_KEY = ("steps", "log_every", "checkpoint_every", "grid_every", "fid_every", "fid_samples")
+# Params that do not change what a checkpoint holds: one made under other values still resumes (with or
+# without CUDA graphs, with or without deterministic algorithms).
+NOT_IN_RUN_KEY = ("steps", "log_every", "checkpoint_every", "grid_every", "fid_every", "fid_samples",
+                  "cuda_graphs", "deterministic")
 
 
 def run_key(g: dict, runtime: dict, seed: int, data_hash: str, world: int) -> str:
     key = {k: v for k, v in g.items() if k not in NOT_IN_RUN_KEY}
-    key.update(runtime, device=runtime["device"].type, seed=seed, data=data_hash, world=world)
+    key.update({k: v for k, v in runtime.items() if k not in NOT_IN_RUN_KEY})
+    key.update(device=runtime["device"].type, seed=seed, data=data_hash, world=world)
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -94,14 +97,11 @@ def main(argv=None) -> dict:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     try:
-        runtime = resolve_runtime(g, local_rank)
+        runtime = resolve_runtime(g, local_rank, world)
     except ValueError as e:
         raise SystemExit(f"train_gan: {e}") from e
-    if runtime["device"].type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: autotune once (during the CUDA-graph warm-up)
+    configure_backends(runtime["device"], runtime["deterministic"])  # before any CUDA work, NCCL included
     if world > 1:
-        if runtime["device"].type == "cuda":
-            torch.cuda.set_device(runtime["device"])
         dist.init_process_group("nccl" if runtime["device"].type == "cuda" else "gloo")
     try:
         return _train(args, p, g, seed, runtime, rank, world)
@@ -262,10 +262,12 @@ def _train(args, p, g, seed, runtime, rank, world) -> dict:
                    "generator_step": gen_state["step"],
                    "fid_domain_best": round(monitor.best["fid"], 5) if monitor else None,
                    "fid_domain_last": round(monitor.history[-1]["fid_domain"], 5) if monitor else None}
+        summary["cuda_graphs"] = trainer.graph_status  # on | off | fallback (<reason>)
         write_json(reports / "summary.json", summary)  # a DVC out: what the inputs decide, nothing else
         summary["resumed_from_step"] = resumed_from      # returned and logged, not written
         if ml:
             flush_metrics()
+            ml.log_param("gan.resolved_cuda_graphs", trainer.graph_status)
             if monitor:
                 ml.log_artifact(str(reports / "fid.csv"))
             for path in finals:

@@ -251,3 +251,61 @@ def test_tile_and_uint8_edges():
     assert to_uint8(x).tolist() == [0, 128, 255]
     grid = tile(torch.zeros(5, 1, 4, 4), ncol=3, pad=1)
     assert grid.shape == (2 * 5 + 1, 3 * 5 + 1) and grid.dtype.name == "uint8"
+
+
+# ---- bf16 autocast and channels_last, as a GPU run uses them, on a CPU ----------------------------------------
+def _three_steps(**cfg):
+    t = trainer(log_every=1, **cfg)
+    start = [p.detach().clone() for p in [*t.G.parameters(), *t.D.parameters()]]
+    dtypes = []
+    conv = next(m for m in t.D.modules() if isinstance(m, torch.nn.Conv2d))
+    hook = conv.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
+    t.run(3)
+    hook.remove()
+    update = torch.cat([(p.detach() - s).flatten() for s, p in zip(start, [*t.G.parameters(), *t.D.parameters()])])
+    return t, update, dtypes
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bf16_autocast_keeps_fp32_state_and_tracks_the_fp32_run(channels_last):
+    ref, ref_update, ref_dtypes = _three_steps()
+    t, update, dtypes = _three_steps(precision="bf16", channels_last=channels_last)
+    assert set(ref_dtypes) == {torch.float32} and set(dtypes) == {torch.bfloat16}   # autocast did run in bf16
+    for m in (t.G, t.D, t.G_ema):
+        assert {p.dtype for p in m.parameters()} == {torch.float32}
+    for opt in (t.opt_g, t.opt_d):
+        assert {v.dtype for s in opt.state.values() for k, v in s.items() if k != "step"} == {torch.float32}
+    for h, r in zip(t.history, ref.history):
+        for k in ("loss_d", "loss_g"):
+            assert math.isfinite(h[k]) and abs(h[k] - r[k]) <= 0.02 * abs(r[k]), (k, h, r)
+    # Adam's first steps are nearly sign(gradient): tiny gradients may flip, the direction stays
+    assert float(torch.nn.functional.cosine_similarity(update, ref_update, 0)) > 0.9
+    assert t.grid_images().dtype == torch.float32
+
+
+def test_channels_last_alone_matches_the_contiguous_run():
+    ref, ref_update, _ = _three_steps()
+    t, update, _ = _three_steps(channels_last=True)
+    convs = [p for m in (t.G, t.D, t.G_ema) for p in m.parameters() if p.ndim == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert float((update - ref_update).norm() / ref_update.norm()) < 1e-3
+    for h, r in zip(t.history, ref.history):
+        assert h["loss_d"] == pytest.approx(r["loss_d"], rel=1e-4) and h["loss_g"] == pytest.approx(r["loss_g"], rel=1e-4)
+
+
+def test_checkpoint_from_a_graph_run_resumes_eagerly_and_exactly():
+    straight = trainer()
+    straight.run(8)
+    first = trainer()
+    first.run(5)
+    state = first.state_dict()
+    for key in ("opt_d", "opt_g"):   # what a run with CUDA graphs writes: capturable Adam groups
+        for group in state[key]["param_groups"]:
+            group["capturable"] = True
+    second = trainer()
+    second.load_state_dict(state)
+    assert not any(g["capturable"] for o in (second.opt_d, second.opt_g) for g in o.param_groups)
+    assert all(s["step"].device.type == "cpu" for s in second.opt_d.state.values())
+    second.run(8)
+    for a, b in zip(straight.G.state_dict().values(), second.G.state_dict().values()):
+        assert torch.equal(a, b)
