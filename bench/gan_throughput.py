@@ -37,9 +37,7 @@ from dcgan.train import TrainConfig, Trainer  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
 from pipeline.prepared import load_split  # noqa: E402
 from pipeline.runtime import configure_backends, resolve_runtime  # noqa: E402
-from _data import kermany  # noqa: E402  (bench/ is on sys.path when run as a script)
-
-WORK = ROOT / "bench/work"
+from _data import add_folder_args, folders, kermany, kermany_miniature  # noqa: E402  (bench/ is on sys.path)
 
 
 # ---- (a) pytorch/examples dcgan/main.py, re-implemented faithfully (nc=1, PIL instead of torchvision) ----
@@ -173,16 +171,25 @@ def main():
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--ablation", action="store_true",
                     help="also time ours at the largest batch without CUDA graphs, and in plain fp32 eager mode")
-    ap.add_argument("--out", help="the JSON file (default bench/results/gan_throughput_<device>.json)")
+    add_folder_args(ap)
     args = ap.parse_args()
+    with folders(args):
+        run(args)
+
+
+def run(args) -> None:
+    if args.smoke:  # the same measurements on the generated miniature, a fraction of a second each
+        args.shared = args.work / "shared"
+        kermany_miniature(args.shared)
+        args.batches, args.seconds, args.workers, args.demo = [4], min(args.seconds, 0.3), 0, False
 
     params = load_params(ROOT / "params.yaml")
     g = params["gan"]
     runtime = resolve_runtime(g, 0)
     device = runtime["device"]
     configure_backends(device, runtime["deterministic"])   # what the train_gan stage sets (cuDNN autotuner)
-    split = load_split(kermany(Path(args.shared)), "train")
-    files = write_pngs(split.images, split.labels, split.classes, WORK / "gan_png")
+    split = load_split(kermany(Path(args.shared), work=args.work), "train")
+    files = write_pngs(split.images, split.labels, split.classes, args.work / "gan_png")
     # (b) reads the very same PNG files
     images = torch.stack([PngFolder(files)[i][0] for i in range(len(files))]).to(torch.float16)
     labels = torch.from_numpy(split.labels)
@@ -218,7 +225,7 @@ def main():
         rows.append(row)
         print(json.dumps(row))
 
-    result = {"device": name, "torch": torch.__version__, "images": len(files), "resolution": 64,
+    result = {"device": name, "torch": torch.__version__, "smoke": args.smoke, "images": len(files), "resolution": 64,
               "reference_workers": args.workers, "seconds_per_config": args.seconds, "rows": rows}
     if args.demo:
         demo = load_split(ROOT / params["paths"]["prepared"], "train")
@@ -230,7 +237,7 @@ def main():
                           **ours_throughput(torch.from_numpy(demo.images), torch.from_numpy(demo.labels), gan, cfg,
                                             device, args.seconds)}
         print("demo:", json.dumps(result["demo"]))
-    out = Path(args.out) if args.out else ROOT / "bench/results" / f"gan_throughput_{device.type}.json"
+    out = args.results / f"gan_throughput_{device.type}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"-> {out}")
 

@@ -44,6 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from _data import add_folder_args, folders  # noqa: E402
+
 TOL_GRAPHS, SPREAD_FACTOR, TOL_DETERMINISTIC, TOL_FID = 0.05, 3.0, 1e-3, 0.05
 
 
@@ -268,7 +270,7 @@ def run(args) -> int:
             failed |= status == "FAIL"
             print(f"{status:4} {key:13} {text}", flush=True)
     slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-    out = Path(args.out) if args.out else ROOT / "bench/results" / f"gpu_check_{'smoke_' if args.smoke else ''}{slug}.json"
+    out = Path(args.out) if args.out else args.results / f"gpu_check_{'smoke_' if args.smoke else ''}{slug}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"-> {out}")
@@ -280,8 +282,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", type=int, nargs="+", default=[64, 128, 256])
     ap.add_argument("--seconds", type=float, default=5.0, help="timed seconds per throughput configuration")
     ap.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="the recipe's DataLoader workers")
-    ap.add_argument("--out", help="the JSON file (default bench/results/gpu_check_<device>.json)")
-    ap.add_argument("--smoke", action="store_true", help="tiny generated data, seconds; runs on a CPU too")
+    ap.add_argument("--out", help="the JSON file (default <results>/gpu_check_<device>.json)")
+    add_folder_args(ap)  # --smoke: tiny generated data, seconds; runs on a CPU too
     args = ap.parse_args(argv)
     if not torch.cuda.is_available() and not args.smoke:
         print(no_cuda_message())
@@ -290,7 +292,8 @@ def main(argv=None) -> int:
         # deterministic cuBLAS needs this before its first call (the deterministic check); it only changes
         # the workspace of the few matmuls (class embedding, D's projection)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    return run(args)
+    with folders(args):
+        return run(args)
 
 
 if __name__ == "__main__":
