@@ -81,7 +81,7 @@ def main():
     if args.smoke:
         args.classifiers, args.trainsets, args.fractions, args.seeds = list(CLASSIFIERS), list(TRAINSETS), [1.0], [0]
         args.epochs, args.width, args.summary_only, args.tag = 1, 4, False, ""
-        args.overrides += ["downstream.xgboost.n_estimators=10", "downstream.bootstrap.samples=20"]
+        args.overrides += ["downstream.xgboost.n_estimators=10", "downstream.bootstrap.samples=5"]
     with folders(args):
         run(args)
 

@@ -8,7 +8,8 @@ scored at several points, so collapse or late divergence shows.
 
 Prints a table and writes bench/results/gan_defaults_<resolution>.json (--results elsewhere). On a 2-core CPU
 the default settings take about half an hour; use --resolution 64 --width 1 --steps 10000 on a GPU. --smoke:
-every configuration for 2 steps on a generated miniature of the Kermany folder, in a temporary folder.
+every configuration (or those --only names) for 2 steps on a generated miniature of the Kermany folder, in a
+temporary folder.
 """
 from __future__ import annotations
 
@@ -49,6 +50,36 @@ CONFIGS = {
 SETTINGS = ("smoke", "resolution", "width", "steps", "batch", "extractor_steps", "train_images", "val_images")
 
 
+def check_same_settings(old: dict, new: dict, path: Path) -> None:
+    """Runs merge into an existing JSON only when it was made with the same settings."""
+    differ = {k: (old[k], new[k]) for k in SETTINGS if k in old and old[k] != new[k]}
+    if differ:
+        raise SystemExit(f"{path} holds runs with other settings ("
+                         + ", ".join(f"{k}: {a} there, {b} here" for k, (a, b) in differ.items())
+                         + "): runs merge only with runs of the same settings; pass --results another folder")
+
+
+def merge(old: dict, new: dict) -> dict:
+    """Configurations -> runs: ``new`` runs replace ``old`` runs of the same configuration and seed; the others
+    stay."""
+    merged = {name: {"runs": list(c["runs"])} for name, c in old.items()}
+    for name, c in new.items():
+        seeds = {r["seed"] for r in c["runs"]}
+        merged[name] = {"runs": [r for r in merged.get(name, {}).get("runs", []) if r["seed"] not in seeds]
+                        + c["runs"]}
+    return merged
+
+
+def summarise(configs: dict) -> dict:
+    """Each configuration's final FID (a run's last evaluation) as mean and std over its seeds."""
+    out = {}
+    for name, c in configs.items():
+        final = [r["fid_by_step"][max(r["fid_by_step"], key=int)] for r in c["runs"]]  # keys: int here, str from JSON
+        out[name] = {"runs": c["runs"], "fid_final_mean": round(float(np.mean(final)), 4),
+                     "fid_final_std": round(float(np.std(final)), 4), "seeds": len(final)}
+    return out
+
+
 def sample(trainer: Trainer, labels: np.ndarray, seed: int) -> np.ndarray:
     """One generated image per label in ``labels`` (class mix of the reference set), from the sampler."""
     g = trainer.sampler()
@@ -73,7 +104,7 @@ def main():
     args = ap.parse_args()
     if args.smoke:
         args.resolution, args.width, args.steps, args.batch, args.evals = 32, 0.125, 2, 8, 2
-        args.seeds, args.first_seed, args.extractor_steps, args.only = 1, 0, 3, None
+        args.seeds, args.first_seed, args.extractor_steps = 1, 0, 3  # --only as given (default: all)
     with folders(args):
         run(args)
 
@@ -88,6 +119,16 @@ def run(args):
     device = runtime["device"]
     src = kermany(Path(args.shared), args.resolution, args.work, workers=1 if args.smoke else 0)
     train, val = load_split(src, "train"), load_split(src, "val")
+    results = {"smoke": args.smoke, "resolution": args.resolution, "width": args.width, "steps": args.steps,
+               "batch": args.batch, "extractor_steps": args.extractor_steps, "device": str(device),
+               "train_images": len(train.images), "val_images": len(val.images),
+               "extractor": "evaluation.features.DomainNet (label + rotation), train split only",
+               "reference": "val split"}
+    out = args.results / f"gan_defaults_{args.resolution}.json"
+    old = json.loads(out.read_text()) if args.only is not None and out.exists() else None
+    if old is not None:  # checked before any training, not after
+        check_same_settings(old, results, out)
+
     t0 = time.perf_counter()
     net = train_extractor(train.images, train.labels, ExtractorConfig(resolution=args.resolution,
                                                                        num_classes=len(train.classes)),
@@ -99,19 +140,7 @@ def run(args):
     floor = fid(extract(net, train.images[pick]), ref)
     print(f"extractor trained in {time.perf_counter() - t0:.0f} s; {len(train.images)} train, {len(val.images)} val "
           f"images at {args.resolution}px; FID(train sample, val) = {floor:.3f} (real-real floor)")
-
-    results = {"smoke": args.smoke, "resolution": args.resolution, "width": args.width, "steps": args.steps,
-               "batch": args.batch, "extractor_steps": args.extractor_steps, "device": str(device),
-               "train_images": len(train.images), "val_images": len(val.images),
-               "extractor": "evaluation.features.DomainNet (label + rotation), train split only",
-               "reference": "val split", "fid_real_train_vs_val": round(floor, 4), "configs": {}}
-    out = args.results / f"gan_defaults_{args.resolution}.json"
-    old = json.loads(out.read_text()) if args.only is not None and out.exists() else None
-    differ = {k: (old[k], results[k]) for k in SETTINGS if k in old and old[k] != results[k]} if old else {}
-    if differ:  # checked before training, not after
-        raise SystemExit(f"{out} holds runs with other settings ("
-                         + ", ".join(f"{k}: {a} there, {b} here" for k, (a, b) in differ.items())
-                         + "): runs merge only with runs of the same settings; pass --results another folder")
+    results.update(fid_real_train_vs_val=round(floor, 4), configs={})
     evals = sorted({int(args.steps * (i + 1) / args.evals) for i in range(args.evals)})
     for name, (opts, sn) in CONFIGS.items():
         if args.only is not None and name not in args.only:
@@ -135,18 +164,7 @@ def run(args):
                                                                                   "d_fake")}})
         results["configs"][name] = {"runs": runs}
         print(f"{name:42s} FID by step {runs[0]['fid_by_step']} [{runs[0]['seconds']} s]", flush=True)
-    if old is not None:  # merge: runs of other seeds and configurations are kept
-        merged = old.get("configs", {})
-        for name, c in results["configs"].items():
-            seeds = {r["seed"] for r in c["runs"]}
-            merged[name] = {"runs": [r for r in merged.get(name, {}).get("runs", []) if r["seed"] not in seeds]
-                            + c["runs"]}
-        results["configs"] = merged
-    for c in results["configs"].values():
-        final = [r["fid_by_step"][max(r["fid_by_step"], key=int)] for r in c["runs"]]  # keys: int here, str from JSON
-        c["fid_final_mean"] = round(float(np.mean(final)), 4)
-        c["fid_final_std"] = round(float(np.std(final)), 4)
-        c["seeds"] = len(final)
+    results["configs"] = summarise(merge(old["configs"], results["configs"]) if old else results["configs"])
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"-> {out}")
 

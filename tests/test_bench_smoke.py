@@ -219,15 +219,39 @@ def test_downstream_cli_maps_into_the_arms_params(monkeypatch):
     from pipeline.arms import planned
     from pipeline.params import load_params
 
-    monkeypatch.setattr(sys, "path", [str(BENCH), *sys.path])  # the script's own sys.path changes end with the test
-    spec = importlib.util.spec_from_file_location("bench_downstream_kermany", BENCH / "downstream_kermany.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    overrides = mod.arms_overrides(["xgboost"], ["synthetic", "real"])
+    overrides = load_script("downstream_kermany", monkeypatch).arms_overrides(["xgboost"], ["synthetic", "real"])
     p = load_params(ROOT / "params.yaml", overrides)
     assert p["downstream"]["arms"] == {"cnn": {"real": [], "synthetic": []},
                                        "xgboost": {"real": ["real"], "synthetic": ["synthetic"]}}
     assert planned(p["downstream"]["arms"]) == {"xgboost": ["real", "synthetic"]}
+
+
+def load_script(name: str, monkeypatch):
+    """bench/<name>.py as a module (its sys.path changes end with the test)."""
+    monkeypatch.setattr(sys, "path", [str(BENCH), *sys.path])
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gan_defaults_merges_runs_of_the_same_settings_only(monkeypatch, tmp_path):
+    gd = load_script("gan_defaults", monkeypatch)
+    run = lambda seed, curve: {"seed": seed, "fid_by_step": curve}  # noqa: E731
+    old = {"+ema": {"runs": [run(0, {"100": 5.0, "200": 4.0}), run(1, {"100": 6.0, "200": 2.0})]},
+           "dcgan (paper)": {"runs": [run(0, {"100": 9.0, "200": 8.0})]}}
+    new = {"+ema": {"runs": [run(1, {100: 3.0, 200: 1.0})]}, "+diffaugment": {"runs": [run(0, {100: 7.0, 200: 6.0})]}}
+    merged = gd.summarise(gd.merge(old, new))
+    # seed 1 of +ema replaced, seed 0 kept; other configurations kept; a new one added
+    assert [r["seed"] for r in merged["+ema"]["runs"]] == [0, 1] and merged["+ema"]["runs"][1]["fid_by_step"][200] == 1.0
+    assert merged["+ema"]["fid_final_mean"] == 2.5 and merged["+ema"]["fid_final_std"] == 1.5
+    assert merged["+ema"]["seeds"] == 2 and merged["dcgan (paper)"]["fid_final_mean"] == 8.0
+    assert merged["+diffaugment"]["fid_final_mean"] == 6.0
+    assert len(old["+ema"]["runs"]) == 2  # the old results are not modified in place
+    settings = {"resolution": 32, "width": 0.5, "steps": 3000, "batch": 64, "train_images": 10, "val_images": 2}
+    gd.check_same_settings(settings, dict(settings), tmp_path / "x.json")
+    with pytest.raises(SystemExit, match="steps: 3000 there, 60 here"):
+        gd.check_same_settings(settings, {**settings, "steps": 60}, tmp_path / "x.json")
 
 
 @pytest.mark.slow
