@@ -28,6 +28,20 @@ def _groups(patients: Sequence[str], hashes: Sequence[str]) -> np.ndarray:
     return np.array([find(p) for p in patients])
 
 
+def _strata(patients, labels, hashes) -> tuple[list[str], dict[str, list[int]], dict[int, list[str]]]:
+    """Groups (patients joined by shared duplicate images), their members, and the groups per label stratum
+    (a group's majority label; ties to the higher label)."""
+    groups = _groups(list(patients), list(hashes))
+    members: dict[str, list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        members[g].append(i)
+    strata: dict[int, list[str]] = defaultdict(list)
+    for g in sorted(members):
+        counts = Counter(int(labels[i]) for i in members[g])
+        strata[max(counts, key=lambda lab: (counts[lab], lab))].append(g)
+    return groups, members, strata
+
+
 def split_by_patient(patients: Sequence[str], labels: Sequence[int], hashes: Sequence[str],
                      fractions: Mapping[str, float], rng: np.random.Generator) -> np.ndarray:
     """Assign each image a split name.
@@ -42,14 +56,7 @@ def split_by_patient(patients: Sequence[str], labels: Sequence[int], hashes: Seq
     if not names or abs(total - 1.0) > 1e-6:
         raise ValueError(f"split fractions must be positive and sum to 1, got {dict(fractions)}")
     frac = np.array([float(fractions[s]) for s in names])
-    groups = _groups(list(patients), list(hashes))
-    members: dict[str, list[int]] = defaultdict(list)
-    for i, g in enumerate(groups):
-        members[g].append(i)
-    strata: dict[int, list[str]] = defaultdict(list)
-    for g in sorted(members):
-        counts = Counter(int(labels[i]) for i in members[g])
-        strata[max(counts, key=lambda lab: (counts[lab], lab))].append(g)
+    groups, members, strata = _strata(patients, labels, hashes)
     out = np.empty(len(groups), dtype=object)
     for label in sorted(strata):
         gs = strata[label]
@@ -153,14 +160,7 @@ def keep_patients(patients: Sequence[str], labels: Sequence[int], hashes: Sequen
     keep = np.ones(len(patients), dtype=bool)
     if fraction == 1 or not len(patients):
         return keep
-    groups = _groups(list(patients), list(hashes))
-    members: dict[str, list[int]] = defaultdict(list)
-    for i, g in enumerate(groups):
-        members[g].append(i)
-    strata: dict[int, list[str]] = defaultdict(list)
-    for g in sorted(members):
-        counts = Counter(int(labels[i]) for i in members[g])
-        strata[max(counts, key=lambda lab: (counts[lab], lab))].append(g)
+    groups, members, strata = _strata(patients, labels, hashes)
     keep[:] = False
     for label in sorted(strata):
         gs = strata[label]
