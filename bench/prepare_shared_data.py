@@ -87,7 +87,8 @@ def check(args):
     (rg1 / "chest").mkdir(parents=True)
     for f in sorted((shared / "dicom").glob("RG1_*.dcm")):
         shutil.copy2(f, rg1 / "chest" / f.name)
-    r = run(rg1, work / "rg1", "prepare.split={train: 1.0}", "prepare.workers=1")
+    # a mapping given with -S merges into the one in params (as with dvc exp run -S): name every split
+    r = run(rg1, work / "rg1", "prepare.split={train: 1.0, val: 0, test: 0}", "prepare.workers=1")
     images = np.load(work / "rg1/images.npy").astype(np.float32)
     with open(work / "rg1/index.csv", newline="") as f:
         rows = {Path(x["path"]).name: x for x in csv.DictReader(f)}
