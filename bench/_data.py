@@ -116,3 +116,19 @@ def shared_miniature(shared: Path, seed: int = 0) -> dict:
     np.savez(shared / "pneumoniamnist_28_trainval.npz", **arrays)
     facts["pneumoniamnist_images"] = sum(len(v) for k, v in arrays.items() if k.endswith("_images"))
     return facts
+
+
+def run_prepare(source: Path, out: Path, *overrides: str) -> tuple[dict, float]:
+    """The prepare stage on ``source`` into ``out`` (MLflow off, extra ``-S`` overrides); its summary and wall
+    seconds (the stage writes no timings)."""
+    import time
+
+    from pipeline import prepare
+
+    args = ["--params", str(ROOT / "params.yaml"), "-S", f"data.source={source}", "-S", f"paths.prepared={out}",
+            "-S", "mlflow.enabled=false"]
+    for o in overrides:
+        args += ["-S", o]
+    t = time.perf_counter()
+    summary = prepare.main(args)
+    return summary, time.perf_counter() - t

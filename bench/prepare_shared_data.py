@@ -16,7 +16,6 @@ import csv
 import json
 import shutil
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -25,8 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import prepare  # noqa: E402
-from _data import add_folder_args, folders, shared_miniature  # noqa: E402  (bench/ is on sys.path)
+from _data import add_folder_args, folders, run_prepare, shared_miniature  # noqa: E402  (bench/ is on sys.path)
 
 # the published counts the checks compare with
 KERMANY_COUNTS = {"NORMAL": 1341, "PNEUMONIA": 3875}
@@ -34,13 +32,8 @@ PNEUMONIAMNIST_IMAGES = 5232
 
 
 def run(source: Path, out: Path, *extra: str) -> dict:
-    args = ["--params", str(ROOT / "params.yaml"), "-S", f"data.source={source}", "-S", f"paths.prepared={out}",
-            "-S", "mlflow.enabled=false"]
-    for e in extra:
-        args += ["-S", e]
-    t = time.perf_counter()
-    summary = prepare.main(args)
-    summary["wall_seconds"] = round(time.perf_counter() - t, 1)
+    summary, seconds = run_prepare(source, out, *extra)
+    summary["wall_seconds"] = round(seconds, 1)
     return summary
 
 

@@ -33,9 +33,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import prepare  # noqa: E402
 sys.path.insert(0, str(ROOT / "bench"))
-from _data import add_folder_args, folders  # noqa: E402
+from _data import add_folder_args, folders, run_prepare  # noqa: E402
 
 NIH_COLUMNS = ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender",
                "View Position", "OriginalImage[Width", "Height]", "OriginalImagePixelSpacing[x", "y]"]
@@ -144,16 +143,6 @@ def twelve_bit_sets(work: Path, n: int) -> tuple[Path, Path]:
             grey_dataset(vals, bits_stored=16, PatientID=f"{cls}{i}", WindowCenter=32768, WindowWidth=65536
                          ).save_as(bad / cls / f"p{i:03d}.dcm", enforce_file_format=True)
     return png, bad
-
-
-def run_prepare(source: Path, out: Path, *extra: str) -> tuple[dict, float]:
-    args = ["--params", str(ROOT / "params.yaml"), "-S", f"data.source={source}", "-S", f"paths.prepared={out}",
-            "-S", "mlflow.enabled=false"]
-    for e in extra:
-        args += ["-S", e]
-    t = time.perf_counter()
-    summary = prepare.main(args)
-    return summary, time.perf_counter() - t
 
 
 def timed_inspect(source: Path, *extra: str) -> tuple[str, float]:
