@@ -27,15 +27,29 @@ def _check(X, y=None):
     return X
 
 
-def classic_augment(seed: int):
-    """The baseline a GAN must beat: flips, small rotations (up to 10 degrees) and intensity jitter, as MONAI
-    transforms on (1,H,W) tensors in [-1,1]."""
-    from monai.transforms import Compose, RandFlip, RandRotate, RandScaleIntensity, RandShiftIntensity
+def classic_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The baseline a GAN must beat, drawn per image from ``generator`` on the images' device: a horizontal flip,
+    a rotation up to 10 degrees (bilinear, corners black like the letterbox bars), intensity scaled by up to
+    +-10% and shifted by up to +-0.1, each with probability 0.5; (N,1,H,W) in [-1,1] -> the same, clamped.
 
-    t = Compose([RandFlip(prob=0.5, spatial_axis=1), RandRotate(range_x=np.deg2rad(10), prob=0.5, padding_mode="zeros"),
-                 RandScaleIntensity(factors=0.1, prob=0.5), RandShiftIntensity(offsets=0.1, prob=0.5)])
-    t.set_random_state(seed)
-    return t
+    Written in torch on the whole batch rather than with MONAI's array transforms, which go image by image in
+    Python: on 2 CPU cores those took 0.17 s per batch of 64 at 64 px, longer than the training step itself."""
+    n, device = len(x), x.device
+
+    def uniform(p: float, amplitude: float) -> torch.Tensor:   # U(-a, a) with probability p, else 0
+        u = torch.rand(n, generator=generator, device=device) * 2 - 1
+        on = torch.rand(n, generator=generator, device=device) < p
+        return u * amplitude * on
+
+    flip = torch.rand(n, generator=generator, device=device) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    angle = uniform(0.5, float(np.deg2rad(10)))
+    cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1
+    scale, shift = 1 + uniform(0.5, 0.1), uniform(0.5, 0.1)
+    return (x * scale[:, None, None, None] + shift[:, None, None, None]).clamp(-1, 1)
 
 
 def _net(arch: str, width: int):
@@ -56,10 +70,18 @@ def _net(arch: str, width: int):
 class CNNClassifier:
     def __init__(self, arch: str = "resnet10", width: int = 32, epochs: int = 20, batch: int = 64, lr: float = 1e-3,
                  weight_decay: float = 1e-4, augment: bool = False, device: str = "cpu", random_state: int = 0,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", epoch_size: int | None = None):
         self.arch, self.width, self.epochs, self.batch, self.lr = arch, width, epochs, batch, lr
         self.weight_decay, self.augment, self.device, self.random_state = weight_decay, augment, device, random_state
-        self.precision = precision
+        self.precision, self.epoch_size = precision, epoch_size
+
+    def _epoch(self, n: int, gen: torch.Generator, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """One epoch's batches of indices: ``epoch_size`` images (default n) drawn without replacement, in as
+        many shuffles as needed. With the real training count as epoch_size, a set with synthetic images added
+        gets more variety but no more optimiser steps than real only."""
+        size = self.epoch_size or n
+        order = torch.cat([torch.randperm(n, generator=gen, device=device) for _ in range(-(-size // n))])
+        return order[:size].split(self.batch)
 
     def fit(self, X, y, X_val, y_val, on_epoch=None) -> "CNNClassifier":
         """Train on (X, y); keep the epoch with the best validation ROC AUC and the Youden threshold there."""
@@ -69,14 +91,14 @@ class CNNClassifier:
         device = torch.device(self.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.random_state)
-            net = _net(self.arch, self.width).to(device)
-        gen = torch.Generator(device).manual_seed(self.random_state)   # batches drawn on the device
-        aug = classic_augment(self.random_state) if self.augment else None
+            # channels_last: 1.3-1.5x the images/s of the default layout on 2 CPU cores (bench/cnn_throughput.py)
+            net = _net(self.arch, self.width).to(device, memory_format=torch.channels_last)
+        gen = torch.Generator(device).manual_seed(self.random_state)   # batches and augmentations drawn on the device
         amp = autocast(device, self.precision)
         x_all = torch.as_tensor(X, dtype=torch.float32).to(device)       # sent once
         y_all = torch.as_tensor(np.asarray(y), dtype=torch.long).to(device)
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        steps = self.epochs * max(1, -(-len(X) // self.batch))
+        steps = self.epochs * -(-(self.epoch_size or len(X)) // self.batch)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=steps)
         # class-balanced loss: the classes are unbalanced (Kermany 1:3)
         counts = torch.bincount(y_all, minlength=2).float().clamp(min=1)
@@ -84,10 +106,10 @@ class CNNClassifier:
         best, self.history_ = (-1.0, None, 0), []
         for epoch in range(1, self.epochs + 1):
             net.train()
-            for idx in torch.randperm(len(X), generator=gen, device=device).split(self.batch):
+            for idx in self._epoch(len(X), gen, device):
                 xb = x_all[idx]
-                if aug is not None:   # MONAI's transforms, image by image, on the images' device
-                    xb = torch.stack([torch.as_tensor(aug(img)) for img in xb]).clamp(-1, 1)
+                if self.augment:
+                    xb = classic_augment(xb, gen)
                 with amp:
                     logits = net(xb)
                 loss = F.cross_entropy(logits.float(), y_all[idx], weight=weight)
@@ -142,8 +164,8 @@ class XGBoostClassifier:
 
         X, Xv, y = _check(X, y), _check(X_val, y_val), np.asarray(y)
         if self.augment_copies:  # XGBoost cannot augment on the fly: add augmented copies
-            aug = classic_augment(self.random_state)
-            extra = [np.stack([np.clip(np.asarray(aug(torch.as_tensor(img))), -1, 1) for img in X])
+            gen = torch.Generator().manual_seed(self.random_state)
+            extra = [classic_augment(torch.as_tensor(X, dtype=torch.float32), gen).numpy()
                      for _ in range(self.augment_copies)]
             X, y = np.concatenate([X, *extra]), np.concatenate([y] * (1 + self.augment_copies))
         pos = max(1, int((y == 1).sum()))

@@ -44,13 +44,17 @@ def subsample_patients(patients: list[str], labels: np.ndarray, fraction: float,
     return np.sort(np.concatenate([by_patient[p] for p in keep]))
 
 
-def build_classifier(name: str, trainset: str, p: dict, seed: int, domain_features):
+def build_classifier(name: str, trainset: str, p: dict, seed: int, domain_features, n_real: int | None = None):
+    """The arm's classifier. ``n_real``: the real training count; every CNN arm draws that many images per
+    epoch, so the training sets of one fraction get the same optimiser steps (a set with synthetic images added
+    gets variety, not extra training)."""
     d = p["downstream"]
     if name == "cnn":
         c, device = d["cnn"], resolve_device(d["device"])
         return CNNClassifier(arch=c["arch"], width=int(c["width"]), epochs=int(c["epochs"]), batch=int(c["batch"]),
                              lr=float(c["lr"]), augment=trainset == "real_classic", device=str(device), random_state=seed,
-                             precision=resolve_precision(device))  # bf16 on GPUs with native bf16
+                             precision=resolve_precision(device),  # bf16 on GPUs with native bf16
+                             epoch_size=n_real)
     if name == "xgboost":
         x = d["xgboost"]
         kinds = list(x["features"])
@@ -111,7 +115,7 @@ def main(argv=None) -> dict:
                                                weights_only=True))
         domain = lambda X: extract(net, X)  # noqa: E731
     try:
-        clf = build_classifier(classifier_name, trainset, p, seed, domain)
+        clf = build_classifier(classifier_name, trainset, p, seed, domain, n_real=len(keep))
         X, y = training_set(trainset, train.images[keep], train.labels[keep], syn_x, syn_y)
     except ValueError as e:
         raise SystemExit(f"downstream: {e}") from e

@@ -151,6 +151,14 @@ def check_kermany_official_test(out: Path) -> None:
     assert finite(arm["metrics"]["accuracy"], 0, 1) and res["anchor"]["roc_auc"] == 0.943
 
 
+def check_cnn_throughput(out: Path) -> None:
+    res = read_json(out / "cnn_throughput_cpu.json")
+    assert res["smoke"] is True and len(res["rows"]) == 5 and res["rows"][0]["case"].startswith("gan")
+    for row in res["rows"]:
+        assert finite(row["gflop_per_second"], 0) and row["mflop_per_image"] > 0, row
+    assert res["rows"][1]["mflop_per_image"] == res["rows"][3]["mflop_per_image"]   # same network, other layout
+
+
 def check_gan_throughput(out: Path) -> None:
     res = read_json(next(out.glob("gan_throughput_*.json")))
     assert res["smoke"] is True and res["images"] > 0 and [r["batch"] for r in res["rows"]] == [4]
@@ -171,7 +179,7 @@ def check_gpu_check(out: Path) -> None:
     assert res["checks"]["evaluation"]["finite"]
 
 
-CHECKS = {"gan_throughput.py": check_gan_throughput, "gpu_check.py": check_gpu_check, "published_layouts.py": check_published_layouts, "kermany_official_test.py": check_kermany_official_test,
+CHECKS = {"gan_throughput.py": check_gan_throughput, "cnn_throughput.py": check_cnn_throughput, "gpu_check.py": check_gpu_check, "published_layouts.py": check_published_layouts, "kermany_official_test.py": check_kermany_official_test,
           "downstream_kermany.py": check_downstream_kermany, "fidelity_kermany.py": check_fidelity_kermany,
           "fidelity_speed.py": check_fidelity_speed, "gan_defaults.py": check_gan_defaults,
           "prepare_shared_data.py": check_prepare_shared_data, "prepare_throughput.py": check_prepare_throughput,

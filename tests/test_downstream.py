@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from conftest import stage_args, tiny_params
@@ -140,3 +141,34 @@ def test_summary_of_both_classifiers(project):
     d = s["paired_differences"]["cnn.fraction_1.0"]["real_synthetic-real"]["roc_auc"]
     assert d["seeds"] == 1 and d["ci"][0] <= d["mean"] <= d["ci"][1] and d["seed_spread"]["n"] == 1
     assert "| real_synthetic |" in (project / "reports/downstream.md").read_text()
+
+
+def test_classic_augment_draws_flips_rotations_and_intensity_per_image_from_its_generator():
+    from evaluation.downstream import classic_augment
+
+    x = torch.zeros(400, 1, 32, 32)
+    x[:, :, :, :8] = 0.8                                  # a bright band on the left
+    out = classic_augment(x, torch.Generator().manual_seed(3))
+    again = classic_augment(x, torch.Generator().manual_seed(3))
+    assert torch.equal(out, again) and out.shape == x.shape
+    assert out.min() >= -1 and out.max() <= 1
+    flipped = out[:, 0, 16, -4:].mean(1) > out[:, 0, 16, :4].mean(1)   # the band moved to the right
+    assert 0.4 < flipped.float().mean() < 0.6
+    corners = torch.stack([out[:, 0, 0, 0], out[:, 0, 0, -1], out[:, 0, -1, 0], out[:, 0, -1, -1]], 1)
+    rotated = corners.min(1).values < -0.2                # a corner turned black (-1), only when rotated
+    assert 0.4 < rotated.float().mean() < 0.6
+    middle = out[:, 0, 16, 16]                            # 0 before: scale leaves it, shift moves it by <= 0.1
+    assert middle.abs().max() <= 0.1 + 1e-6 and 0.35 < (middle != 0).float().mean() < 0.65
+
+
+def test_every_cnn_epoch_draws_epoch_size_images_so_added_synthetic_images_add_no_steps():
+    from evaluation.downstream import CNNClassifier
+
+    clf = CNNClassifier(batch=10, epoch_size=100)
+    gen = torch.Generator().manual_seed(0)
+    bigger = torch.cat(clf._epoch(300, gen, torch.device("cpu")))      # real + synthetic: 100 of 300 drawn
+    assert len(bigger) == 100 and len(set(bigger.tolist())) == 100
+    smaller = torch.cat(clf._epoch(40, gen, torch.device("cpu")))      # fewer images: each drawn 2-3 times
+    assert len(smaller) == 100 and np.bincount(smaller.numpy(), minlength=40).min() >= 2
+    default = CNNClassifier(batch=10)._epoch(37, gen, torch.device("cpu"))
+    assert sorted(torch.cat(default).tolist()) == list(range(37)) and len(default) == 4
