@@ -159,6 +159,25 @@ def check_cnn_throughput(out: Path) -> None:
     assert res["rows"][1]["mflop_per_image"] == res["rows"][3]["mflop_per_image"]   # same network, other layout
 
 
+def check_study(out: Path) -> None:
+    """study.py ran its one smoke experiment through `dvc exp run --queue` / `--run-all`; study_table.py then
+    reads it back through `dvc exp show` and dvc.api (its own smoke, run here on that project)."""
+    runs = read_json(out / "kermany_study_runs.json")
+    assert runs["smoke"] is True and list(runs["experiments"]) == ["fraction-1"] and runs["queued_now"] == ["fraction-1"]
+    table = run_smoke("study_table.py", out.parent / "table", "--project", runs["project"])
+    res = read_json(table / "kermany_study.json")
+    assert res["smoke"] is True and [g["experiment"] for g in res["gan"]] == ["fraction-1"]
+    rows = {(r["classifier"], r["training_set"]): r for r in res["rows"]}
+    assert set(rows) == {("cnn", "real"), ("cnn", "real_synthetic")}
+    assert finite(rows["cnn", "real"]["roc_auc"], 0, 1) and "delta_auc" not in rows["cnn", "real"]
+    delta = rows["cnn", "real_synthetic"]
+    assert delta["delta_auc"] == pytest.approx(delta["roc_auc"] - rows["cnn", "real"]["roc_auc"], abs=1e-9)
+    assert delta["delta_auc_ci"][0] <= delta["delta_auc"] <= delta["delta_auc_ci"][1]
+    assert finite(res["gan"][0]["relative_fid"], 0) and res["gan"][0]["train_images"] > 0
+    assert (table / "kermany_study_delta_auc.png").stat().st_size > 0
+    assert "## What the numbers cover" in (table / "kermany_study.md").read_text()
+
+
 def check_gan_throughput(out: Path) -> None:
     res = read_json(next(out.glob("gan_throughput_*.json")))
     assert res["smoke"] is True and res["images"] > 0 and [r["batch"] for r in res["rows"]] == [4]
@@ -183,7 +202,9 @@ CHECKS = {"gan_throughput.py": check_gan_throughput, "cnn_throughput.py": check_
           "downstream_kermany.py": check_downstream_kermany, "fidelity_kermany.py": check_fidelity_kermany,
           "fidelity_speed.py": check_fidelity_speed, "gan_defaults.py": check_gan_defaults,
           "prepare_shared_data.py": check_prepare_shared_data, "prepare_throughput.py": check_prepare_throughput,
-          "screenshots.py": check_screenshots}
+          "screenshots.py": check_screenshots, "study.py": check_study}
+# scripts whose smoke runs inside another script's check (study_table.py reads the smoke study of study.py)
+RUN_BY = {"study_table.py": "study.py"}
 # the parts that need a browser run in the slow tier (test_screenshots_smoke_with_browser)
 EXTRA_ARGS = {"screenshots.py": ("--no-browser",)}
 
@@ -196,6 +217,9 @@ def results_snapshot() -> dict[str, tuple[int, int]]:
 def test_bench_script_smoke(script, tmp_path):
     if script in NOT_YET:
         pytest.skip(f"bench/{script}: its --smoke comes with another change (tests/test_bench_smoke.py NOT_YET)")
+    if script in RUN_BY:
+        assert RUN_BY[script] in CHECKS
+        pytest.skip(f"bench/{script} --smoke runs in the check of bench/{RUN_BY[script]}")
     assert script in CHECKS, (f"bench/{script} has no smoke check: give it --smoke (bench/_data.py add_folder_args "
                               "and folders) and add what its smoke must write to CHECKS in tests/test_bench_smoke.py")
     before = results_snapshot()

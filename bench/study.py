@@ -1,0 +1,142 @@
+"""The strict low-data study (issue 18) as DVC experiments on the Kermany download layout.
+
+1. The layout: chest_xray/train/<class> from ../shared/data and chest_xray/test/<class> (the official 624
+   test images) from ../shared/eval, symlinked under <work>/layout (bench/published_layouts.py).
+2. The study project: a clone of this repository's HEAD in <work>/kermany_study whose params.yaml gets
+   bench/kermany_study.yaml's `common` settings and data.source, committed there as the baseline.
+3. One experiment per real fraction, queued and run one at a time:
+       dvc exp run --queue -n fraction-<f> -S data.train_fraction=<f> -S <per_fraction overrides>
+       dvc exp run --run-all --jobs 1
+   data.train_fraction keeps that share of the training patients in the prepare stage, so the extractor, the
+   GAN and every classifier see the same reduced real set; val (carved from train by patient) and the
+   official test folder are untouched. DVC's run cache restores any stage already run with the same inputs,
+   so an interrupted study resumes where it stopped (run this script again).
+
+    python bench/study.py [--fractions 0.1 1.0 0.25] [--smoke]
+    python bench/study_table.py            # the table, the plot and the JSON from `dvc exp show --json`
+
+Every command run is printed. The log of the queue is <work>/kermany_study.log.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import published_layouts  # noqa: E402
+from _data import add_folder_args, folders  # noqa: E402
+
+STUDY = ROOT / "bench/kermany_study.yaml"
+SMOKE = {  # the same code path in a minute or two: tiny sizes, two arms
+    "prepare": {"size": 32, "workers": 1},
+    "gan": {"width": 0.25, "steps": 4, "batch": 8, "fid_samples": 16, "log_every": 2, "checkpoint_every": 4,
+            "fid_every": 0},
+    "extractor": {"steps": 2, "batch": 8},
+    "downstream": {"arms": {"cnn": {"real": ["real"], "synthetic": ["real_synthetic"]},
+                            "xgboost": {"real": [], "synthetic": []}},
+                   "seeds": [0], "cnn": {"batch": 8}, "bootstrap": {"samples": 20}},
+    "vtt": {"n": 2, "display_size": 64},
+}
+
+
+def merge(into: dict, over: dict) -> dict:
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
+def sh(cmd: list[str], cwd: Path, env: dict, log: Path | None = None) -> str:
+    print("$", " ".join(cmd), flush=True)
+    if log is None:
+        return subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
+    with open(log, "a") as fh:
+        subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=fh, stderr=subprocess.STDOUT)
+    return ""
+
+
+def project(path: Path, source: Path, settings: dict, env: dict) -> None:
+    """The study project: a clone of HEAD with the study's params committed as its baseline (made once)."""
+    if (path / ".git").exists():
+        return
+    sh(["git", "clone", "-q", str(ROOT), str(path)], ROOT, env)
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    merge(params, settings)
+    params["data"]["source"] = str(source)
+    params["mlflow"]["tracking_uri"] = f"sqlite:///{path / 'mlflow.db'}"   # queued runs work in temp folders
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(["git", "commit", "-qam", "Kermany study baseline (bench/kermany_study.yaml)"], path, env)
+
+
+def experiments(path: Path, env: dict) -> dict[str, str]:
+    """Name -> rev of the study's experiments on the baseline commit."""
+    rows = json.loads(sh([sys.executable, "-m", "dvc", "exp", "show", "--json"], path, env) or "[]")
+    return {rev["name"]: rev["rev"] for row in rows for exp in (row.get("experiments") or [])
+            for rev in exp.get("revs", []) if rev.get("name") and not rev.get("error")}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shared", default=str(ROOT.parent / "shared"))
+    ap.add_argument("--fractions", type=float, nargs="+", default=None,
+                    help="real fractions to run, in this order (default: those in bench/kermany_study.yaml)")
+    add_folder_args(ap)
+    args = ap.parse_args(argv)
+    with folders(args):
+        return run(args)
+
+
+def run(args) -> dict:
+    study = yaml.safe_load(STUDY.read_text())
+    settings = merge(study["common"], SMOKE) if args.smoke else study["common"]
+    per_fraction = {float(k): v for k, v in study["per_fraction"].items()}
+    if args.smoke:
+        per_fraction = {1.0: {"downstream.cnn.epochs": 1}}
+    fractions = args.fractions or list(per_fraction)
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("PYTHONPATH", None)   # each experiment imports the code of its own workspace
+    layout = args.work / "layout" / "kermany" / "chest_xray"
+    if not layout.exists():
+        layout = (published_layouts.build_generated_kermany(args.work / "layout", per_class=10) if args.smoke
+                  else published_layouts.build_kermany(Path(args.shared), args.work / "layout"))
+    path = args.work / "kermany_study"
+    env["DVC_SITE_CACHE_DIR"] = str(path / ".dvc/tmp/site-cache")
+    project(path, layout, settings, env)
+    done = experiments(path, env)
+    queued = []
+    for f in fractions:
+        name = f"fraction-{f:g}"
+        if name in done:
+            print(f"{name}: already run ({done[name][:7]}); skipped")
+            continue
+        overrides = [f"data.train_fraction={f}", *(f"{k}={v}" for k, v in per_fraction.get(f, {}).items())]
+        sh([sys.executable, "-m", "dvc", "exp", "run", "--queue", "-n", name, *(a for o in overrides for a in ("-S", o))],
+           path, env)
+        queued.append(name)
+    log = args.work / "kermany_study.log"
+    if queued:
+        sh([sys.executable, "-m", "dvc", "exp", "run", "--run-all", "--jobs", "1"], path, env, log=log)
+    done = experiments(path, env)
+    missing = [f"fraction-{f:g}" for f in fractions if f"fraction-{f:g}" not in done]
+    if missing:
+        raise SystemExit(f"study: {missing} did not finish; see {log} and `dvc queue status` in {path}")
+    print(f"study project {path}: experiments {sorted(done)}; next: python bench/study_table.py")
+    res = {"smoke": args.smoke, "project": str(path), "experiments": done, "queued_now": queued,
+           "per_fraction": {f"{f:g}": per_fraction.get(f, {}) for f in fractions}}
+    (args.results / "kermany_study_runs.json").write_text(json.dumps(res, indent=1) + "\n")
+    return res
+
+
+if __name__ == "__main__":
+    main()
