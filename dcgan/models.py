@@ -156,3 +156,25 @@ def generate(g: Generator, z: torch.Tensor, y=None, batch: int = 500) -> torch.T
 
 def build(cfg: GanConfig) -> tuple[Generator, Discriminator]:
     return Generator(cfg), Discriminator(cfg)
+
+
+# The generator file (models/gan/generator.pt): what sampling needs, nothing of the training loop. Read with
+# torch.load(..., weights_only=True); dcgan.train.generator_state fills it from a trainer.
+GENERATOR_FORMAT = 1
+
+
+def generator_state(g: Generator, classes: list[str], *, seed: int, step: int, ema: bool,
+                    fixed_z: torch.Tensor | None = None, fixed_y: torch.Tensor | None = None) -> dict:
+    """``g``'s config and weights with the class names, and where they came from (seed, step, EMA, the fixed
+    latents of the sample grids)."""
+    return {"format": GENERATOR_FORMAT, "gan_config": g.cfg.to_dict(), "state_dict": g.state_dict(),
+            "classes": list(classes), "seed": seed, "step": step, "ema": ema, "fixed_z": fixed_z, "fixed_y": fixed_y}
+
+
+def load_generator(state: dict, device: torch.device | str = "cpu") -> Generator:
+    """A Generator in eval mode from ``generator_state``'s dict."""
+    if state.get("format") != GENERATOR_FORMAT:
+        raise ValueError(f"generator format {state.get('format')} is not {GENERATOR_FORMAT}")
+    g = Generator(GanConfig(**state["gan_config"]))
+    g.load_state_dict(state["state_dict"])
+    return g.to(device).eval()

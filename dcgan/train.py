@@ -30,10 +30,10 @@ from torch import nn
 from common.precision import autocast
 from dcgan.augment import diff_augment, parse_policy
 from dcgan.losses import LOSSES, d_loss, g_loss
+from dcgan import models
 from dcgan.models import Discriminator, GanConfig, Generator
 
 CHECKPOINT_FORMAT = 1
-GENERATOR_FORMAT = 1
 # Step metrics, in this order in the on-device accumulator.
 METRICS = ("loss_d", "loss_g", "d_real", "d_fake")
 GRAPH_WARMUP = 3     # eager steps on a side stream before capture (cuDNN autotuning, Adam state allocation)
@@ -521,21 +521,10 @@ class Trainer:
 
 
 def generator_state(trainer: Trainer, classes: list[str], g: Generator | None = None) -> dict:
-    """What the generator file holds: config, EMA weights with recalibrated BatchNorm (``g``, default
-    ``trainer.sampler()``), fixed latents."""
-    g = g or trainer.sampler()
-    return {"format": GENERATOR_FORMAT, "gan_config": trainer.gan.to_dict(), "state_dict": g.state_dict(),
-            "classes": list(classes), "seed": trainer.seed, "step": trainer.step, "ema": trainer.G_ema is not None,
-            "fixed_z": trainer.fixed_z, "fixed_y": trainer.fixed_y}
-
-
-def load_generator(state: dict, device: torch.device | str = "cpu") -> Generator:
-    """A Generator in eval mode from ``generator_state``'s dict (``torch.load(..., weights_only=True)``)."""
-    if state.get("format") != GENERATOR_FORMAT:
-        raise ValueError(f"generator format {state.get('format')} is not {GENERATOR_FORMAT}")
-    g = Generator(GanConfig(**state["gan_config"]))
-    g.load_state_dict(state["state_dict"])
-    return g.to(device).eval()
+    """The generator file's dict (dcgan.models.generator_state) for ``g`` (default ``trainer.sampler()``: EMA
+    weights with recalibrated BatchNorm), with the trainer's seed, step and fixed latents."""
+    return models.generator_state(g or trainer.sampler(), classes, seed=trainer.seed, step=trainer.step,
+                                  ema=trainer.G_ema is not None, fixed_z=trainer.fixed_z, fixed_y=trainer.fixed_y)
 
 
 def _fmt(m: dict) -> str:

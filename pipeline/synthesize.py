@@ -18,7 +18,7 @@ from common.images import save_png, tile, to_uint8
 from common.io import atomic_dir, write_json
 from common.seeding import stage_rng
 from dcgan.models import generate, latents
-from dcgan.train import load_generator
+from dcgan.models import load_generator
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split
 from pipeline.tracking import numeric_metrics, stage_run

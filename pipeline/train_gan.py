@@ -27,7 +27,8 @@ from common.images import save_png, tile
 from common.io import atomic_file, save_torch, write_json
 from common.seeding import stage_rng
 from dcgan.models import GanConfig, generate, latents
-from dcgan.train import METRICS, Callbacks, DivergenceError, TrainConfig, Trainer, generator_state, load_generator
+from dcgan.models import load_generator
+from dcgan.train import METRICS, Callbacks, DivergenceError, TrainConfig, Trainer, generator_state
 from evaluation import fidelity as fd
 from pipeline.checkpoints import load_checkpoint, save_checkpoint
 from pipeline.params import parse_stage_args

@@ -8,7 +8,8 @@ from common.images import tile, to_uint8
 from dcgan.augment import cutout, diff_augment, parse_policy, translate
 from dcgan.losses import d_loss, g_loss
 from dcgan.models import Discriminator, GanConfig, Generator, build
-from dcgan.train import DivergenceError, TrainConfig, Trainer, generator_state, load_generator
+from dcgan.models import load_generator
+from dcgan.train import DivergenceError, TrainConfig, Trainer, generator_state
 
 
 def cpu_gen(seed=0):

@@ -9,7 +9,7 @@ import torch
 
 from conftest import stage_args, tiny_params
 from dcgan.models import latents
-from dcgan.train import load_generator
+from dcgan.models import load_generator
 from imaging.dicom_write import SECONDARY_CAPTURE
 from pipeline import fidelity, prepare, synthesize, train_extractor, train_gan
 

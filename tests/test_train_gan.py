@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import stage_args, tiny_params
-from dcgan.train import load_generator
+from dcgan.models import load_generator
 from pipeline import prepare, train_gan
 
 ROOT = Path(__file__).resolve().parents[1]
