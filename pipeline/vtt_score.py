@@ -19,7 +19,7 @@ from pathlib import Path
 
 from common.io import write_json
 from evaluation import vtt
-from pipeline import report
+from pipeline import reporting
 from pipeline.params import parse_stage_args
 from pipeline.tracking import numeric_metrics, stage_run
 
@@ -61,7 +61,7 @@ def main(argv=None) -> dict:
                                            "vtt."))
             ml.log_artifact(str(out))
     if args.path(p["paths"]["report"]).exists():  # the pipeline has run: add the scores to its report
-        report.run(args)
+        reporting.run(args)
     pooled = result["pooled"]
     print(f"vtt_score: {len(readers)} reader(s), pooled accuracy {pooled['accuracy']:.3f} "
           f"(95% CI {pooled['accuracy_95ci'][0]:.3f}-{pooled['accuracy_95ci'][1]:.3f}, binomial p vs 50% "

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import yaml
 from conftest import stage_args, tiny_params
-from deps import (NOT_RESULT_PARAMS, PACKAGES, ROOT, import_closure, leaves, recording_params, result_params,
-                  stage_module)
+from deps import (NOT_RESULT_PARAMS, PACKAGES, ROOT, import_closure, leaves, module_file, recording_params,
+                  result_params, stage_module)
 
 pytestmark = pytest.mark.xdist_group("deps-project")
 
@@ -57,6 +57,20 @@ def test_every_stage_lists_exactly_the_code_it_imports():
     assert not problems, describe(problems, "code deps") + "\n(`python tests/deps.py` prints each closure)"
     for s in stages.values():  # the non-Python project files a stage lists exist
         assert all((ROOT / f).is_file() for f in s["code"]), s
+
+
+def test_no_stage_module_imports_another_stage_module():
+    """What two stages share lives in a library module or a non-stage helper in pipeline/ (issue 19): a stage
+    importing another stage depends on all of its code and reads top to bottom through two entry points.
+    ``python -m pipeline.vtt_score`` (a command, not a stage) is held to the same rule."""
+    stage_files = {module_file(s["module"]).relative_to(ROOT).as_posix(): s["module"] for s in dvc_stages().values()}
+    stage_files["pipeline/vtt_score.py"] = "pipeline.vtt_score"
+    found = {}
+    for path, module in stage_files.items():
+        others = sorted(import_closure(module) & set(stage_files) - {path})
+        if others:
+            found[module] = others
+    assert not found, f"stage modules importing other stage modules: {found}"
 
 
 def test_the_code_check_fails_when_a_real_dependency_is_removed():
