@@ -10,22 +10,19 @@ SPLITS = ("train", "val", "test")
 
 
 def _groups(patients: Sequence[str], hashes: Sequence[str]) -> np.ndarray:
-    """Union-find over patients: two patients sharing an identical image become one group."""
-    parent: dict[str, str] = {p: p for p in patients}
+    """Each image's group: patients sharing an identical image (same hash) are joined, transitively, as the
+    connected components of the patient graph (scipy); a group is named by its smallest patient id."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-    def find(p: str) -> str:
-        while parent[p] != p:
-            parent[p] = parent[parent[p]]
-            p = parent[p]
-        return p
-
-    first_owner: dict[str, str] = {}
-    for p, h in zip(patients, hashes):
-        q = first_owner.setdefault(h, p)
-        rp, rq = find(p), find(q)
-        if rp != rq:
-            parent[max(rp, rq)] = min(rp, rq)
-    return np.array([find(p) for p in patients])
+    ids, patient = np.unique(np.asarray(patients, dtype=str), return_inverse=True)   # ids sorted
+    _, first, image_hash = np.unique(np.asarray(hashes, dtype=str), return_index=True, return_inverse=True)
+    owner = patient[first[image_hash]]          # the patient of each hash's first image
+    edges = coo_matrix((np.ones(len(patient)), (patient, owner)), shape=(len(ids), len(ids)))
+    n_groups, group = connected_components(edges, directed=False)
+    smallest = np.full(n_groups, len(ids))
+    np.minimum.at(smallest, group, np.arange(len(ids)))
+    return ids[smallest[group[patient]]]
 
 
 def _strata(patients, labels, hashes) -> tuple[list[str], dict[str, list[int]], dict[int, list[str]]]:

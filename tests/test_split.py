@@ -141,3 +141,13 @@ def test_keep_patients_is_stratified_and_whole_patient():
     assert (again == keep).all()
     with pytest.raises(ValueError, match="train_fraction"):
         keep_patients(patients, labels, hashes, 0.0, np.random.default_rng(1))
+
+
+def test_patients_sharing_an_image_are_grouped_transitively_and_named_by_the_smallest_id():
+    from imaging.split import _groups
+
+    # p3 and p1 share image h1, p1 and p2 share h2 (so p3, p1 and p2 are one group, named p1); p9 shares nothing
+    patients = ["p3", "p1", "p1", "p2", "p9", "p2"]
+    hashes = ["h1", "h1", "h2", "h2", "h3", "h4"]
+    assert _groups(patients, hashes).tolist() == ["p1", "p1", "p1", "p1", "p9", "p1"]
+    assert _groups(["b", "a"], ["x", "y"]).tolist() == ["b", "a"]
