@@ -19,7 +19,7 @@ GPU ?=
 CONSTRAINTS := $(if $(GPU),-c constraints-gpu.txt -c .gpu-pins.txt,-c constraints.txt)
 VENV_FLAGS := $(if $(GPU),--system-site-packages)
 
-.PHONY: demo test test-all install browser ui bench-prepare gpu-check clean
+.PHONY: demo test test-all coverage install browser ui bench-prepare gpu-check clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt constraints-gpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -35,6 +35,13 @@ demo: install
 
 test: install
 	pytest -q -m "not slow" -n $(PYTEST_WORKERS) --dist loadgroup
+
+# Line coverage of the fast tier, per package (coverage.py via pytest-cov): the table lists each module,
+# `coverage report` after it the totals.
+coverage: install
+	pytest -q -m "not slow" -n $(PYTEST_WORKERS) --dist loadgroup \
+		--cov=common --cov=imaging --cov=dcgan --cov=evaluation --cov=pipeline --cov-report=term
+	python tools/coverage_by_package.py
 
 test-all: install browser
 	pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
