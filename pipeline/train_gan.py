@@ -46,8 +46,8 @@ NOT_IN_RUN_KEY = ("steps", "log_every", "checkpoint_every", "grid_every", "fid_e
                   "cuda_graphs", "deterministic")
 
 
-def run_key(g: dict, runtime: dict, seed: int, data_hash: str, world: int) -> str:
-    key = {k: v for k, v in g.items() if k not in NOT_IN_RUN_KEY}
+def run_key(gan_params: dict, runtime: dict, seed: int, data_hash: str, world: int) -> str:
+    key = {k: v for k, v in gan_params.items() if k not in NOT_IN_RUN_KEY}
     key.update({k: v for k, v in runtime.items() if k not in NOT_IN_RUN_KEY})
     key.update(device=runtime["device"].type, seed=seed, data=data_hash, world=world)
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -75,13 +75,13 @@ class FidMonitor:
         self.history: list[dict] = []
         self.best: dict | None = None
 
-    def check(self, tr: Trainer, classes: list[str]) -> float:
-        g = tr.sampler()
-        fake = generate(g, self.z, self.y)
+    def check(self, trainer: Trainer, classes: list[str]) -> float:
+        sampler = trainer.sampler()
+        fake = generate(sampler, self.z, self.y)
         value = fd.fid(fd.features(fake.numpy(), fd.DOMAIN, self.device, domain_state=self.extractor), self.ref)
-        self.history.append({"step": tr.step, "epoch": tr.step / tr.steps_per_epoch, "fid_domain": value})
+        self.history.append({"step": trainer.step, "epoch": trainer.step / trainer.steps_per_epoch, "fid_domain": value})
         if self.best is None or value < self.best["fid"]:
-            self.best = {"fid": value, "step": tr.step, "generator": generator_state(tr, classes, g)}
+            self.best = {"fid": value, "step": trainer.step, "generator": generator_state(trainer, classes, sampler)}
         return value
 
     def state_dict(self) -> dict:
@@ -91,194 +91,224 @@ class FidMonitor:
         self.history, self.best = list(state["history"]), state["best"]
 
 
+class TrainingRun:
+    """What happens around the training loop: the trainer's callbacks (log window, epoch end, checkpoint) as
+    methods, the progress bar, and the MLflow step metrics not yet sent. Only process 0 (``writer``) writes."""
+
+    def __init__(self, trainer: Trainer, gan_params: dict, reports: Path, checkpoint: Path, key: str,
+                 classes: list[str], monitor: FidMonitor | None, writer: bool):
+        self.trainer, self.reports, self.checkpoint, self.key = trainer, reports, checkpoint, key
+        self.classes, self.monitor, self.writer = classes, monitor, writer
+        self.grid_every, self.fid_every = int(gan_params["grid_every"]), int(gan_params["fid_every"])
+        num_classes = trainer.gan.num_classes
+        self.grid_cols = max(1, trainer.cfg.grid_size // num_classes // 2) if num_classes else 8
+        self.pending: list[dict] = []   # MLflow step metrics not yet sent
+        self.ml = None                  # the MLflow module inside the stage's run, when logging
+        self.bar = tqdm(total=trainer.cfg.steps, initial=trainer.step, desc="train_gan", unit="step",
+                        disable=not writer, mininterval=1)
+
+    def callbacks(self) -> Callbacks:
+        return Callbacks(self.on_log, self.on_epoch, self.on_checkpoint)
+
+    def on_log(self, trainer: Trainer, step: int, metrics: dict) -> None:
+        self.pending.append({"step": step, **metrics})
+        if self.writer:
+            self.bar.update(step - self.bar.n)
+            self.bar.set_postfix({"img/s": f"{metrics['images_per_second']:.0f}", "D": f"{metrics['loss_d']:.3f}",
+                                  "G": f"{metrics['loss_g']:.3f}", "D(x)": f"{metrics['d_real']:.2f}",
+                                  "D(G(z))": f"{metrics['d_fake']:.2f}"}, refresh=False)
+
+    def on_epoch(self, trainer: Trainer, step: int, epoch: int) -> None:
+        if self.writer and self.grid_every and epoch % self.grid_every == 0:
+            path = self.reports / "grids" / f"epoch_{epoch:06d}.png"
+            save_png(path, tile(trainer.grid_images(), self.grid_cols))
+            if self.ml:
+                self.ml.log_artifact(str(path), "grids")
+        if self.monitor and epoch % self.fid_every == 0:
+            self.pending.append({"step": step, "fid_domain": self.monitor.check(trainer, self.classes)})
+
+    def on_checkpoint(self, trainer: Trainer, step: int) -> None:
+        state = trainer.state_dict()  # collective under torchrun: every process takes part
+        if self.writer:
+            history = [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in state["history"]]
+            save_checkpoint(self.checkpoint, {**state, "history": history, "run_key": self.key, "classes": self.classes,
+                                              "fid_monitor": self.monitor.state_dict() if self.monitor else None})
+            self.write_logs()
+            self.flush_metrics()
+
+    def write_logs(self) -> None:
+        write_log(self.reports / "losses.csv", self.trainer.history)
+        if self.monitor:
+            write_log(self.reports / "fid.csv", self.monitor.history, FID_COLUMNS)
+
+    def flush_metrics(self) -> None:
+        if self.ml and self.pending:
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            batch = [Metric(k, float(v), now, int(row["step"])) for row in self.pending for k, v in row.items()
+                     if k != "step"]
+            client, run_id = self.ml.tracking.MlflowClient(), self.ml.active_run().info.run_id
+            for i in range(0, len(batch), 1000):  # MLflow's limit per batch
+                client.log_batch(run_id, metrics=batch[i:i + 1000])
+        self.pending.clear()
+
+
 def main(argv=None) -> dict:
     args = parse_stage_args(__doc__, argv)
-    p = args.params
-    g, seed = p["gan"], int(p["base"]["seed"])
+    gan_params = args.params["gan"]
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     try:
-        runtime = resolve_runtime(g, local_rank, world)
+        runtime = resolve_runtime(gan_params, local_rank, world)
     except ValueError as e:
         raise SystemExit(f"train_gan: {e}") from e
     configure_backends(runtime["device"], runtime["deterministic"])  # before any CUDA work, NCCL included
     if world > 1:
         dist.init_process_group("nccl" if runtime["device"].type == "cuda" else "gloo")
     try:
-        return _train(args, p, g, seed, runtime, rank, world)
+        return train(args, runtime, rank, world)
     finally:
         if world > 1:
             dist.destroy_process_group()
 
 
-def _train(args, p, g, seed, runtime, rank, world) -> dict:
-    writer = rank == 0
-    model_dir, reports = args.path(p["paths"]["gan_model"]), args.path(p["paths"]["gan_reports"])
-    data = load_split(args.path(p["paths"]["prepared"]), "train")
-    res = data.images.shape[-1]
-    nc = int(g["num_classes"])
-    if nc not in (0, len(data.classes)):
-        raise SystemExit(f"train_gan: gan.num_classes={nc}, but the prepared data has {len(data.classes)} classes "
-                         f"{data.classes}; set it to {len(data.classes)} (conditional) or 0 (unconditional)")
+def build_trainer(gan_params: dict, runtime: dict, data, seed: int) -> Trainer:
+    """The Trainer for the prepared train split under gan.* and the resolved runtime."""
+    num_classes = int(gan_params["num_classes"])
+    if num_classes not in (0, len(data.classes)):
+        raise SystemExit(f"train_gan: gan.num_classes={num_classes}, but the prepared data has {len(data.classes)} "
+                         f"classes {data.classes}; set it to {len(data.classes)} (conditional) or 0 (unconditional)")
     try:
-        gan = GanConfig(resolution=res, z_dim=int(g["z_dim"]), width=float(g["width"]), num_classes=nc,
-                        embed_dim=int(g["embed_dim"]), spectral_norm=bool(g["spectral_norm"]))
-        cfg = TrainConfig(steps=int(g["steps"]), batch=int(g["batch"]), lr_g=float(g["lr_g"]), lr_d=float(g["lr_d"]),
-                          betas=tuple(float(b) for b in g["betas"]), loss=g["loss"],
-                          label_smoothing=float(g["label_smoothing"]), diffaugment=g["diffaugment"] or "",
-                          ema_decay=float(g["ema_decay"]), precision=runtime["precision"],
-                          channels_last=runtime["channels_last"], cuda_graphs=runtime["cuda_graphs"],
-                          log_every=int(g["log_every"]), collapse_patience=int(g["collapse_patience"]))
-        trainer = Trainer(gan, cfg, torch.from_numpy(data.images), torch.from_numpy(data.labels) if nc else None,
-                          runtime["device"], seed)
+        gan = GanConfig(resolution=data.images.shape[-1], z_dim=int(gan_params["z_dim"]),
+                        width=float(gan_params["width"]), num_classes=num_classes,
+                        embed_dim=int(gan_params["embed_dim"]), spectral_norm=bool(gan_params["spectral_norm"]))
+        cfg = TrainConfig(steps=int(gan_params["steps"]), batch=int(gan_params["batch"]),
+                          lr_g=float(gan_params["lr_g"]), lr_d=float(gan_params["lr_d"]),
+                          betas=tuple(float(b) for b in gan_params["betas"]), loss=gan_params["loss"],
+                          label_smoothing=float(gan_params["label_smoothing"]),
+                          diffaugment=gan_params["diffaugment"] or "", ema_decay=float(gan_params["ema_decay"]),
+                          precision=runtime["precision"], channels_last=runtime["channels_last"],
+                          cuda_graphs=runtime["cuda_graphs"], log_every=int(gan_params["log_every"]),
+                          collapse_patience=int(gan_params["collapse_patience"]))
+        return Trainer(gan, cfg, torch.from_numpy(data.images), torch.from_numpy(data.labels) if num_classes else None,
+                       runtime["device"], seed)
     except ValueError as e:
         raise SystemExit(f"train_gan: {e}") from e
 
-    fid_every = int(g["fid_every"])
-    monitor = None
-    if fid_every and writer:
-        extractor = torch.load(args.path(p["paths"]["extractor"]) / "extractor.pt", map_location="cpu",
-                               weights_only=True)
-        if extractor.get("data") != data.data_hash:
-            raise SystemExit("train_gan: the domain extractor was trained on other data; run the extractor stage")
-        monitor = FidMonitor(extractor, load_split(args.path(p["paths"]["prepared"]), "val"),
-                             int(g["fid_samples"]), gan.z_dim, bool(nc), runtime["device"], seed)
 
-    key = run_key(g, runtime, seed, data.data_hash, world)
-    ckpt_path = model_dir / "checkpoint.pt"
-    resumed_from = 0
-    state, found = load_checkpoint(ckpt_path, rename=writer)  # the last checkpoint, or the one before if the last is damaged
-    if state is not None:
-        if state["run_key"] == key and state["step"] <= cfg.steps:
-            trainer.load_state_dict(state)
-            if monitor and state.get("fid_monitor"):
-                monitor.load_state_dict(state["fid_monitor"])
-            resumed_from = trainer.step
-            if writer:
-                print(f"train_gan: resuming from step {resumed_from} of {cfg.steps} ({found})")
-        elif writer:
-            why = "another configuration or data" if state["run_key"] != key else f"step {state['step']}"
-            print(f"train_gan: {found} is from {why}; starting over")
-    del state
+def fid_monitor(args, trainer: Trainer, data, runtime: dict, seed: int) -> FidMonitor:
+    """The domain-FID check against the val split, with the extractor trained on this very train split."""
+    params = args.params
+    extractor = torch.load(args.path(params["paths"]["extractor"]) / "extractor.pt", map_location="cpu",
+                           weights_only=True)
+    if extractor.get("data") != data.data_hash:
+        raise SystemExit("train_gan: the domain extractor was trained on other data; run the extractor stage")
+    return FidMonitor(extractor, load_split(args.path(params["paths"]["prepared"]), "val"),
+                      int(params["gan"]["fid_samples"]), trainer.gan.z_dim, bool(trainer.gan.num_classes),
+                      runtime["device"], seed)
+
+
+def resume(trainer: Trainer, monitor: FidMonitor | None, checkpoint: Path, key: str, writer: bool) -> int:
+    """Load the last checkpoint (or the one before, if the last is damaged) when it is this run's; returns
+    the step resumed from (0: starting over)."""
+    state, found = load_checkpoint(checkpoint, rename=writer)
+    if state is None:
+        return 0
+    if state["run_key"] == key and state["step"] <= trainer.cfg.steps:
+        trainer.load_state_dict(state)
+        if monitor and state.get("fid_monitor"):
+            monitor.load_state_dict(state["fid_monitor"])
+        if writer:
+            print(f"train_gan: resuming from step {trainer.step} of {trainer.cfg.steps} ({found})")
+        return trainer.step
+    if writer:
+        why = "another configuration or data" if state["run_key"] != key else f"step {state['step']}"
+        print(f"train_gan: {found} is from {why}; starting over")
+    return 0
+
+
+def train(args, runtime: dict, rank: int, world: int) -> dict:
+    params = args.params
+    gan_params, seed, writer = params["gan"], int(params["base"]["seed"]), rank == 0
+    model_dir, reports = args.path(params["paths"]["gan_model"]), args.path(params["paths"]["gan_reports"])
+    data = load_split(args.path(params["paths"]["prepared"]), "train")
+    trainer = build_trainer(gan_params, runtime, data, seed)
+    monitor = fid_monitor(args, trainer, data, runtime, seed) if int(gan_params["fid_every"]) and writer else None
+    key = run_key(gan_params, runtime, seed, data.data_hash, world)
+    resumed_from = resume(trainer, monitor, model_dir / "checkpoint.pt", key, writer)
     if writer and not resumed_from:
         shutil.rmtree(reports, ignore_errors=True)
     if writer:
         (reports / "grids").mkdir(parents=True, exist_ok=True)
         model_dir.mkdir(parents=True, exist_ok=True)
-
-    grid_cols = max(1, cfg.grid_size // max(nc, 1) // 2) if nc else 8
-    pending: list[dict] = []   # MLflow step metrics not yet sent
-
-    def save_grid(tr: Trainer, name: str) -> Path:
-        path = reports / "grids" / name
-        save_png(path, tile(tr.grid_images(), grid_cols))
-        return path
-
-    def on_log(tr: Trainer, step: int, m: dict) -> None:
-        pending.append({"step": step, **m})
-        if writer:
-            bar.update(step - bar.n)
-            bar.set_postfix({"img/s": f"{m['images_per_second']:.0f}", "D": f"{m['loss_d']:.3f}",
-                             "G": f"{m['loss_g']:.3f}", "D(x)": f"{m['d_real']:.2f}",
-                             "D(G(z))": f"{m['d_fake']:.2f}"}, refresh=False)
-
-    def on_epoch(tr: Trainer, step: int, epoch: int) -> None:
-        if writer and int(g["grid_every"]) and epoch % int(g["grid_every"]) == 0:
-            path = save_grid(tr, f"epoch_{epoch:06d}.png")
-            if ml:
-                ml.log_artifact(str(path), "grids")
-        if monitor and epoch % fid_every == 0:
-            pending.append({"step": step, "fid_domain": monitor.check(tr, data.classes)})
-
-    def on_checkpoint(tr: Trainer, step: int) -> None:
-        state = tr.state_dict()  # collective under torchrun: every process takes part
-        if writer:
-            history = [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in state["history"]]
-            save_checkpoint(ckpt_path, {**state, "history": history, "run_key": key, "classes": data.classes,
-                                        "fid_monitor": monitor.state_dict() if monitor else None})
-            write_log(reports / "losses.csv", tr.history)
-            if monitor:
-                write_log(reports / "fid.csv", monitor.history, FID_COLUMNS)
-            flush_metrics()
-
-    def flush_metrics() -> None:
-        if ml and pending:
-            from mlflow.entities import Metric
-
-            now = int(time.time() * 1000)
-            batch = [Metric(k, float(v), now, int(row["step"])) for row in pending for k, v in row.items()
-                     if k != "step"]
-            client, run_id = ml.tracking.MlflowClient(), ml.active_run().info.run_id
-            for i in range(0, len(batch), 1000):  # MLflow's limit per batch
-                client.log_batch(run_id, metrics=batch[i:i + 1000])
-        pending.clear()
-
-    stage_params = {"base": p["base"], "gan": g}
-    with stage_run("train_gan", p, args.root, stage_params) if writer else nullcontext() as ml:
+    run = TrainingRun(trainer, gan_params, reports, model_dir / "checkpoint.pt", key, data.classes, monitor, writer)
+    with stage_run("train_gan", params, args.root, {"base": params["base"], "gan": gan_params}) if writer \
+            else nullcontext() as ml:
+        run.ml = ml
         if ml:
-            ml.log_params({"gan.resolution": res, "gan.resolved_precision": runtime["precision"],
+            ml.log_params({"gan.resolution": trainer.gan.resolution, "gan.resolved_precision": runtime["precision"],
                            "gan.resolved_device": str(runtime["device"]), "gan.world_size": world,
                            "gan.resumed_from_step": resumed_from})
-            pending.extend(trainer.history)  # curves before a resume, so this run holds all of them
+            run.pending.extend(trainer.history)  # curves before a resume, so this run holds all of them
             if monitor:
-                pending.extend({"step": r["step"], "fid_domain": r["fid_domain"]} for r in monitor.history)
-        bar = tqdm(total=cfg.steps, initial=trainer.step, desc="train_gan", unit="step", disable=not writer,
-                   mininterval=1)
-        t0 = time.perf_counter()
+                run.pending.extend({"step": r["step"], "fid_domain": r["fid_domain"]} for r in monitor.history)
+        started = time.perf_counter()
         try:
-            trainer.run(cfg.steps, Callbacks(on_log, on_epoch, on_checkpoint), int(g["checkpoint_every"]))
+            trainer.run(trainer.cfg.steps, run.callbacks(), int(gan_params["checkpoint_every"]))
         except DivergenceError as e:
-            bar.close()
+            run.bar.close()
             if writer:
                 write_log(reports / "losses.csv", trainer.history)
-                flush_metrics()
+                run.flush_metrics()
             raise SystemExit(f"train_gan: stopped: {e}") from e
-        bar.close()
-        seconds = time.perf_counter() - t0  # timings go to the log and MLflow, never into summary.json (an out)
-        images_per_second = round((trainer.step - resumed_from) * cfg.batch / seconds, 1) if seconds else 0.0
+        run.bar.close()
+        seconds = time.perf_counter() - started  # timings go to the log and MLflow, never into summary.json (an out)
         if not writer:
             return {}
-        if monitor and (not monitor.history or monitor.history[-1]["step"] != trainer.step):
-            pending.append({"step": trainer.step, "fid_domain": monitor.check(trainer, data.classes)})
-        # the stage's generator: the lowest-FID EMA generator when FID is checked, else the last
-        gen_state = monitor.best["generator"] if monitor else generator_state(trainer, data.classes)
-        save_torch(model_dir / "generator.pt", gen_state)
-        if monitor:
-            write_log(reports / "fid.csv", monitor.history, FID_COLUMNS)
-        # checkpoint.pt holds the final training state (the last window always ends at cfg.steps)
-        grid = trainer.grid_images(load_generator(gen_state, runtime["device"]))
-        finals = [reports / "grids" / "final.png"]
-        save_png(finals[0], tile(grid, grid_cols))
-        for c, name in enumerate(data.classes if nc else []):
-            finals.append(reports / f"samples_{name}.png")
-            save_png(finals[-1], tile(grid[trainer.fixed_y == c], grid_cols))
-        write_log(reports / "losses.csv", trainer.history)
-        last = trainer.history[-1] if trainer.history else {}
-        trained = trainer.step - resumed_from
-        summary = {"steps": trainer.step, "epochs": round(trainer.step /
-                   trainer.steps_per_epoch, 2), "train_images": len(data.images), "resolution": res,
-                   "num_classes": nc, "classes": data.classes, "device": str(runtime["device"]),
-                   "precision": runtime["precision"], "cuda_graphs": trainer.use_graphs, "world_size": world,
-                   "final": {k: round(last[k], 5) for k in METRICS if k in last},
-                   "generator_step": gen_state["step"],
-                   "fid_domain_best": round(monitor.best["fid"], 5) if monitor else None,
-                   "fid_domain_last": round(monitor.history[-1]["fid_domain"], 5) if monitor else None}
-        summary["cuda_graphs"] = trainer.graph_status  # on | off | fallback (<reason>)
-        write_json(reports / "summary.json", summary)  # a DVC out: what the inputs decide, nothing else
+        summary = finish(run, data, runtime, world, model_dir)
+        images_per_second = round((trainer.step - resumed_from) * trainer.cfg.batch / seconds, 1) if seconds else 0.0
         summary["resumed_from_step"] = resumed_from      # returned and logged, not written
-        if ml:
-            flush_metrics()
-            ml.log_param("gan.resolved_cuda_graphs", trainer.graph_status)
-            if monitor:
-                ml.log_artifact(str(reports / "fid.csv"))
-            for path in finals:
-                ml.log_artifact(str(path))
-            ml.log_artifact(str(reports / "losses.csv"))
-            ml.log_artifact(str(reports / "summary.json"))
-            if trained:
-                ml.log_metrics({"train_seconds": seconds, "train_images_per_second": images_per_second})
+        if ml and trainer.step > resumed_from:
+            ml.log_metrics({"train_seconds": seconds, "train_images_per_second": images_per_second})
     print(f"train_gan: {trainer.step} steps ({summary['epochs']} epochs) on {summary['device']} "
           f"[{summary['precision']}], {images_per_second} img/s -> {model_dir}")
+    return summary
+
+
+def finish(run: TrainingRun, data, runtime: dict, world: int, model_dir: Path) -> dict:
+    """generator.pt (the lowest-FID EMA generator when FID is checked, else the last), the final grids, the
+    logs and summary.json; their MLflow artifacts. Returns the summary."""
+    trainer, monitor, reports = run.trainer, run.monitor, run.reports
+    if monitor and (not monitor.history or monitor.history[-1]["step"] != trainer.step):
+        run.pending.append({"step": trainer.step, "fid_domain": monitor.check(trainer, data.classes)})
+    gen_state = monitor.best["generator"] if monitor else generator_state(trainer, data.classes)
+    save_torch(model_dir / "generator.pt", gen_state)
+    if monitor:
+        write_log(reports / "fid.csv", monitor.history, FID_COLUMNS)
+    # checkpoint.pt holds the final training state (the last window always ends at cfg.steps)
+    grid = trainer.grid_images(load_generator(gen_state, runtime["device"]))
+    finals = [reports / "grids" / "final.png"]
+    save_png(finals[0], tile(grid, run.grid_cols))
+    for label, name in enumerate(data.classes if trainer.gan.num_classes else []):
+        finals.append(reports / f"samples_{name}.png")
+        save_png(finals[-1], tile(grid[trainer.fixed_y == label], run.grid_cols))
+    write_log(reports / "losses.csv", trainer.history)
+    last = trainer.history[-1] if trainer.history else {}
+    summary = {"steps": trainer.step, "epochs": round(trainer.step / trainer.steps_per_epoch, 2),
+               "train_images": len(data.images), "resolution": trainer.gan.resolution,
+               "num_classes": trainer.gan.num_classes, "classes": data.classes, "device": str(runtime["device"]),
+               "precision": runtime["precision"], "cuda_graphs": trainer.graph_status,  # on | off | fallback (<reason>)
+               "world_size": world, "final": {k: round(last[k], 5) for k in METRICS if k in last},
+               "generator_step": gen_state["step"],
+               "fid_domain_best": round(monitor.best["fid"], 5) if monitor else None,
+               "fid_domain_last": round(monitor.history[-1]["fid_domain"], 5) if monitor else None}
+    write_json(reports / "summary.json", summary)  # a DVC out: what the inputs decide, nothing else
+    if run.ml:
+        run.flush_metrics()
+        run.ml.log_param("gan.resolved_cuda_graphs", trainer.graph_status)
+        for path in [*finals, reports / "losses.csv", reports / "summary.json"] + ([reports / "fid.csv"] if monitor else []):
+            run.ml.log_artifact(str(path))
     return summary
 
 
