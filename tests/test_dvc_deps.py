@@ -43,7 +43,7 @@ def describe(problems: dict[str, tuple[set, set]], what: str) -> str:
 def code_problems(stages: dict[str, dict]) -> dict[str, tuple[set, set]]:
     problems = {}
     for name, s in stages.items():
-        declared = {f for f in s["code"] if f.endswith(".py")}
+        declared = set(s["code"])  # modules and the data files they read (a template, the reader page)
         imported = import_closure(s["module"])
         if declared != imported:
             problems[name] = (imported - declared, declared - imported)
