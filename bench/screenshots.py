@@ -2,13 +2,15 @@
 every network request failing, and the MLflow UI's comparison of two pipeline (parent) runs.
 
     python bench/screenshots.py [--project .] [--runs EXP_NAME EXP_NAME] [--smoke]
-    python bench/screenshots.py --project DIR --before-after REV
+    python bench/screenshots.py [--project DIR | --tiny] --before-after REV
 
 --before-after REV: the report page of the project rendered twice from the same stage outputs, by the code of
 git revision REV and by this checkout's (the report stage run in a fresh process each, its page written under
 --work), then compared: the sections and the visible text of each (every number, word and table cell; text
 inside the old hand-made SVG charts left out: charts are pictures in both), and with Chromium both pages side
 by side in report_page_before_after.png (before left). Writes report_before_after.json; nothing else runs.
+--tiny: the project is made first, in --work: every stage in-process on a generated demo archive at 32 px with
+a few GAN steps and one XGBoost arm per training set (as tests/test_report.py runs it; about a minute).
 
 --runs names two DVC experiments (the parent runs' dvc_exp_name tags); default: the two latest parent runs.
 The report page is saved at 3/4 scale with a 256-colour palette (a tall page; it keeps the repository small).
@@ -76,6 +78,37 @@ def smoke_project(folder: Path) -> Path:
         finally:
             del os.environ["DVC_EXP_NAME"]
     return folder
+
+
+def tiny_project(folder: Path) -> Path:
+    """Every stage's outputs, in miniature (tests/test_report.py's run): a seeded demo archive, 32 px images,
+    4 GAN steps, one XGBoost arm per training set, a 4-image visual Turing test export; MLflow off."""
+    import numpy as np
+    from conftest import stage_args, tiny_params  # tests/ is on sys.path: the tests' own tiny params
+
+    from imaging.demo import write_demo_archive
+    from pipeline import (downstream, downstream_summary, fidelity, prepare, synthesize, train_extractor, train_gan,
+                          vtt_export)
+
+    write_demo_archive(folder / "demo", np.random.default_rng(7), patients=12, images_per_patient=(2, 3),
+                       sizes=(96, 128, 160))
+    (folder / "project").mkdir(parents=True, exist_ok=True)
+    project = tiny_params(
+        folder / "project", folder / "demo", mlflow=dict(enabled=False), vtt=dict(n=2, display_size=64),
+        data=dict(source="../demo"),  # relative to the project: the page names no folder of this machine
+        gan=dict(width=0.25, steps=4, batch=8, log_every=2, fid_every=2, fid_samples=16, grid_every=0),
+        extractor=dict(width=4, dim=16, steps=5, batch=16),
+        fidelity=dict(kid_subsets=5, inception_weights="no-such-file.pth", pairs=4),
+        downstream=dict(arms=dict(cnn=dict(real=[], synthetic=[]), xgboost=dict(real=["real"], synthetic=["real_synthetic"])),
+                        fractions=[1.0], seeds=[0], xgboost=dict(n_estimators=10), bootstrap=dict(samples=20)))
+    argv = stage_args(project)
+    for stage in (prepare, train_extractor, train_gan, synthesize, fidelity):
+        stage.main(argv)
+    for trainset in ("real", "real_synthetic"):
+        downstream.main([*argv, "--arm", "xgboost", trainset, "1.0", "0"])
+    downstream_summary.main(argv)
+    vtt_export.main(argv)
+    return project
 
 
 def page_screenshot(page: Path, png: Path) -> dict:
@@ -331,6 +364,7 @@ def main():
     ap.add_argument("--project", type=Path, default=ROOT)
     ap.add_argument("--runs", nargs=2, default=None, metavar="EXP_NAME")
     ap.add_argument("--no-browser", action="store_true", help="gather the facts only, without Chromium (no screenshots)")
+    ap.add_argument("--tiny", action="store_true", help="make a tiny project that ran every stage first, in --work")
     ap.add_argument("--before-after", metavar="REV", default=None,
                     help="compare the project's report page rendered by git revision REV and by this checkout "
                          "(only that; --smoke compares against HEAD besides its other checks)")
@@ -343,6 +377,8 @@ def main():
 def run(args):
     if args.smoke:
         args.project, args.runs = smoke_project(args.work / "smoke_project"), list(SMOKE_RUNS)
+    elif args.tiny:
+        args.project = tiny_project(args.work / "tiny")
     browser = bool(CHROMIUM and CHROMEDRIVER) and not args.no_browser
     if not browser and not (args.smoke or args.no_browser):
         raise SystemExit("bench/screenshots.py needs chromium and chromedriver: `make browser` installs them "
