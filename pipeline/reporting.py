@@ -221,8 +221,8 @@ def log(params: dict, root: Path, summary: dict, files: list[Path]) -> None:
         if ml:
             metrics = mlflow_metrics(summary)
             ml.log_metrics(metrics)
-            for f in files:
-                ml.log_artifact(str(f))
+            for path in files:
+                ml.log_artifact(str(path))
             log_to_parent(ml, metrics, files)
 
 
