@@ -89,6 +89,16 @@ def test_the_import_walk_follows_imports_inside_functions():
     assert {"pipeline/params.py", "pipeline/__init__.py"} <= import_closure("pipeline.fidelity")
 
 
+def test_a_template_a_stage_reads_is_one_of_its_deps():
+    """Data files a module reads from its own package are in the closure, so dvc.yaml must list them."""
+    assert "pipeline/report_page.html.j2" in import_closure("pipeline.report")
+    assert "evaluation/vtt_reader.html" in import_closure("pipeline.vtt_export")
+    assert not any(f.endswith((".html", ".j2")) for f in import_closure("pipeline.prepare"))
+    stages = dvc_stages()
+    stages["report"]["code"].discard("pipeline/report_page.html.j2")
+    assert code_problems(stages) == {"report": ({"pipeline/report_page.html.j2"}, set())}
+
+
 # ------------------------------------------------------------------ params
 
 @pytest.fixture(scope="module")
