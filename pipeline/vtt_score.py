@@ -9,7 +9,8 @@ binomial test against 50%, accuracy by confidence, inter-reader agreement (Cohen
 Fleiss' for more) and a Mann-Whitney U test of realism ratings between real and synthetic images.
 Writes paths.vtt_metrics (metrics/vtt.json) and logs it to the pipeline's MLflow run, then renders the run
 report again (reports/index.html and summary.json, with the scores) and puts the headline metrics, VTT
-accuracy included, on the MLflow parent run.
+accuracy included, on the MLflow parent run. The report is built by pipeline/reporting.py, the helper the report
+stage runs too (a command imports no stage module).
 """
 from __future__ import annotations
 
@@ -24,43 +25,53 @@ from pipeline.params import parse_stage_args
 from pipeline.tracking import numeric_metrics, stage_run
 
 
-def main(argv=None) -> dict:
-    args = parse_stage_args(__doc__, argv, lambda ap: ap.add_argument("responses", nargs="+", type=Path,
-                                                                      help="response CSV files, one per reader"))
-    p = args.params
-    folder = args.path(p["paths"]["vtt"])
+def checked_key(folder: Path) -> tuple[dict[str, dict], str]:
+    """The answer key (id -> row) and its version, once the key matches the blinded manifest's commitment."""
     manifest = json.loads((folder / "blinded/manifest.json").read_text())
     key_text = (folder / "key.csv").read_text()
     if vtt.commitment(key_text) != manifest["key_sha256"]:
         raise SystemExit(f"vtt_score: {folder / 'key.csv'} does not match the commitment in the blinded manifest "
                          "(the key was changed after export)")
-    key = vtt.read_key(key_text)
+    return vtt.read_key(key_text), manifest["key_version"]
+
+
+def read_responses(files: list[Path], key: dict[str, dict], key_version: str) -> dict[str, list[dict]]:
+    """reader -> checked answers, one response file per reader; every problem in every file is reported at once."""
     readers: dict[str, list[dict]] = {}
     errors = []
-    for path in args.extra.responses:
+    for path in files:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.DictReader(f))
         try:
-            checked = vtt.check_responses(str(path), rows, key, manifest["key_version"])
+            checked = vtt.check_responses(str(path), rows, key, key_version)
         except vtt.ResponseError as e:
             errors.append(str(e))
             continue
-        name = checked[0]["reader"] if checked else path.stem
-        if name in readers:
-            errors.append(f"{path}: reader {name!r} already has a response file")
+        reader = checked[0]["reader"] if checked else path.stem
+        if reader in readers:
+            errors.append(f"{path}: reader {reader!r} already has a response file")
             continue
-        readers[name] = checked
+        readers[reader] = checked
     if errors:
         raise SystemExit("vtt_score: cannot score:\n  " + "\n  ".join(errors))
-    result = {"scored": True, "key_version": manifest["key_version"], "images": len(key), **vtt.score(readers)}
-    out = args.path(p["paths"]["vtt_metrics"])
+    return readers
+
+
+def main(argv=None) -> dict:
+    args = parse_stage_args(__doc__, argv, lambda ap: ap.add_argument("responses", nargs="+", type=Path,
+                                                                      help="response CSV files, one per reader"))
+    params = args.params
+    key, key_version = checked_key(args.path(params["paths"]["vtt"]))
+    readers = read_responses(args.extra.responses, key, key_version)
+    result = {"scored": True, "key_version": key_version, "images": len(key), **vtt.score(readers)}
+    out = args.path(params["paths"]["vtt_metrics"])
     write_json(out, result)
-    with stage_run("vtt_score", p, args.root, {"base": p["base"], "vtt": p["vtt"]}) as ml:
+    with stage_run("vtt_score", params, args.root, {"base": params["base"], "vtt": params["vtt"]}) as ml:
         if ml:
             ml.log_metrics(numeric_metrics({"pooled": result["pooled"], "agreement": result.get("agreement", {})},
                                            "vtt."))
             ml.log_artifact(str(out))
-    if args.path(p["paths"]["report"]).exists():  # the pipeline has run: add the scores to its report
+    if args.path(params["paths"]["report"]).exists():  # the pipeline has run: add the scores to its report
         reporting.run(args)
     pooled = result["pooled"]
     print(f"vtt_score: {len(readers)} reader(s), pooled accuracy {pooled['accuracy']:.3f} "

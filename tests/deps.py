@@ -1,6 +1,7 @@
 """What each DVC stage really depends on, derived from the code: the project modules its command imports
-(directly or through other project modules, at any depth, including imports inside functions), and the
-params.yaml keys it reads (recorded while the stage runs). tests/test_dvc_deps.py compares both with dvc.yaml.
+(directly or through other project modules, at any depth, including imports inside functions), the data files
+those modules read from their own package (a template, a reader page: a string in the module that names a
+file beside it), and the params.yaml keys it reads (recorded while the stage runs). tests/test_dvc_deps.py compares both with dvc.yaml.
 
     python -m tests.deps      # prints every stage's import closure, ready to paste into dvc.yaml
 """
@@ -42,8 +43,17 @@ def _imported_names(path: Path) -> set[str]:
     return names
 
 
+def _package_data(path: Path) -> set[Path]:
+    """Non-Python files beside ``path`` that it names in a string (``TEMPLATE = "report_page.html.j2"``,
+    ``resources.files("evaluation").joinpath("vtt_reader.html")``): files the module reads at run time."""
+    beside = {p.name: p for p in path.parent.iterdir() if p.is_file() and p.suffix not in (".py", ".pyc")}
+    return {beside[node.value] for node in ast.walk(ast.parse(path.read_text(), str(path)))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in beside}
+
+
 def import_closure(module: str) -> set[str]:
-    """Project files (relative posix paths) that importing ``module`` executes, packages' __init__ included."""
+    """Project files (relative posix paths) that importing ``module`` executes, packages' __init__ included,
+    and the data files those modules read from their own package (``_package_data``)."""
     seen: set[Path] = set()
     todo = [module]
     while todo:
@@ -55,6 +65,7 @@ def import_closure(module: str) -> set[str]:
             if path is not None and path not in seen:
                 seen.add(path)
                 todo.extend(_imported_names(path))
+    seen |= {data for path in list(seen) for data in _package_data(path)}
     return {p.relative_to(ROOT).as_posix() for p in seen}
 
 

@@ -43,7 +43,7 @@ def describe(problems: dict[str, tuple[set, set]], what: str) -> str:
 def code_problems(stages: dict[str, dict]) -> dict[str, tuple[set, set]]:
     problems = {}
     for name, s in stages.items():
-        declared = {f for f in s["code"] if f.endswith(".py")}
+        declared = set(s["code"])  # modules and the data files they read (a template, the reader page)
         imported = import_closure(s["module"])
         if declared != imported:
             problems[name] = (imported - declared, declared - imported)
@@ -87,6 +87,16 @@ def test_the_import_walk_follows_imports_inside_functions():
     assert "imaging/dicom_write.py" in import_closure("pipeline.synthesize")
     # through other modules: every stage reaches common/seeding.py or pipeline/params.py via its imports
     assert {"pipeline/params.py", "pipeline/__init__.py"} <= import_closure("pipeline.fidelity")
+
+
+def test_a_template_a_stage_reads_is_one_of_its_deps():
+    """Data files a module reads from its own package are in the closure, so dvc.yaml must list them."""
+    assert "pipeline/report_page.html.j2" in import_closure("pipeline.report")
+    assert "evaluation/vtt_reader.html" in import_closure("pipeline.vtt_export")
+    assert not any(f.endswith((".html", ".j2")) for f in import_closure("pipeline.prepare"))
+    stages = dvc_stages()
+    stages["report"]["code"].discard("pipeline/report_page.html.j2")
+    assert code_problems(stages) == {"report": ({"pipeline/report_page.html.j2"}, set())}
 
 
 # ------------------------------------------------------------------ params

@@ -1,17 +1,26 @@
 """The report stage: reports/summary.json, a self-contained reports/index.html with every section and the
-run's numbers, the headline metrics on the MLflow parent run, and the VTT scores added by vtt_score."""
+run's numbers, the headline metrics on the MLflow parent run, byte-identical pages from the same outputs, and
+the VTT scores added by vtt_score."""
 import csv
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
+
+from pathlib import Path
 
 import pytest
 from browser import CHROMEDRIVER, CHROMIUM, chromium
 from conftest import stage_args, tiny_params
 
 from evaluation import vtt
-from pipeline import report_page as H
 from pipeline.prepared import dataset_hash
+from pipeline.report_page import fmt
+from pipeline.reporting import mlflow_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.xdist_group("report-project")  # one pipeline run for the module
 
@@ -62,6 +71,15 @@ def test_summary_has_the_headline_metrics(pipeline_run):
     assert {"real", "real_synthetic", "real_synthetic-real"} <= set(arm)
     assert arm["real_synthetic-real"]["roc_auc_ci_low"] <= arm["real_synthetic-real"]["roc_auc"]
     assert summary["data"]["images"] > 0 and summary["data"]["quarantined"] > 0
+    prepared = json.loads((project / "data/prepared/summary.json").read_text())
+    assert summary["data"]["splits"] == prepared["splits"]
+    assert summary["data"]["quarantine_reasons"] == prepared["quarantine_reasons"]
+    assert len(summary["data"]["quarantine_listed"]) == prepared["quarantined"]  # under 50: every file by name
+    assert summary["fidelity_setup"]["unavailable"].keys() == {"inception-v3-compat"}
+    table = json.loads((project / "metrics/downstream.json").read_text())["table"]["xgboost.fraction_1.0"]
+    assert arm["real"] == table["real"] and arm["real_synthetic-real"]["verdict"] == "no clear difference"
+    assert summary["run"]["data_hash"] == dataset_hash(project / "data/prepared")
+    assert summary["vtt_export"]["images"] == 4 and summary["vtt_export"]["folder"] == "exports/vtt"
     assert "vtt" not in summary                                       # not scored yet
 
 
@@ -75,9 +93,11 @@ def test_page_is_self_contained_and_has_every_section(pipeline_run):
                  "ΔROC AUC [95% CI]", "ROC on test", "send this folder", "Not scored yet", dataset_hash(project /
                                                                                                   "data/prepared")):
         assert text in page, text
-    assert H.fmt(summary["fidelity"]["medaug-domain"]["fid"]) in page
+    assert fmt(summary["fidelity"]["medaug-domain"]["fid"]) in page
     # every image inline, nothing fetched: no http(s) source, link, stylesheet, script or font
-    assert len(re.findall(r'<img src="data:image/png;base64,', page)) >= 5
+    images = re.findall(r'<img src="([^"]*)"', page)
+    assert len(images) >= 5 and all(re.match(r"data:image/(png|svg\+xml);base64,", src) for src in images)
+    assert len([src for src in images if src.startswith("data:image/svg+xml")]) == 4  # 3 training charts, 1 ROC
     assert not re.search(r'(src|href)="(?!data:|#)', page) and "<script" not in page and "@import" not in page
     assert not re.search(r"url\(", page)
 
@@ -88,6 +108,8 @@ def test_parent_run_carries_headline_metrics_and_identity(pipeline_run):
     assert len(parents) == 1
     parent = parents[0]
     assert parent.data.metrics["fidelity.medaug-domain.fid"] == pytest.approx(summary["fidelity"]["medaug-domain"]["fid"])
+    assert mlflow_metrics(summary).keys() <= parent.data.metrics.keys()
+    assert not any(name.startswith("run.") for name in parent.data.metrics)  # identity: params and tags
     assert "downstream.xgboost.fraction_1.0.real_synthetic-real.roc_auc" in parent.data.metrics
     assert parent.data.tags["data_hash"] == dataset_hash(project / "data/prepared")
     assert parent.data.params["gan.steps"] == "4"
@@ -119,13 +141,22 @@ def test_vtt_score_adds_the_scores_to_report_and_parent_run(pipeline_run, tmp_pa
     assert parents[0].data.metrics["vtt.accuracy"] == pytest.approx(summary["vtt"]["accuracy"])
 
 
-def test_line_chart_and_number_cells():
-    svg = H.line_chart({"a": ([0, 1, 2], [1.0, float("nan"), 3.0]), "empty": ([], [])}, "t", "step")
-    assert svg.startswith("<svg") and svg.count("<polyline") == 1 and ">a<" in svg and "empty" not in svg
-    assert "no data" in H.line_chart({}, "t", "x")
-    assert H.fmt(None) == "n/a" and H.fmt(0.12345) == "0.123" and H.fmt(12000.0) == "12,000"
-    cells = H.table(("x", "y"), [("name", "0.5 [0.1, 0.9]")])
-    assert '<td class="n">0.5 [0.1, 0.9]</td>' in cells and "<td>name</td>" in cells
+def test_the_same_outputs_give_the_same_page_in_another_process_and_folder(pipeline_run, tmp_path):
+    """The page and summary are DVC outs: rendered again in a fresh process, from a copy of the project in
+    another folder, under a matplotlibrc that changes every default the charts could pick up, they are the
+    same bytes (no date, software name, random SVG id or user setting gets in)."""
+    project = pipeline_run[0]
+    other = shutil.copytree(project, tmp_path / "some/other/place", ignore=shutil.ignore_patterns("mlflow.db"))
+    for f in ("index.html", "summary.json"):
+        (other / "reports" / f).unlink()
+    (tmp_path / "matplotlibrc").write_text("svg.hashsalt: another\nfont.size: 20\nsvg.fonttype: none\n"
+                                           "axes.facecolor: yellow\nxtick.labelsize: 14\nfigure.dpi: 300\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MATPLOTLIBRC": str(tmp_path / "matplotlibrc"),
+           "MPLCONFIGDIR": str(tmp_path / "mplconfig")}
+    subprocess.run([sys.executable, "-m", "pipeline.report", *stage_args(other, "mlflow.enabled=false")],
+                   cwd=tmp_path, env=env, check=True, capture_output=True)
+    for f in ("index.html", "summary.json"):
+        assert (other / "reports" / f).read_bytes() == (project / "reports" / f).read_bytes(), f
 
 
 @pytest.mark.slow
@@ -138,7 +169,7 @@ def test_page_renders_offline_in_chromium(pipeline_run, tmp_path):
         facts = d.execute_script("""return {
             sections: [...document.querySelectorAll('section h2')].map(h => h.textContent),
             images: [...document.images].map(i => i.complete && i.naturalWidth > 0),
-            charts: document.querySelectorAll('svg polyline').length,
+            charts: [...document.images].filter(i => i.src.startsWith('data:image/svg+xml')).length,
             requests: performance.getEntriesByType('resource').map(r => r.name)}""")
         assert d.execute_script("return fetch('https://example.org').then(() => 'online', () => 'offline')") == "offline"
     finally:

@@ -1,0 +1,123 @@
+"""The run report's view on its own: the template renders any summary (every section, with a message where a
+stage has not run), escapes what it shows, and the matplotlib charts are the same bytes every time, leave
+matplotlib's settings as they were, and carry no date, software name or link."""
+from __future__ import annotations
+
+import copy
+import re
+
+import matplotlib as mpl
+import pytest
+
+from pipeline import report_figures, report_page
+from pipeline.report_page import fmt
+from pipeline.reporting import ReportInputs, mlflow_metrics, summarise
+
+SECTIONS = ("headline", "data", "training", "samples", "fidelity", "downstream", "vtt")
+
+
+def empty_project_inputs(folder) -> ReportInputs:
+    """The report's inputs in a project where no stage has run yet."""
+    return ReportInputs(prepared=folder / "data/prepared", gan_reports=folder / "reports/gan",
+                        fidelity_metrics=folder / "metrics/fidelity.json", fidelity_reports=folder / "reports/fidelity",
+                        downstream_summary=folder / "metrics/downstream.json",
+                        downstream_reports=folder / "reports/downstream", vtt_export=folder / "exports/vtt",
+                        vtt_export_shown="exports/vtt", vtt_scores=folder / "metrics/vtt.json", data_source="data/raw",
+                        gan_params={"steps": 10}, downstream_seeds=[0, 1], examples_per_class=4)
+
+
+@pytest.fixture
+def empty(tmp_path):
+    inputs = empty_project_inputs(tmp_path)
+    summary = summarise(inputs)
+    return summary, report_figures.draw(inputs, summary)
+
+
+def test_a_project_where_nothing_ran_gets_every_section_with_what_is_missing(empty):
+    summary, figures = empty
+    page = report_page.render(summary, figures)
+    assert re.findall(r'<section id="(\w+)">', page) == list(SECTIONS)
+    for missing in ("No file was quarantined.", "No losses.csv.", "No sample grids.", "No fidelity metrics.",
+                    "No downstream summary.", "No visual Turing test export.", "Visual Turing test: not scored yet."):
+        assert missing in page, missing
+    assert "<img" not in page and "steps=10" in page
+    assert mlflow_metrics(summary) == {}  # nothing measured, nothing logged (the GAN params are MLflow params)
+
+
+def test_what_the_page_shows_is_escaped(empty):
+    summary, figures = copy.deepcopy(empty[0]), empty[1]
+    summary["run"]["data_source"] = "<script>alert(1)</script>"
+    page = report_page.render(summary, figures)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script" not in page
+
+
+def test_downstream_blocks_split_training_sets_from_paired_differences(empty):
+    summary, figures = copy.deepcopy(empty[0]), empty[1]
+    numbers = {"roc_auc": 0.81234, "accuracy": 0.7, "balanced_accuracy": 0.69, "sensitivity": 0.6,
+               "specificity": 0.8, "f1": 0.65, "pr_auc": 0.75, "seeds": 2}
+    summary["downstream"] = {"cnn": {"fraction_0.25": {
+        "real": numbers, "real_synthetic": {**numbers, "roc_auc": 0.9},
+        "real_synthetic-real": {"roc_auc": 0.08766, "roc_auc_ci_low": 0.01, "roc_auc_ci_high": 0.15,
+                                "accuracy": 0.02, "accuracy_ci_low": -0.01, "accuracy_ci_high": 0.05,
+                                "verdict": "helped"}}}}
+    page = report_page.render(summary, figures)
+    block = page[page.index("<h3>cnn, real-data fraction 0.25</h3>"):page.index('<section id="vtt">')]
+    rows = re.findall(r"<tr><td>([^<]+)</td>", block)
+    assert rows == ["real", "real_synthetic", "real_synthetic-real"]  # two training sets, then one difference
+    assert '<span class="helped">helped</span>' in block and "0.088 [0.010, 0.150]" in block
+    assert "Means over seeds [0, 1]" in page
+    headline = page[page.index('<section id="headline">'):page.index('<section id="data">')]
+    assert re.search(r"<td>cnn</td><td class=\"n\">0.25</td>.*0.812.*0.900.*n/a.*n/a.*0.088 \[0.010, 0.150\]",
+                     headline)
+
+
+def test_the_readers_table_has_one_row_per_reader_and_the_pooled_row(empty):
+    summary, figures = copy.deepcopy(empty[0]), empty[1]
+    summary["vtt_export"] = {"folder": "exports/vtt", "images": 4, "real_split": "test", "display_size": 64,
+                             "dicom": False, "key_version": "k1", "key_sha256": "ab",
+                             "per_truth_and_class": {"real": {"b": 1, "a": 1}, "synthetic": {"a": 2}}}
+    row = {"n": 4, "accuracy": 0.75, "sensitivity_synthetic": 0.5, "specificity": 1.0, "binomial_p_vs_chance": 0.625,
+           "accuracy_ci_low": 0.19, "accuracy_ci_high": 0.99}
+    summary["vtt"] = {"accuracy": 0.75, "accuracy_ci_low": 0.4, "accuracy_ci_high": 0.9, "binomial_p": 0.6,
+                      "readers": 2, "kappa": 0.5, "agreement_method": "Cohen's kappa", "agreement_items": 4,
+                      "per_reader": [{"reader": "dr <a>", **row}, {"reader": "dr b", **row}, {"reader": "pooled", **row}]}
+    page = report_page.render(summary, figures)
+    vtt = page[page.index('<section id="vtt">'):]
+    tables = vtt[vtt.index("<th>truth</th>"):]  # after the export's facts
+    assert re.findall(r"<tr><td>([^<]+)</td>", tables) == ["real", "synthetic", "dr &lt;a&gt;", "dr b", "pooled"]
+    assert "<th>truth</th><th>a</th><th>b</th>" in vtt  # classes of every truth, sorted
+    assert "Agreement between readers: Cohen&#39;s kappa 0.500 over 4 images." in vtt
+    assert "Not scored yet" not in vtt
+    assert re.search(r"pooled reader accuracy 0.750 \[0.400, 0.900\]\s+\(2 reader\(s\)", page)
+
+
+def test_number_cells():
+    assert fmt(None) == "n/a" and fmt(float("nan")) == "n/a" and fmt(0.12345) == "0.123" and fmt(12000.0) == "12,000"
+    assert fmt(0.00012) == "1.20e-04" and fmt(0.0) == "0.000" and fmt(7) == "7" and fmt(True) == "True"
+    assert report_page.ci(0.5, 0.1, 0.9) == "0.500 [0.100, 0.900]"
+
+
+def svg_texts(svg: bytes) -> list[str]:
+    """The texts of a matplotlib SVG (drawn as glyph paths; matplotlib puts each text in a comment)."""
+    return re.findall(r"<!-- (.*?) -->", svg.decode())
+
+
+def test_a_line_chart_leaves_out_what_it_cannot_draw():
+    svg = report_figures.line_chart({"a": ([0, 1, 2], [1.0, float("nan"), 3.0]), "empty": ([], []),
+                                     "all nan": ([0, 1], [float("nan")] * 2)}, "title", "step")
+    texts = svg_texts(svg)
+    assert "title" in texts and "step" in texts and "a" in texts  # the legend names the series drawn
+    assert "empty" not in texts and "all nan" not in texts and "no data" not in texts
+    assert "no data" in svg_texts(report_figures.line_chart({}, "t", "x"))
+
+
+def test_charts_are_the_same_bytes_and_leave_matplotlib_settings_alone():
+    before = dict(mpl.rcParams)
+    series = {"loss D": ([1, 2, 3], [0.5, 0.4, 0.45]), "loss G": ([1, 2, 3], [1.0, 1.2, 0.9])}
+    first = report_figures.line_chart(series, "Losses", "step")
+    with mpl.rc_context({"svg.hashsalt": "other", "axes.facecolor": "yellow"}):  # what a caller may have set
+        again = report_figures.line_chart(series, "Losses", "step")
+    assert first == again
+    assert dict(mpl.rcParams) == before
+    assert first.startswith(b"<svg") and b"<dc:date>" not in first and b"Matplotlib" not in first
+    assert not re.search(rb'(href|src)="(?!#)', first)  # nothing outside the figure
