@@ -82,6 +82,7 @@ def experiments(path: Path, env: dict) -> dict[str, str]:
     """Name -> rev of the study's experiments on the baseline commit."""
     rows = json.loads(sh([sys.executable, "-m", "dvc", "exp", "show", "--json"], path, env) or "[]")
     return {rev["name"]: rev["rev"] for row in rows for exp in (row.get("experiments") or [])
+            if (exp.get("executor") or {}).get("state") in (None, "success")   # not queued or running
             for rev in exp.get("revs", []) if rev.get("name") and not rev.get("error")}
 
 

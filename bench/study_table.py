@@ -66,6 +66,8 @@ def experiments(project: Path) -> list[dict]:
     out = []
     for row in shown:
         for exp in row.get("experiments") or []:
+            if (exp.get("executor") or {}).get("state") not in (None, "success"):
+                continue   # queued or still running: no outputs yet
             for rev in exp.get("revs", []):
                 if not rev.get("name") or rev.get("error"):
                     continue
