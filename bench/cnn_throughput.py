@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dcgan.models import GanConfig, build  # noqa: E402
-from evaluation.downstream import _net, classic_augment  # noqa: E402
+from evaluation.downstream import _net, channels_last_is_safe, classic_augment  # noqa: E402
 from _data import add_folder_args, folders  # noqa: E402  (bench/ is on sys.path)
 
 
@@ -61,6 +61,9 @@ def cnn_step(arch: str, width: int, batch: int, size: int, channels_last: bool, 
     torch.manual_seed(0)
     net = _net(arch, width)
     if channels_last:
+        if not channels_last_is_safe(net, torch.device("cpu")):
+            raise SystemExit(f"cnn_throughput: width {width} has a strided 1x1 convolution that channels_last "
+                             "cannot train safely on a CPU (evaluation/downstream.py channels_last_is_safe)")
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters())
     x, y = torch.rand(batch, 1, size, size) * 2 - 1, torch.randint(0, 2, (batch,))

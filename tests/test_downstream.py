@@ -172,3 +172,23 @@ def test_every_cnn_epoch_draws_epoch_size_images_so_added_synthetic_images_add_n
     assert len(smaller) == 100 and np.bincount(smaller.numpy(), minlength=40).min() >= 2
     default = CNNClassifier(batch=10)._epoch(37, gen, torch.device("cpu"))
     assert sorted(torch.cat(default).tolist()) == list(range(37)) and len(default) == 4
+
+
+def test_the_cnn_trains_in_channels_last_only_where_onednn_computes_it_safely():
+    """A width-4 ResNet has strided 1x1 convolutions with 4 input channels, whose weight gradient oneDNN's AVX2
+    kernel computes past its workspace in channels_last (heap corruption on AVX2-only CPUs, as in CI). Limited to
+    AVX2 here, the CNN trains to the end; the wide net keeps channels_last, which is what makes it fast."""
+    from evaluation.downstream import _net, channels_last_is_safe
+
+    cpu = torch.device("cpu")
+    assert not channels_last_is_safe(_net("resnet10", 4), cpu)
+    assert channels_last_is_safe(_net("resnet10", 16), cpu)
+    assert channels_last_is_safe(_net("resnet10", 4), torch.device("meta"))   # only CPUs need the guard
+    code = ("import numpy as np; from evaluation.downstream import CNNClassifier\n"
+            "rng = np.random.default_rng(0); x = rng.uniform(-1, 1, (16, 1, 32, 32)).astype('float32')\n"
+            "y = np.arange(16) % 2\n"
+            "CNNClassifier(width=4, epochs=2, batch=8).fit(x, y, x, y); print('trained')")
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "MALLOC_CHECK_": "3", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "trained" in proc.stdout, proc.stderr[-2000:]
