@@ -102,7 +102,7 @@ def tabulate(exps: list[dict]) -> dict:
         dom = e["fidelity"]["extractors"]["medaug-domain"]["overall"]
         mem = e["fidelity"]["memorisation"]
         splits = e["prepared"]["splits"]
-        gan.append({"fraction": e["fraction"], "experiment": e["name"], "rev": e["rev"][:7],
+        gan.append({"fraction": e["fraction"], "experiment": e["name"], "rev": e["rev"][:7], "code": e["code"][:7],
                     "train_images": splits["train"]["images"], "train_patients": splits["train"]["patients"],
                     "val_images": splits["val"]["images"], "test_images": splits["test"]["images"],
                     "domain_fid": dom["fid"], "relative_fid": dom["relative_fid"],
@@ -111,6 +111,24 @@ def tabulate(exps: list[dict]) -> dict:
                     "memorisation_heldout_below": mem["features"]["fraction_heldout_below"],
                     "memorisation_percentile": mem["features"]["percentile"]})
     return {"rows": rows, "gan": gan, "shift": shift(exps[-1]["prepared"]) if exps else {}}
+
+
+def code_commit(project: Path, baseline: str) -> str:
+    """The commit of this repository an experiment ran: the study project's baseline commit sits on top of it."""
+    return subprocess.run(["git", "rev-parse", f"{baseline}~1"], cwd=project, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def carry_over(res: dict, previous: dict) -> dict:
+    """Add the fractions this project has not run from an earlier study_table JSON, each row kept with the
+    experiment, rev and code commit it came from (an earlier study project whose experiments are gone)."""
+    have = {g["fraction"] for g in res["gan"]}
+    gan = [{**g, "code": g.get("code", previous.get("code", "?")[:7]), "carried_over": True}
+           for g in previous["gan"] if g["fraction"] not in have]
+    rows = [r for r in previous["rows"] if r["fraction"] not in have]
+    by_fraction = lambda r: r["fraction"]   # noqa: E731
+    return {**res, "rows": sorted(res["rows"] + rows, key=by_fraction),
+            "gan": sorted(res["gan"] + gan, key=by_fraction)}
 
 
 def shift(prepared: dict) -> dict:
@@ -126,11 +144,12 @@ def fmt(x, digits: int = 3) -> str:
 
 
 def markdown(res: dict) -> str:
-    names = ", ".join(f"{g['experiment']} ({g['rev']})" for g in res["gan"])
+    names = ", ".join(f"{g['experiment']} (rev {g['rev']}, code {g['code']}"
+                      + (", carried over from an earlier study project" if g.get("carried_over") else "") + ")"
+                      for g in res["gan"])
     lines = ["# The Kermany low-data study: do synthetic images help, and when?", "",
-             f"Experiments {names} of the study project "
-             f"(baseline {res['baseline'][:7]}, code {res['code'][:7]}); settings: bench/kermany_study.yaml. "
-             "Means over seeds; Δ = paired difference against real only.", ""]
+             f"Experiments {names}; code = the commit of this repository each ran. Settings: "
+             "bench/kermany_study.yaml. Means over seeds; Δ = paired difference against real only.", ""]
     for clf in sorted({r["classifier"] for r in res["rows"]}):
         lines += [f"## {clf}", "", "| real fraction | training set | ROC AUC | accuracy | sensitivity | specificity | "
                   "ΔAUC vs real [95% CI] | verdict |", "|---|---|---|---|---|---|---|---|"]
@@ -195,8 +214,12 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--project", type=Path, default=None, help=f"the study project (default {WORK.relative_to(ROOT)}"
                     "/kermany_study; with --smoke, the smoke study is run first when not given)")
+    ap.add_argument("--previous", type=Path, default=None,
+                    help="an earlier kermany_study.json whose fractions this project has not run are carried over, "
+                         "marked with the experiment and code commit they came from")
     add_folder_args(ap)
     args = ap.parse_args(argv)
+    previous = json.loads(args.previous.read_text()) if args.previous else None   # before it is overwritten
     with folders(args):
         if args.project is None:
             if args.smoke:
@@ -206,10 +229,11 @@ def main(argv=None) -> dict:
         exps = experiments(args.project.resolve())
         if not exps:
             raise SystemExit(f"study_table: no experiments in {args.project}: run bench/study.py first")
-        code = subprocess.run(["git", "rev-parse", f"{exps[0]['baseline']}~1"], cwd=args.project, check=True,
-                              capture_output=True, text=True).stdout.strip()
-        res = {"smoke": args.smoke, "machine": f"{os.cpu_count()}-core CPU", "baseline": exps[0]["baseline"],
-               "code": code, "anchor": ANCHOR, **tabulate(exps)}
+        for e in exps:
+            e["code"] = code_commit(args.project, e["baseline"])
+        res = {"smoke": args.smoke, "machine": f"{os.cpu_count()}-core CPU", "anchor": ANCHOR, **tabulate(exps)}
+        if previous:
+            res = carry_over(res, previous)
         (args.results / "kermany_study.json").write_text(json.dumps(res, indent=1) + "\n")
         (args.results / "kermany_study.md").write_text(markdown(res))
         plot(res, args.results / "kermany_study_delta_auc.png")

@@ -176,6 +176,15 @@ def check_study(out: Path) -> None:
     assert finite(res["gan"][0]["relative_fid"], 0) and res["gan"][0]["train_images"] > 0
     assert (table / "kermany_study_delta_auc.png").stat().st_size > 0
     assert "## What the numbers cover" in (table / "kermany_study.md").read_text()
+    # a fraction run by an earlier study project is carried over from its JSON, marked as such
+    previous = out.parent / "previous.json"
+    previous.write_text(json.dumps({**res, "rows": [{**r, "fraction": 0.1} for r in res["rows"]],
+                                    "gan": [{**g, "fraction": 0.1, "experiment": "fraction-0.1"} for g in res["gan"]]}))
+    merged = read_json(run_smoke("study_table.py", out.parent / "merged", "--project", runs["project"],
+                                 "--previous", str(previous)) / "kermany_study.json")
+    assert [(g["experiment"], g.get("carried_over", False)) for g in merged["gan"]] == [("fraction-0.1", True),
+                                                                                         ("fraction-1", False)]
+    assert [r["fraction"] for r in merged["rows"]] == [0.1] * len(res["rows"]) + [1.0] * len(res["rows"])
 
 
 def check_gan_throughput(out: Path) -> None:
