@@ -226,9 +226,12 @@ def test_cnn_learns_and_chooses_epoch_weights_and_threshold_on_validation(phanto
     (x, y), (xv, yv), (xt, yt) = phantom_splits["train"], phantom_splits["val"], phantom_splits["test"]
     seen = []   # (training mode, input rows) of every forward pass of the network
 
+    def record(module, args):
+        seen.append((module.training, args[0].detach().numpy().copy()))
+
     def spied_net(arch, width):
         net = build_net(arch, width)
-        net.register_forward_pre_hook(lambda module, args: seen.append((module.training, args[0].detach().numpy().copy())))
+        net.register_forward_pre_hook(record)
         return net
 
     build_net = lib._net
