@@ -192,3 +192,98 @@ def test_the_cnn_trains_in_channels_last_only_where_onednn_computes_it_safely():
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "trained" in proc.stdout, proc.stderr[-2000:]
+
+
+# ---- the classifiers themselves (evaluation/downstream.py), on phantoms a classifier must separate ------
+
+def disc_or_not(n: int, res: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 1, res, res) noisy dark fields in [-1, 1]; label 1 images carry a bright disc at a random place."""
+    rows, cols = np.mgrid[:res, :res]
+    labels = np.arange(n) % 2
+    images = rng.normal(-0.5, 0.15, (n, 1, res, res))
+    for image, label in zip(images, labels):
+        if label:
+            row, col, radius = rng.uniform(0.3, 0.7) * res, rng.uniform(0.3, 0.7) * res, rng.uniform(0.12, 0.2) * res
+            image[0][(rows - row) ** 2 + (cols - col) ** 2 < radius ** 2] += 1.0
+    return np.clip(images, -1, 1).astype(np.float32), labels
+
+
+@pytest.fixture(scope="module")
+def phantom_splits():
+    images, labels = disc_or_not(160, 32, np.random.default_rng(0))
+    return {name: (images[part], labels[part])
+            for name, part in (("train", slice(0, 80)), ("val", slice(80, 120)), ("test", slice(120, 160)))}
+
+
+def rows_of(*arrays) -> set[bytes]:
+    return {row.tobytes() for a in arrays for row in np.asarray(a, dtype=np.float32)}
+
+
+def test_cnn_learns_and_chooses_epoch_weights_and_threshold_on_validation(phantom_splits, monkeypatch):
+    from evaluation import downstream as lib
+    from evaluation.metrics import classification_metrics, youden_threshold
+
+    (x, y), (xv, yv), (xt, yt) = phantom_splits["train"], phantom_splits["val"], phantom_splits["test"]
+    seen = []   # (training mode, input rows) of every forward pass of the network
+
+    def record(module, args):
+        seen.append((module.training, args[0].detach().numpy().copy()))
+
+    def spied_net(arch, width):
+        net = build_net(arch, width)
+        net.register_forward_pre_hook(record)
+        return net
+
+    build_net = lib._net
+    monkeypatch.setattr(lib, "_net", spied_net)
+    clf = lib.CNNClassifier(width=8, epochs=6, batch=16, lr=1e-2, random_state=0)
+    val_by_epoch = {}
+    clf.fit(x, y, xv, yv, on_epoch=lambda epoch, auc: val_by_epoch.update({epoch: clf.predict_proba(xv)[:, 1]}))
+    in_fit = list(seen)
+    test_scores = clf.predict_proba(xt)[:, 1]
+    test_forward = seen[-1][1]
+
+    assert classification_metrics(yt, test_scores)["roc_auc"] >= 0.95
+    aucs = [h["val_roc_auc"] for h in clf.history_]
+    assert clf.best_epoch_ == 1 + int(np.argmax(aucs)) and clf.val_roc_auc_ == max(aucs)
+    assert clf.best_epoch_ < clf.epochs   # on this seed a later epoch is no better: the keep-best path is used
+    val_scores = clf.predict_proba(xv)[:, 1]
+    np.testing.assert_allclose(val_scores, val_by_epoch[clf.best_epoch_], atol=1e-6)   # the best epoch's weights
+    assert clf.threshold_ == youden_threshold(yv, val_scores)
+    assert clf.threshold_ != youden_threshold(y, clf.predict_proba(x)[:, 1])   # not the training set's threshold
+    train_rows, val_rows, test_rows = rows_of(x), rows_of(xv), rows_of(xt)
+    trained_on = rows_of(*[batch for training, batch in in_fit if training])
+    evaluated = rows_of(*[batch for training, batch in in_fit if not training])
+    assert trained_on == train_rows and evaluated == val_rows   # gradients from train only; val only scored
+    assert not (trained_on | evaluated) & test_rows
+    assert rows_of(test_forward) == test_rows   # the spy does see test images, once predict_proba gets them
+
+
+def test_xgboost_learns_and_chooses_rounds_and_threshold_on_validation(phantom_splits, monkeypatch):
+    import xgboost
+
+    from evaluation.downstream import XGBoostClassifier, pixel_features
+    from evaluation.metrics import classification_metrics, youden_threshold
+
+    (x, y), (xv, yv), (xt, yt) = phantom_splits["train"], phantom_splits["val"], phantom_splits["test"]
+    fitted = []   # (features, labels, eval_set) of every booster fit
+
+    def spied_fit(self, X, y, eval_set=None, **kwargs):
+        fitted.append((np.array(X), np.array(y), [(np.array(a), np.array(b)) for a, b in eval_set]))
+        return original_fit(self, X, y, eval_set=eval_set, **kwargs)
+
+    original_fit = xgboost.XGBClassifier.fit
+    monkeypatch.setattr(xgboost.XGBClassifier, "fit", spied_fit)
+    clf = XGBoostClassifier(n_estimators=60, random_state=0, n_jobs=1).fit(x, y, xv, yv)
+
+    assert classification_metrics(yt, clf.predict_proba(xt)[:, 1])["roc_auc"] >= 0.95
+    val_auc = clf.model_.evals_result()["validation_0"]["auc"]
+    assert clf.best_iteration_ == int(np.argmax(val_auc)) and clf.best_iteration_ < 59   # stopped on val AUC
+    assert clf.threshold_ == youden_threshold(yv, clf.predict_proba(xv)[:, 1])
+    assert clf.threshold_ != youden_threshold(y, clf.predict_proba(x)[:, 1])
+    [(features, labels, [(val_features, val_labels)])] = fitted
+    np.testing.assert_array_equal(features, pixel_features(x))
+    np.testing.assert_array_equal(labels, y)
+    np.testing.assert_array_equal(val_features, pixel_features(xv))
+    np.testing.assert_array_equal(val_labels, yv)
+    assert not rows_of(features, val_features) & rows_of(pixel_features(xt))

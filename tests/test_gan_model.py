@@ -149,17 +149,50 @@ OPTIONS = [dict(), dict(loss="hinge"), dict(label_smoothing=0.1), dict(diffaugme
            dict(diffaugment="cutout"), dict(ema_decay=0.0), dict(lr_g=1e-3, lr_d=5e-5)]
 
 
+def record_calls(module: torch.nn.Module) -> list[tuple[tuple, torch.Tensor]]:
+    """Every forward of ``module`` from now on, as (input tensors, output), cloned."""
+    calls = []
+
+    def hook(_, args, output):
+        calls.append((tuple(a.detach().clone() if torch.is_tensor(a) else a for a in args), output.detach().clone()))
+
+    module.register_forward_hook(hook)
+    return calls
+
+
+def expected_losses(d_real, d_fake, d_fake_in_g_step, loss, smoothing):
+    """The objectives written out from their papers on the logits D returned (not through dcgan.losses)."""
+    log_d = torch.nn.functional.logsigmoid   # log D(x) = log sigmoid(logit); log(1 - D(x)) = log sigmoid(-logit)
+    if loss == "hinge":
+        return (torch.relu(1 - d_real).mean() + torch.relu(1 + d_fake).mean(), -d_fake_in_g_step.mean())
+    target = 1 - smoothing   # one-sided: the real target is 1 - s, the fake target stays 0
+    d = -(target * log_d(d_real) + (1 - target) * log_d(-d_real)).mean() - log_d(-d_fake).mean()
+    return d, -log_d(d_fake_in_g_step).mean()
+
+
+def largest_adam_step(before, params) -> float:
+    return max(float((p.detach() - b).abs().max()) for b, p in zip(before, params))
+
+
 @pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "defaults")
 @pytest.mark.parametrize("sn", [False, True])
-def test_every_option_trains(opts, sn):
+def test_every_option_is_the_objective_and_step_size_the_trainer_runs(opts, sn):
+    """One step under each option: the logged D and G losses are the option's objective on the logits D
+    returned in that step (label smoothing's target, hinge's margins), and each network moved by its own
+    learning rate (Adam's first step changes every weight by at most lr, the ones with a gradient by ~lr)."""
     gan = GanConfig(resolution=32, width=0.25, num_classes=2, spectral_norm=sn)
-    t = trainer(gan, **opts)
-    before = [p.detach().clone() for p in t.G.parameters()]
-    t.run(4)
-    assert t.step == 4 and len(t.history) == 2
-    assert all(math.isfinite(t.history[-1][k]) for k in ("loss_d", "loss_g", "d_real", "d_fake"))
-    assert any(not torch.equal(a, b) for a, b in zip(before, t.G.parameters()))
-    assert t.opt_g.param_groups[0]["lr"] == t.cfg.lr_g and t.opt_d.param_groups[0]["lr"] == t.cfg.lr_d
+    t = trainer(gan, log_every=1, **opts)
+    g_before, d_before = [p.detach().clone() for p in t.G.parameters()], [p.detach().clone() for p in t.D.parameters()]
+    d_calls = record_calls(t.D)
+    t.run(1)
+    (_, d_real), (_, d_fake), (_, d_fake_in_g_step) = d_calls   # D step: real, fake; G step: fake
+    want_d, want_g = expected_losses(d_real, d_fake, d_fake_in_g_step, t.cfg.loss, t.cfg.label_smoothing)
+    logged = t.history[-1]
+    assert logged["loss_d"] == pytest.approx(float(want_d), rel=1e-5)
+    assert logged["loss_g"] == pytest.approx(float(want_g), rel=1e-5)
+    assert logged["d_real"] == pytest.approx(float(torch.sigmoid(d_real).mean()), rel=1e-5)
+    assert largest_adam_step(g_before, t.G.parameters()) == pytest.approx(t.cfg.lr_g, rel=1e-3)
+    assert largest_adam_step(d_before, t.D.parameters()) == pytest.approx(t.cfg.lr_d, rel=1e-3)
     assert (t.G_ema is None) == (t.cfg.ema_decay == 0)
 
 
@@ -168,15 +201,70 @@ def test_label_smoothing_needs_bce():
         TrainConfig(loss="hinge", label_smoothing=0.1)
 
 
-def test_ema_weights_differ_from_raw_and_lag_them():
-    t = trainer(ema_decay=0.99)
-    start = [p.detach().clone() for p in t.G.parameters()]
-    t.run(20)
-    raw, ema = [p.detach() for p in t.G.parameters()], list(t.G_ema.parameters())
-    assert any(not torch.equal(a, b) for a, b in zip(raw, ema))
-    moved_raw = sum(float((r - s).norm()) for r, s in zip(raw, start))
-    moved_ema = sum(float((e - s).norm()) for e, s in zip(ema, start))
-    assert 0 < moved_ema < moved_raw
+def zeros_form_one_square(image: torch.Tensor, side: int) -> bool:
+    """The zero pixels of a (H, W) image fill one rectangle of sides <= ``side`` (a square clipped at the border)."""
+    rows, cols = (image == 0).nonzero(as_tuple=True)
+    height, width = int(rows.max() - rows.min()) + 1, int(cols.max() - cols.min()) + 1
+    return len(rows) == height * width and max(height, width) <= side
+
+
+@pytest.mark.parametrize("policy", ["", "translation", "cutout", "translation,cutout"])
+def test_diffaugment_changes_what_d_sees_and_not_what_g_makes(policy):
+    """D sees translated / cut-out copies of the real batch and of G's images (pixels moved or set to 0, no
+    new values), drawn afresh for the D and the G step; G's own output is not augmented. Without a policy D
+    sees the real batch and G's images as they are."""
+    t = trainer(diffaugment=policy, log_every=1)
+    real = t.images[t.perm[:t.local_batch]].clone()   # the first batch of the epoch
+    d_calls, g_calls = record_calls(t.D), record_calls(t.G)
+    t.run(1)
+    [(_, fake)] = g_calls
+    (real_seen, _), _ = d_calls[0]
+    (fake_seen, _), _ = d_calls[1]
+    (fake_seen_in_g_step, _), _ = d_calls[2]
+    assert not (fake == 0).any()   # G's tanh output: no exact zeros, so zeros below come from the augmentation
+    if not policy:
+        assert torch.equal(real_seen, real) and torch.equal(fake_seen, fake) and torch.equal(fake_seen_in_g_step, fake)
+        return
+    for seen, source in ((real_seen, real), (fake_seen, fake), (fake_seen_in_g_step, fake)):
+        changed = [not torch.equal(a, b) for a, b in zip(seen, source)]
+        assert sum(changed) >= len(changed) - 1   # a translation may draw a zero shift for an image
+        for a, b in zip(seen, source):   # moved or zeroed pixels only
+            assert torch.isin(a, torch.cat([b.flatten(), torch.zeros(1)])).all()
+        if "cutout" in policy:   # a 16x16 square, at least a quarter of it inside the image
+            assert ((seen == 0).flatten(1).sum(1) >= 64).all()
+        if policy == "cutout":   # one square per image D sees: G's images are not cut before D's own cutout
+            assert all(zeros_form_one_square(a[0], 16) for a in seen)
+    assert not torch.equal(fake_seen, fake_seen_in_g_step)   # each step draws its own augmentation
+
+
+def test_conditional_trainer_gives_g_and_d_the_batch_labels_and_the_label_steers_g():
+    t = trainer(log_every=1)
+    labels = t.labels[t.perm[:t.local_batch]].clone()
+    d_calls, g_calls = record_calls(t.D), record_calls(t.G)
+    t.run(1)
+    assert all(torch.equal(args[1], labels) for args, _ in d_calls + g_calls)
+    g = t.sampler()
+    z = torch.randn(4, g.cfg.z_dim, generator=cpu_gen(2))
+    with torch.no_grad():
+        zero, one = g(z, torch.zeros(4, dtype=torch.long)), g(z, torch.ones(4, dtype=torch.long))
+    assert (zero - one).abs().flatten(1).amax(1).min() > 1e-3   # same latents, another class: another image
+
+
+def test_ema_is_the_ramped_running_average_of_g():
+    """G_ema after step t is decay_t * G_ema + (1 - decay_t) * G with decay_t = min(ema_decay, (1 + t) / (10 + t))
+    (the warm-up ramp reaches 0.5 at t = 8, so both regimes are exercised), and the sampler uses those weights."""
+    t = trainer(ema_decay=0.5)
+    average = [p.detach().clone() for p in t.G.parameters()]   # G_ema starts as a copy of G
+    for step in range(1, 13):
+        t.run(step)
+        decay = min(0.5, (1 + step) / (10 + step))
+        average = [decay * a + (1 - decay) * p.detach() for a, p in zip(average, t.G.parameters())]
+        for ema, want in zip(t.G_ema.parameters(), average):
+            torch.testing.assert_close(ema, want, rtol=1e-5, atol=1e-7)
+    sampler_weights = dict(t.sampler().named_parameters())
+    for name, ema in t.G_ema.named_parameters():
+        assert torch.equal(sampler_weights[name], ema)
+    assert not torch.equal(sampler_weights["net.0.weight"], dict(t.G.named_parameters())["net.0.weight"])
 
 
 def test_sampler_output_does_not_depend_on_batch_mates():

@@ -115,3 +115,130 @@ def test_span_leaves_the_pad_margin_out():
     out, _, span = prepare_pixels_span(wide, t, PixelConfig(size=32))
     assert (out == -1).any()  # the margin
     assert span < 0.1 and out.max() - out.min() > 0.5  # the content is flat; with the margin it would pass
+
+
+# ---- the whole intensity chain against pydicom's own modality LUT and VOI ------------------------------
+# Files from pydicom's test data (those not shipped with pydicom are skipped when they cannot be read
+# offline), and variants of them that carry what no shipped file does: a Modality LUT Sequence, a VOI LUT
+# Sequence, the SIGMOID and LINEAR_EXACT functions, MONOCHROME1. The module reads each file with
+# imaging.decode.read_dicom and runs prepare_pixels at the image's own size (no resampling); the reference
+# is pydicom.pixels.apply_modality_lut then apply_windowing / apply_voi on ds.pixel_array, scaled to [0, 1]
+# by the output range pydicom gives the extreme inputs.
+
+def _with_modality_lut(ds):
+    """A Modality LUT Sequence (a square-root curve over the stored range) in place of the rescale."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    first, n = int(ds.pixel_array.min()), int(ds.pixel_array.max() - ds.pixel_array.min()) + 1
+    item = Dataset()
+    item.LUTDescriptor = [n, first, 16]
+    item.ModalityLUTType = "US"
+    item.add_new("LUTData", "US", [int(round(4000 * np.sqrt(i / (n - 1)))) for i in range(n)])
+    ds.ModalityLUTSequence = Sequence([item])
+    for key in ("RescaleSlope", "RescaleIntercept", "RescaleType", "WindowCenter", "WindowWidth"):
+        ds.pop(key, None)
+    ds.WindowCenter, ds.WindowWidth = 2500, 2000
+    return ds
+
+
+def _with_voi_lut(ds):
+    """A VOI LUT Sequence (a gamma curve that is not monotone at its top end) in place of the window."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    n, first = 1200, 100
+    curve = 65535 * (np.arange(n) / (n - 1)) ** 0.5
+    curve[-50:] = curve[-50:][::-1]  # the table's maximum is not its last entry
+    item = Dataset()
+    item.LUTDescriptor = [n, first, 16]
+    item.add_new("LUTData", "US", [int(v) for v in curve])
+    ds.VOILUTSequence = Sequence([item])
+    return ds
+
+
+def _voi_function(name):
+    def change(ds):
+        ds.VOILUTFunction = name
+        return ds
+    return change
+
+
+def _ct_window(ds):  # CT_small has a rescale (intercept -1024) but no window: give it a soft-tissue one
+    ds.WindowCenter, ds.WindowWidth = 40, 400
+    return ds
+
+
+def _monochrome1(ds):
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    return ds
+
+
+VOI_CASES = {  # id: (pydicom test file, change to the data set or None)
+    "CT_small-rescale-minmax": ("CT_small.dcm", None),
+    "CT_small-rescale-window": ("CT_small.dcm", _ct_window),
+    "CT_small-monochrome1": ("CT_small.dcm", lambda ds: _monochrome1(_ct_window(ds))),
+    "CT_small-modality-lut": ("CT_small.dcm", _with_modality_lut),
+    "MR_small-window": ("MR_small.dcm", None),
+    "MR_small-big-endian": ("MR_small_bigendian.dcm", None),
+    "MR_small-sigmoid": ("MR_small.dcm", _voi_function("SIGMOID")),
+    "MR_small-linear-exact": ("MR_small.dcm", _voi_function("LINEAR_EXACT")),
+    "MR_small-voi-lut": ("MR_small.dcm", _with_voi_lut),
+    "overlay-first-of-two-windows": ("examples_overlay.dcm", None),
+    "j2k-rescale-window": ("693_J2KI.dcm", None),
+    "mlut_18": ("mlut_18.dcm", None),
+    "vlut_04": ("vlut_04.dcm", None),
+    "RG1_UNCI": ("RG1_UNCI.dcm", None),
+}
+
+
+def _voi_file(tmp_path, name, change):
+    """The test file (or its changed copy in tmp_path) and its data set; skips files not available offline."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        pytest.skip(f"{name} is not in pydicom's offline test data")
+    if change is None:
+        return path, pydicom.dcmread(path)
+    ds = change(pydicom.dcmread(path))
+    ds.save_as(tmp_path / name)
+    return tmp_path / name, pydicom.dcmread(tmp_path / name)
+
+
+def pydicom_display(ds) -> np.ndarray:
+    """pydicom's modality LUT and VOI, scaled to [0, 1] by the output range pydicom gives the extreme inputs
+    (the container's for a window, the table's for a VOI LUT); min-max when the file has no VOI."""
+    from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
+
+    modality = apply_modality_lut(ds.pixel_array, ds)
+    if ds.get("VOILUTSequence"):
+        first, n = int(ds.VOILUTSequence[0].LUTDescriptor[1]), int(ds.VOILUTSequence[0].LUTDescriptor[0]) or 65536
+        table = apply_voi(np.arange(first, first + n), ds).astype(np.float64)
+        out, low, high = apply_voi(np.rint(modality).astype(np.int64), ds).astype(np.float64), table.min(), table.max()
+    elif "WindowCenter" in ds:
+        with np.errstate(over="ignore"):
+            low, high = apply_windowing(np.array([-1e12, 1e12]), ds)
+        out = apply_windowing(modality, ds)
+    else:
+        out, low, high = modality.astype(np.float64), modality.min(), modality.max()
+    display = (out - low) / (high - low)
+    return 1 - display if ds.PhotometricInterpretation == "MONOCHROME1" else display
+
+
+@pytest.mark.parametrize("case", VOI_CASES)
+def test_intensity_chain_agrees_with_pydicom(tmp_path, case):
+    from imaging.decode import read_dicom
+
+    path, ds = _voi_file(tmp_path, *VOI_CASES[case])
+    decoded = read_dicom(path)
+    h, w = decoded.stored.shape
+    side = max(h, w)  # pad geometry at the image's own size: no resampling, the content centred
+    out, used = prepare_pixels(decoded.stored, decoded.intensity, PixelConfig(size=side, voi="window"))
+    top, left = (side - h) // 2, (side - w) // 2
+    ours = (out[top:top + h, left:left + w].astype(np.float64) + 1) / 2
+    reference = pydicom_display(ds)
+    assert used == ("voi_lut" if ds.get("VOILUTSequence") else "window" if "WindowCenter" in ds else "minmax")
+    np.testing.assert_allclose(ours, reference, atol=2e-4)
+    assert reference.std() > 0.05  # the comparison is between images with content, not two flat fields

@@ -31,7 +31,20 @@ def test_extractor_stage(trained):
     project, summary, _ = trained
     state = torch.load(project / "models/extractor/extractor.pt", weights_only=True)
     assert state["config"]["dim"] == 16 and state["classes"] == ["normal", "pneumonia"]
-    assert 0 <= summary["val_label_accuracy"] <= 1 and 0 <= summary["val_rotation_accuracy"] <= 1
+    # the reported accuracies are the saved network's, on the validation split
+    from evaluation.features import rotate_quarters
+    from evaluation.fidelity import domain_net_from_state
+    from pipeline.prepared import load_split
+
+    net, val = domain_net_from_state(state), load_split(project / "data/prepared", "val")
+    assert summary["val_images"] == len(val.images) and summary["train_images"] > len(val.images)
+    with torch.no_grad():
+        x = torch.as_tensor(val.images, dtype=torch.float32)
+        label_accuracy = (net(x)[0].argmax(1).numpy() == val.labels).mean()
+        turns = torch.arange(len(x)) % 4
+        rotation_accuracy = (net(rotate_quarters(x, turns))[1].argmax(1) == turns).float().mean()
+    assert summary["val_label_accuracy"] == pytest.approx(float(label_accuracy), abs=1e-4)
+    assert summary["val_rotation_accuracy"] == pytest.approx(float(rotation_accuracy), abs=1e-4)
 
 
 def test_train_gan_keeps_the_lowest_fid_generator(trained):
@@ -91,6 +104,20 @@ def test_fidelity_stage_metrics(trained):
     assert set(dom["per_class"]) == {"normal", "pneumonia"}
     assert dom["per_class"]["normal"]["n_synthetic"] == 12
     for space in ("features", "pixels"):
-        m = saved["memorisation"][space]
-        assert 0 <= m["fraction_synthetic_below"] <= 1 and m["n_synthetic"] == 24
+        assert saved["memorisation"][space]["n_synthetic"] == 24
+    # the pixel-space audit against a plain SciPy nearest-neighbour reference: synthetic images closer to a
+    # training image than the given percentile of the held-out (reference split) images' distances
+    from scipy.spatial.distance import cdist
+    from pipeline.prepared import load_split
+
+    flat = lambda a: np.asarray(a, dtype=np.float32).reshape(len(a), -1).astype(np.float64)  # noqa: E731
+    train, ref = (load_split(project / "data/prepared", split).images for split in ("train", "val"))
+    to_train_syn = cdist(flat(np.load(project / "data/synthetic/images.npy")), flat(train)).min(1)
+    to_train_ref = cdist(flat(ref), flat(train)).min(1)
+    m = saved["memorisation"]["pixels"]
+    threshold = np.percentile(to_train_ref, m["percentile"])
+    assert m["threshold"] == pytest.approx(threshold, rel=1e-4)
+    assert m["fraction_synthetic_below"] == np.mean(to_train_syn < threshold)
+    assert m["median_synthetic_distance"] == pytest.approx(np.median(to_train_syn), rel=1e-4)
+    assert m["n_heldout"] == len(ref) == r["n_reference"] and m["n_train"] == len(train)
     assert (project / "reports/fidelity/nearest_pairs_features.png").is_file()
