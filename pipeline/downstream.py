@@ -20,6 +20,7 @@ from common.io import atomic_dir, write_json
 from common.seeding import stage_rng
 from evaluation import metrics as M
 from evaluation.downstream import CNNClassifier, XGBoostClassifier, pixel_features
+from pipeline import outputs
 from pipeline.arms import CLASSIFIERS, TRAINSETS, arm_name
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split, load_synthetic
@@ -111,7 +112,7 @@ def main(argv=None) -> dict:
     if classifier_name == "xgboost" and "domain" in p["downstream"]["xgboost"]["features"]:
         from evaluation.features import extract
         from evaluation.fidelity import domain_net_from_state
-        net = domain_net_from_state(torch.load(args.path(p["paths"]["extractor"]) / "extractor.pt", map_location="cpu",
+        net = domain_net_from_state(torch.load(args.path(p["paths"]["extractor"]) / outputs.EXTRACTOR, map_location="cpu",
                                                weights_only=True))
         domain = lambda X: extract(net, X)  # noqa: E731
     try:
@@ -134,17 +135,17 @@ def main(argv=None) -> dict:
               "threshold": clf.threshold_, "selected": {k: getattr(clf, k) for k in ("best_epoch_", "best_iteration_",
                                                                                       "val_roc_auc_") if hasattr(clf, k)},
               "metrics": point, "ci95": ci, "bootstrap_samples": int(b["samples"])}
-    out = args.path(p["paths"]["downstream_metrics"]) / f"{name}.json"
+    out = args.path(p["paths"]["downstream_metrics"]) / outputs.arm_metrics(name)
     write_json(out, result)
     reports = args.path(p["paths"]["downstream_reports"]) / name
     from sklearn.metrics import roc_curve
     fpr, tpr, _ = roc_curve(test.labels, scores)
     with atomic_dir(reports) as tmp:
-        with open(tmp / "roc.csv", "w", newline="") as f:
+        with open(tmp / outputs.ROC, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["fpr", "tpr"])
             w.writerows(zip(np.round(fpr, 6), np.round(tpr, 6)))
-        with open(tmp / "predictions.csv", "w", newline="") as f:
+        with open(tmp / outputs.PREDICTIONS, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["actual", "predicted", "score"])
             w.writerows((train.classes[a], train.classes[int(s >= clf.threshold_)], round(float(s), 6))
@@ -156,8 +157,8 @@ def main(argv=None) -> dict:
             ml.set_tag("downstream_arm", name)
             ml.log_metrics({**numeric_metrics(point, "test."), "seconds": seconds})
             ml.log_artifact(str(out))
-            ml.log_artifact(str(reports / "roc.csv"))
-            ml.log_artifact(str(reports / "predictions.csv"))
+            ml.log_artifact(str(reports / outputs.ROC))
+            ml.log_artifact(str(reports / outputs.PREDICTIONS))
     auc = "n/a" if point["roc_auc"] is None else f"{point['roc_auc']:.3f}"
     print(f"downstream {name}: AUC {auc}, accuracy {point['accuracy']:.3f} "
           f"(95% CI {ci['accuracy'][0]:.3f}-{ci['accuracy'][1]:.3f}) on {len(test.labels)} test images [{seconds:.0f} s]")

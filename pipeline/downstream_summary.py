@@ -14,6 +14,7 @@ import numpy as np
 
 from common.io import atomic_file, write_json
 from evaluation import metrics as M
+from pipeline import outputs
 from pipeline.arms import arm_name, planned, verdict
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split
@@ -97,7 +98,7 @@ def main(argv=None) -> dict:
             for frac in d["fractions"]:
                 for s in d["seeds"]:
                     name = arm_name(clf, ts, frac, s)
-                    path = folder / f"{name}.json"
+                    path = folder / outputs.arm_metrics(name)
                     if not path.exists():
                         raise SystemExit(f"downstream_summary: {path} is missing: run `dvc repro` (it runs the missing arms)")
                     arms[name] = json.loads(path.read_text())
@@ -105,7 +106,7 @@ def main(argv=None) -> dict:
     reports = args.path(p["paths"]["downstream_reports"])
     predictions = {}
     for name in arms:
-        with open(reports / name / "predictions.csv", newline="") as f:
+        with open(reports / name / outputs.PREDICTIONS, newline="") as f:
             predictions[name] = np.array([float(r["score"]) for r in csv.DictReader(f)])
         if len(predictions[name]) != len(test.labels):
             raise SystemExit(f"downstream_summary: {name} has {len(predictions[name])} test predictions, the test "

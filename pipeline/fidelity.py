@@ -20,6 +20,7 @@ from common.images import save_png, tile
 from common.io import write_json
 from common.seeding import stage_rng
 from evaluation import fidelity as fd
+from pipeline import outputs
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split, load_synthetic
 from pipeline.runtime import resolve_device
@@ -68,7 +69,7 @@ def main(argv=None) -> dict:
     syn, y_syn, _ = load_synthetic(args.path(p["paths"]["synthetic"]))
     prepared = args.path(p["paths"]["prepared"])
     train, ref = load_split(prepared, "train"), load_split(prepared, f["reference_split"])
-    domain = torch.load(args.path(p["paths"]["extractor"]) / "extractor.pt", map_location="cpu", weights_only=True)
+    domain = torch.load(args.path(p["paths"]["extractor"]) / outputs.EXTRACTOR, map_location="cpu", weights_only=True)
     if domain.get("data") != train.data_hash:
         raise SystemExit("fidelity: the domain extractor was trained on other data; run the extractor stage again")
     reports = args.path(p["paths"]["fidelity_reports"])
@@ -103,7 +104,7 @@ def main(argv=None) -> dict:
                                            ref.images.astype(np.float32), percentile=pct)
     reports.mkdir(parents=True, exist_ok=True)
     for space, audit in memo.items():
-        pairs_figure(reports / f"nearest_pairs_{space}.png", syn, train.images, audit, int(f["pairs"]))
+        pairs_figure(reports / outputs.nearest_pairs(space), syn, train.images, audit, int(f["pairs"]))
     result["memorisation"] = {space: {k: v for k, v in a.items() if k not in ("distances", "nearest_train")}
                               for space, a in memo.items()}
     seconds = time.perf_counter() - t0  # to the log and MLflow, not to the metrics file (an out)

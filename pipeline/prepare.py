@@ -14,6 +14,7 @@ from common.seeding import stage_rng
 from imaging.ingest import INDEX_COLUMNS, assemble, ingest_many, ingest_npz
 from imaging.pixels import PixelConfig
 from imaging.sources import SourceConfig, SourceError, scan
+from pipeline import outputs
 from pipeline.params import parse_stage_args
 from pipeline.tracking import numeric_metrics, stage_run
 
@@ -47,19 +48,19 @@ def main(argv=None) -> dict:
     summary = {"source": str(data["source"]), **ds.summary}
 
     with atomic_dir(out) as tmp:
-        mm = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.float16, shape=ds.images.shape)
+        mm = np.lib.format.open_memmap(tmp / outputs.IMAGES, mode="w+", dtype=np.float16, shape=ds.images.shape)
         mm[:] = ds.images
         mm.flush()
         del mm
-        with open(tmp / "index.csv", "w", newline="") as f:
+        with open(tmp / outputs.INDEX, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=INDEX_COLUMNS)
             w.writeheader()
             w.writerows(ds.index)
-        with open(tmp / "quarantine.csv", "w", newline="") as f:
+        with open(tmp / outputs.QUARANTINE, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["path", "reason"])
             w.writerows(sorted(ds.quarantine))
-        write_json(tmp / "summary.json", summary)
+        write_json(tmp / outputs.SUMMARY, summary)
 
     with stage_run("prepare", p, args.root, {"base": p["base"], "data": data, "prepare": prep}) as ml:
         if ml:
@@ -67,8 +68,8 @@ def main(argv=None) -> dict:
                                                ("found", "prepared", "quarantined", "patients", "duplicate_groups",
                                                 "class_counts", "splits", "quarantine_reasons", "low_contrast_share")},
                                             "seconds": seconds, "images_per_second": summary["found"] / seconds}))
-            ml.log_artifact(str(out / "summary.json"))
-            ml.log_artifact(str(out / "quarantine.csv"))
+            ml.log_artifact(str(out / outputs.SUMMARY))
+            ml.log_artifact(str(out / outputs.QUARANTINE))
     print(f"prepare: {summary['prepared']} images, {summary['quarantined']} quarantined, "
           f"{summary['patients']} patients -> {out} [{seconds:.1f} s, {summary['found'] / seconds:.0f} img/s]")
     print(f"prepare: split from {summary['split_from']}")

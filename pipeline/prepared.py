@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import outputs
+
 SPLITS = ("train", "val", "test")
 
 
@@ -31,7 +33,7 @@ class Split:
 def dataset_hash(prepared: Path) -> str | None:
     """Identifies a whole prepared set (pixels, labels and split of every image); None when not prepared."""
     try:
-        with open(Path(prepared) / "index.csv", newline="") as f:
+        with open(Path(prepared) / outputs.INDEX, newline="") as f:
             rows = list(csv.DictReader(f))
     except FileNotFoundError:
         return None
@@ -46,15 +48,15 @@ def load_split(prepared: Path, split: str) -> Split:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     prepared = Path(prepared)
-    for name in ("images.npy", "index.csv", "summary.json"):
+    for name in (outputs.IMAGES, outputs.INDEX, outputs.SUMMARY):
         if not (prepared / name).exists():
             raise FileNotFoundError(f"{prepared / name} is missing: run the prepare stage first (dvc repro prepare)")
-    with open(prepared / "index.csv", newline="") as f:
+    with open(prepared / outputs.INDEX, newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["split"] == split]
-    classes = json.loads((prepared / "summary.json").read_text())["classes"]
+    classes = json.loads((prepared / outputs.SUMMARY).read_text())["classes"]
     if not rows:
         raise ValueError(f"{prepared} has no {split!r} images")
-    all_images = np.load(prepared / "images.npy", mmap_mode="r")
+    all_images = np.load(prepared / outputs.IMAGES, mmap_mode="r")
     idx = np.array([int(r["row"]) for r in rows])
     return Split(images=np.ascontiguousarray(all_images[idx]), labels=np.array([int(r["label"]) for r in rows]),
                  rows=rows, classes=classes)
@@ -63,8 +65,8 @@ def load_split(prepared: Path, split: str) -> Split:
 def load_synthetic(folder: Path) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """The synthesize stage's images (N,1,S,S float16), labels (-1 when unconditional) and index rows."""
     folder = Path(folder)
-    if not (folder / "images.npy").exists():
-        raise FileNotFoundError(f"{folder / 'images.npy'} is missing: run the synthesize stage first")
-    with open(folder / "index.csv", newline="") as f:
+    if not (folder / outputs.IMAGES).exists():
+        raise FileNotFoundError(f"{folder / outputs.IMAGES} is missing: run the synthesize stage first")
+    with open(folder / outputs.INDEX, newline="") as f:
         rows = list(csv.DictReader(f))
-    return np.load(folder / "images.npy"), np.array([int(r["label"]) for r in rows]), rows
+    return np.load(folder / outputs.IMAGES), np.array([int(r["label"]) for r in rows]), rows

@@ -19,6 +19,7 @@ from common.io import atomic_dir, write_json
 from common.seeding import stage_rng
 from dcgan.models import generate, latents
 from dcgan.models import load_generator
+from pipeline import outputs
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split
 from pipeline.tracking import numeric_metrics, stage_run
@@ -42,7 +43,7 @@ def main(argv=None) -> dict:
     p = args.params
     s, seed = p["synthesize"], int(p["base"]["seed"])
     out = args.path(p["paths"]["synthetic"])
-    state = torch.load(args.path(p["paths"]["gan_model"]) / "generator.pt", map_location="cpu", weights_only=True)
+    state = torch.load(args.path(p["paths"]["gan_model"]) / outputs.GENERATOR, map_location="cpu", weights_only=True)
     device = resolve_device(s["device"])
     g = load_generator(state, device)
     classes = state["classes"]
@@ -68,15 +69,15 @@ def main(argv=None) -> dict:
     names = [classes[y] if y >= 0 else "" for y in labels]
 
     with atomic_dir(out) as tmp:
-        np.save(tmp / "images.npy", images)
-        with open(tmp / "index.csv", "w", newline="") as f:
+        np.save(tmp / outputs.IMAGES, images)
+        with open(tmp / outputs.INDEX, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(INDEX_COLUMNS)
             w.writerows(zip(range(len(labels)), labels.tolist(), names, seeds.tolist()))
         sheet = []  # contact sheet: up to 16 per class, one block of rows per class
         for y in (range(len(classes)) if conditional else [-1]):
             sheet.extend(np.flatnonzero(labels == y)[:16].tolist())
-        save_png(tmp / "contact_sheet.png", tile(images[sheet], 16))
+        save_png(tmp / outputs.CONTACT_SHEET, tile(images[sheet], 16))
         if s["png"]:
             for i, (img, name) in enumerate(zip(images, names)):
                 save_png(tmp / "png" / (name or "all") / f"{i:06d}.png", to_uint8(img[0]))
@@ -98,14 +99,14 @@ def main(argv=None) -> dict:
         summary = {"images": len(labels), "per_class": wanted, "real_train_per_class": real if conditional else
                    {"all": len(train.labels)}, "resolution": g.cfg.resolution, "generator_step": state["step"],
                    "generator": "EMA" if state.get("ema") else "raw", "png": bool(s["png"]), "dicom": bool(s["dicom"])}
-        write_json(tmp / "summary.json", summary)
+        write_json(tmp / outputs.SUMMARY, summary)
 
     with stage_run("synthesize", p, args.root, {"base": p["base"], "synthesize": s}) as ml:
         if ml:
             ml.log_metrics(numeric_metrics({k: summary[k] for k in ("images", "per_class")}))
             ml.log_metrics({"seconds": seconds, "images_per_second": ips})
-            ml.log_artifact(str(out / "contact_sheet.png"))
-            ml.log_artifact(str(out / "summary.json"))
+            ml.log_artifact(str(out / outputs.CONTACT_SHEET))
+            ml.log_artifact(str(out / outputs.SUMMARY))
     print(f"synthesize: {len(labels)} images {wanted} -> {out} [{ips} img/s]")
     return summary
 

@@ -15,6 +15,7 @@ from common.io import save_torch, write_json
 from common.seeding import derive_seed
 from evaluation.features import ExtractorConfig, extract, rotate_quarters, train_extractor
 from evaluation.fidelity import extractor_state
+from pipeline import outputs
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split
 from pipeline.runtime import resolve_device, resolve_precision
@@ -50,12 +51,12 @@ def main(argv=None) -> dict:
                "val_rotation_accuracy": round(rot_acc, 4),
                "val_feature_effective_rank": int(np.linalg.matrix_rank(np.cov(feats, rowvar=False), tol=1e-6))
                if len(feats) > 2 else None, "data": train.data_hash}
-    save_torch(out / "extractor.pt", extractor_state(net.cpu(), classes=train.classes, data=train.data_hash))
-    write_json(out / "summary.json", summary)
+    save_torch(out / outputs.EXTRACTOR, extractor_state(net.cpu(), classes=train.classes, data=train.data_hash))
+    write_json(out / outputs.SUMMARY, summary)
     with stage_run("extractor", p, args.root, {"base": p["base"], "extractor": e}) as ml:
         if ml:
             ml.log_metrics({"val_label_accuracy": label_acc, "val_rotation_accuracy": rot_acc, "seconds": seconds})
-            ml.log_artifact(str(out / "summary.json"))
+            ml.log_artifact(str(out / outputs.SUMMARY))
     print(f"extractor: {cfg.dim}-d features, val label accuracy {label_acc:.3f}, rotation accuracy {rot_acc:.3f} "
           f"-> {out} [{seconds:.0f} s]")
     return summary

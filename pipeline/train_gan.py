@@ -30,6 +30,7 @@ from dcgan.models import GanConfig, generate, latents
 from dcgan.models import load_generator
 from dcgan.train import METRICS, Callbacks, DivergenceError, TrainConfig, Trainer, generator_state
 from evaluation import fidelity as fd
+from pipeline import outputs
 from pipeline.checkpoints import load_checkpoint, save_checkpoint
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split
@@ -120,10 +121,10 @@ class TrainingRun:
 
     def on_epoch(self, trainer: Trainer, step: int, epoch: int) -> None:
         if self.writer and self.grid_every and epoch % self.grid_every == 0:
-            path = self.reports / "grids" / f"epoch_{epoch:06d}.png"
+            path = self.reports / outputs.GRIDS / f"epoch_{epoch:06d}.png"
             save_png(path, tile(trainer.grid_images(), self.grid_cols))
             if self.ml:
-                self.ml.log_artifact(str(path), "grids")
+                self.ml.log_artifact(str(path), outputs.GRIDS)
         if self.monitor and epoch % self.fid_every == 0:
             self.pending.append({"step": step, "fid_domain": self.monitor.check(trainer, self.classes)})
 
@@ -137,9 +138,9 @@ class TrainingRun:
             self.flush_metrics()
 
     def write_logs(self) -> None:
-        write_log(self.reports / "losses.csv", self.trainer.history)
+        write_log(self.reports / outputs.LOSSES, self.trainer.history)
         if self.monitor:
-            write_log(self.reports / "fid.csv", self.monitor.history, FID_COLUMNS)
+            write_log(self.reports / outputs.FID_LOG, self.monitor.history, FID_COLUMNS)
 
     def flush_metrics(self) -> None:
         if self.ml and self.pending:
@@ -200,7 +201,7 @@ def build_trainer(gan_params: dict, runtime: dict, data, seed: int) -> Trainer:
 def fid_monitor(args, trainer: Trainer, data, runtime: dict, seed: int) -> FidMonitor:
     """The domain-FID check against the val split, with the extractor trained on this very train split."""
     params = args.params
-    extractor = torch.load(args.path(params["paths"]["extractor"]) / "extractor.pt", map_location="cpu",
+    extractor = torch.load(args.path(params["paths"]["extractor"]) / outputs.EXTRACTOR, map_location="cpu",
                            weights_only=True)
     if extractor.get("data") != data.data_hash:
         raise SystemExit("train_gan: the domain extractor was trained on other data; run the extractor stage")
@@ -236,13 +237,13 @@ def train(args, runtime: dict, rank: int, world: int) -> dict:
     trainer = build_trainer(gan_params, runtime, data, seed)
     monitor = fid_monitor(args, trainer, data, runtime, seed) if int(gan_params["fid_every"]) and writer else None
     key = run_key(gan_params, runtime, seed, data.data_hash, world)
-    resumed_from = resume(trainer, monitor, model_dir / "checkpoint.pt", key, writer)
+    resumed_from = resume(trainer, monitor, model_dir / outputs.CHECKPOINT, key, writer)
     if writer and not resumed_from:
         shutil.rmtree(reports, ignore_errors=True)
     if writer:
-        (reports / "grids").mkdir(parents=True, exist_ok=True)
+        (reports / outputs.GRIDS).mkdir(parents=True, exist_ok=True)
         model_dir.mkdir(parents=True, exist_ok=True)
-    run = TrainingRun(trainer, gan_params, reports, model_dir / "checkpoint.pt", key, data.classes, monitor, writer)
+    run = TrainingRun(trainer, gan_params, reports, model_dir / outputs.CHECKPOINT, key, data.classes, monitor, writer)
     with stage_run("train_gan", params, args.root, {"base": params["base"], "gan": gan_params}) if writer \
             else nullcontext() as ml:
         run.ml = ml
@@ -259,7 +260,7 @@ def train(args, runtime: dict, rank: int, world: int) -> dict:
         except DivergenceError as e:
             run.bar.close()
             if writer:
-                write_log(reports / "losses.csv", trainer.history)
+                write_log(reports / outputs.LOSSES, trainer.history)
                 run.flush_metrics()
             raise SystemExit(f"train_gan: stopped: {e}") from e
         run.bar.close()
@@ -283,17 +284,17 @@ def finish(run: TrainingRun, data, runtime: dict, world: int, model_dir: Path) -
     if monitor and (not monitor.history or monitor.history[-1]["step"] != trainer.step):
         run.pending.append({"step": trainer.step, "fid_domain": monitor.check(trainer, data.classes)})
     gen_state = monitor.best["generator"] if monitor else generator_state(trainer, data.classes)
-    save_torch(model_dir / "generator.pt", gen_state)
+    save_torch(model_dir / outputs.GENERATOR, gen_state)
     if monitor:
-        write_log(reports / "fid.csv", monitor.history, FID_COLUMNS)
+        write_log(reports / outputs.FID_LOG, monitor.history, FID_COLUMNS)
     # checkpoint.pt holds the final training state (the last window always ends at cfg.steps)
     grid = trainer.grid_images(load_generator(gen_state, runtime["device"]))
-    finals = [reports / "grids" / "final.png"]
+    finals = [reports / outputs.FINAL_GRID]
     save_png(finals[0], tile(grid, run.grid_cols))
     for label, name in enumerate(data.classes if trainer.gan.num_classes else []):
-        finals.append(reports / f"samples_{name}.png")
+        finals.append(reports / outputs.class_samples(name))
         save_png(finals[-1], tile(grid[trainer.fixed_y == label], run.grid_cols))
-    write_log(reports / "losses.csv", trainer.history)
+    write_log(reports / outputs.LOSSES, trainer.history)
     last = trainer.history[-1] if trainer.history else {}
     summary = {"steps": trainer.step, "epochs": round(trainer.step / trainer.steps_per_epoch, 2),
                "train_images": len(data.images), "resolution": trainer.gan.resolution,
@@ -303,11 +304,11 @@ def finish(run: TrainingRun, data, runtime: dict, world: int, model_dir: Path) -
                "generator_step": gen_state["step"],
                "fid_domain_best": round(monitor.best["fid"], 5) if monitor else None,
                "fid_domain_last": round(monitor.history[-1]["fid_domain"], 5) if monitor else None}
-    write_json(reports / "summary.json", summary)  # a DVC out: what the inputs decide, nothing else
+    write_json(reports / outputs.SUMMARY, summary)  # a DVC out: what the inputs decide, nothing else
     if run.ml:
         run.flush_metrics()
         run.ml.log_param("gan.resolved_cuda_graphs", trainer.graph_status)
-        for path in [*finals, reports / "losses.csv", reports / "summary.json"] + ([reports / "fid.csv"] if monitor else []):
+        for path in [*finals, reports / outputs.LOSSES, reports / outputs.SUMMARY] + ([reports / outputs.FID_LOG] if monitor else []):
             run.ml.log_artifact(str(path))
     return summary
 

@@ -27,6 +27,7 @@ from common.io import atomic_dir, write_json
 from common.seeding import derive_seed, stage_rng
 from evaluation import vtt
 from imaging.dicom_write import reader_study_dataset
+from pipeline import outputs
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split, load_synthetic
 from pipeline.tracking import stage_run
@@ -89,7 +90,7 @@ def main(argv=None) -> dict:
     ids = sorted(it.id for it in items)
 
     with atomic_dir(out) as tmp:
-        blinded = tmp / "blinded"
+        blinded = tmp / outputs.BLINDED
         (blinded / "images").mkdir(parents=True)
         by_id = {it.id: it for it in items}
         for i in ids:  # written in id order, all with one timestamp: nothing in the folder follows the truth
@@ -102,34 +103,34 @@ def main(argv=None) -> dict:
                 px = np.asarray(Image.open(BytesIO(by_id[i].png)))
                 ds = reader_study_dataset(px, item_id=i, study_uid=study, series_uid=series, sop_uid=uid("sop", i))
                 ds.save_as(blinded / "dicom" / f"{i}.dcm", enforce_file_format=True)
-        (blinded / "reader.html").write_text(vtt.reader_page([it.id for it in items], key_version), encoding="utf-8")
-        (blinded / "INSTRUCTIONS.txt").write_text(INSTRUCTIONS.format(n=len(items), key_version=key_version))
+        (blinded / outputs.READER_PAGE).write_text(vtt.reader_page([it.id for it in items], key_version), encoding="utf-8")
+        (blinded / outputs.INSTRUCTIONS_FILE).write_text(INSTRUCTIONS.format(n=len(items), key_version=key_version))
         manifest = {"key_version": key_version, "images": len(items), "ids": ids, "image_format":
                     f"PNG, 8-bit greyscale, {size}x{size}, uncompressed", "dicom": bool(v["dicom"]),
                     "key_sha256": vtt.commitment(key),
                     "key_commitment": "SHA-256 of the answer key file (key.csv) as written; each row has a "
                                       "random salt. Hash the key when it is shown to check it is unchanged."}
-        (blinded / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        (blinded / outputs.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         for f in blinded.rglob("*"):
             os.utime(f, (FIXED_MTIME, FIXED_MTIME))
-        (tmp / "key.csv").write_text(key)
+        (tmp / outputs.VTT_KEY).write_text(key)
         counts = {truth: {c: sum(it.truth == truth and it.label_name == c for it in items)
                           for c in sorted({it.label_name for it in items})} for truth in (vtt.REAL, vtt.SYNTHETIC)}
         summary = {"key_version": key_version, "images": len(items), "per_truth_and_class": counts,
                    "real_split": v["real_split"], "display_size": size, "dicom": bool(v["dicom"]),
                    "key_sha256": manifest["key_sha256"],
                    "blinding": f"base.seed and {SECRET_ENV}" if secret else "base.seed only"}
-        write_json(tmp / "summary.json", summary)
+        write_json(tmp / outputs.SUMMARY, summary)
 
     with stage_run("vtt_export", p, args.root, {"base": p["base"], "vtt": v}) as ml:
         if ml:
             ml.log_metric("vtt_images", len(items))
             ml.set_tag("vtt_key_version", key_version)
-            ml.log_artifact(str(out / "summary.json"))
+            ml.log_artifact(str(out / outputs.SUMMARY))
     if not secret:
         print(f"vtt_export: blinding from base.seed only: set {SECRET_ENV} if the readers could see this "
               "project's params, code and data")
-    print(f"vtt_export: {len(items)} images ({n} real, {n} synthetic) -> {out / 'blinded'}; key {out / 'key.csv'} "
+    print(f"vtt_export: {len(items)} images ({n} real, {n} synthetic) -> {out / outputs.BLINDED}; key {out / outputs.VTT_KEY} "
           f"(set {key_version}, sha256 {manifest['key_sha256'][:16]}...)")
     return summary
 
