@@ -34,44 +34,45 @@ def subsample_patients(patients: list[str], labels: np.ndarray, fraction: float,
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     by_patient: dict[str, list[int]] = {}
-    for i, p in enumerate(patients):
-        by_patient.setdefault(p, []).append(i)
+    for i, patient in enumerate(patients):
+        by_patient.setdefault(patient, []).append(i)
     ids = sorted(by_patient)
-    plabel = np.array([np.bincount(labels[by_patient[p]]).argmax() for p in ids])
+    patient_labels = np.array([np.bincount(labels[by_patient[patient]]).argmax() for patient in ids])
     keep = []
-    for c in np.unique(plabel):
-        members = [ids[i] for i in np.flatnonzero(plabel == c)]
-        k = max(1, int(round(fraction * len(members))))
-        keep.extend(rng.choice(members, k, replace=False).tolist())
-    return np.sort(np.concatenate([by_patient[p] for p in keep]))
+    for label in np.unique(patient_labels):
+        members = [ids[i] for i in np.flatnonzero(patient_labels == label)]
+        kept = max(1, int(round(fraction * len(members))))
+        keep.extend(rng.choice(members, kept, replace=False).tolist())
+    return np.sort(np.concatenate([by_patient[patient] for patient in keep]))
 
 
-def build_classifier(name: str, trainset: str, p: dict, seed: int, domain_features, n_real: int | None = None):
+def build_classifier(name: str, trainset: str, params: dict, seed: int, domain_features, n_real: int | None = None):
     """The arm's classifier. ``n_real``: the real training count; every CNN arm draws that many images per
     epoch, so the training sets of one fraction get the same optimiser steps (a set with synthetic images added
     gets variety, not extra training)."""
-    d = p["downstream"]
+    downstream = params["downstream"]
     if name == "cnn":
-        c, device = d["cnn"], resolve_device(d["device"])
-        return CNNClassifier(arch=c["arch"], width=int(c["width"]), epochs=int(c["epochs"]), batch=int(c["batch"]),
-                             lr=float(c["lr"]), augment=trainset == "real_classic", device=str(device), random_state=seed,
+        cnn, device = downstream["cnn"], resolve_device(downstream["device"])
+        return CNNClassifier(arch=cnn["arch"], width=int(cnn["width"]), epochs=int(cnn["epochs"]),
+                             batch=int(cnn["batch"]), lr=float(cnn["lr"]), augment=trainset == "real_classic",
+                             device=str(device), random_state=seed,
                              precision=resolve_precision(device),  # bf16 on GPUs with native bf16
                              epoch_size=n_real)
     if name == "xgboost":
-        x = d["xgboost"]
-        kinds = list(x["features"])
+        xgb = downstream["xgboost"]
+        kinds = list(xgb["features"])
 
         def features(X):
             parts = []
             if "pixels" in kinds:
-                parts.append(pixel_features(X, int(x["pixel_size"])))
+                parts.append(pixel_features(X, int(xgb["pixel_size"])))
             if "domain" in kinds:
                 parts.append(domain_features(X))
             return np.concatenate(parts, axis=1)
 
-        return XGBoostClassifier(feature_fn=features, n_estimators=int(x["n_estimators"]), max_depth=int(x["max_depth"]),
-                                 learning_rate=float(x["learning_rate"]), augment_copies=1 if trainset == "real_classic"
-                                 else 0, random_state=seed)
+        return XGBoostClassifier(feature_fn=features, n_estimators=int(xgb["n_estimators"]),
+                                 max_depth=int(xgb["max_depth"]), learning_rate=float(xgb["learning_rate"]),
+                                 augment_copies=1 if trainset == "real_classic" else 0, random_state=seed)
     raise ValueError(f"unknown classifier {name!r}; choose from {CLASSIFIERS}")
 
 

@@ -43,17 +43,17 @@ def set_metrics(f_syn, f_ref, rng, kid_subsets: int) -> dict:
 
 
 def evaluate(name, f_syn, f_ref, y_syn, y_ref, classes, rng, kid_subsets) -> dict:
-    res = {"overall": set_metrics(f_syn, f_ref, rng, kid_subsets)}
+    numbers = {"overall": set_metrics(f_syn, f_ref, rng, kid_subsets)}
     if (y_syn >= 0).all():
-        res["per_class"] = {c: set_metrics(f_syn[y_syn == i], f_ref[y_ref == i], rng, kid_subsets)
-                            for i, c in enumerate(classes)}
-    return {"extractor": name, **res}
+        numbers["per_class"] = {cls: set_metrics(f_syn[y_syn == i], f_ref[y_ref == i], rng, kid_subsets)
+                                for i, cls in enumerate(classes)}
+    return {"extractor": name, **numbers}
 
 
-def pairs_figure(path, synthetic, train, audit, k: int) -> None:
-    """The k synthetic images closest to a training image, each beside that training image."""
-    order = np.argsort(audit["distances"])[:k]
-    tiles = np.stack([x for i in order for x in (synthetic[i], train[audit["nearest_train"][i]])])
+def pairs_figure(path, synthetic, train, audit, pairs: int) -> None:
+    """The ``pairs`` synthetic images closest to a training image, each beside that training image."""
+    order = np.argsort(audit["distances"])[:pairs]
+    tiles = np.stack([image for i in order for image in (synthetic[i], train[audit["nearest_train"][i]])])
     save_png(path, tile(tiles, 8))
 
 

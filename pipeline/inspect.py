@@ -112,12 +112,14 @@ def collect_entries(source: Path, data: dict, headers: bool) -> tuple[object, li
     return found, entries, quarantine
 
 
-def source_plan(data: dict, found, entries: list[_Entry], quarantine: list[tuple[str, str]], classes: list[str]) -> dict:
+def source_plan(data: dict, found, entries: list[_Entry], quarantine: list[tuple[str, str]],
+                classes: list[str]) -> dict:
     """The plan's first part: the source, its files, what is quarantined before decoding (counted by reason,
     one example each) and the classes."""
     plan: dict = {"source": str(data["source"]), "kind": found.kind, "labels_from": found.labels_from,
                   "files": len(entries) + len(quarantine), "usable_before_decoding": len(entries),
-                  "quarantine_before_decoding": dict(sorted(Counter(q[1].split(":")[0] for q in quarantine).items())),
+                  "quarantine_before_decoding": dict(sorted(Counter(reason.split(":")[0]
+                                                                    for _, reason in quarantine).items())),
                   "quarantine_examples": {}, "skipped_hidden_files": found.skipped_hidden,
                   "published_split": found.published_split, "classes": classes, "warnings": list(found.warnings)}
     for rel, reason in quarantine:
@@ -192,52 +194,55 @@ def inspect_source(source: Path, data: dict, fractions: dict, seed: int, headers
 
 
 def render(plan: dict) -> str:
-    lf = plan["labels_from"]
-    if lf.get("from") == "labels CSV":
-        labels = (f"labels CSV {', '.join(lf['files'])} ({lf['rows']} rows): key column {lf['key_column']!r} "
-                  f"matched by {lf['key_matches']}, label column {lf['label_column']!r}"
-                  + (f", map {lf['label_map']}" if lf.get("label_map") else "")
-                  + (f", patient column {lf['patient_column']!r}" if lf.get("patient_column") else "")
-                  + (f", split column {lf['split_column']!r}" if lf.get("split_column") else ""))
+    labels_from = plan["labels_from"]
+    if labels_from.get("from") == "labels CSV":
+        labels = (f"labels CSV {', '.join(labels_from['files'])} ({labels_from['rows']} rows): key column "
+                  f"{labels_from['key_column']!r} matched by {labels_from['key_matches']}, label column "
+                  f"{labels_from['label_column']!r}"
+                  + (f", map {labels_from['label_map']}" if labels_from.get("label_map") else "")
+                  + (f", patient column {labels_from['patient_column']!r}" if labels_from.get("patient_column")
+                     else "")
+                  + (f", split column {labels_from['split_column']!r}" if labels_from.get("split_column") else ""))
     else:
-        labels = lf.get("from", "?")
+        labels = labels_from.get("from", "?")
     out = [f"source    {plan['source']}  (kind: {plan['kind']})", f"labels    {labels}",
            f"files     {plan['files']} ({plan['skipped_hidden_files']} hidden skipped); "
            f"{plan['usable_before_decoding']} usable before decoding"]
     split_from = ("published: " + str(plan["published_split"]) if plan["split_from"] == "published"
                   else "by patient (stratified by label, seeded)")
     out.append(f"split     {split_from}")
-    for s, o in plan["split_origin"].items():
-        if o not in ("published", "patients"):
-            out.append(f"          {s}: {o}")
+    for split, origin in plan["split_origin"].items():
+        if origin not in ("published", "patients"):
+            out.append(f"          {split}: {origin}")
     if plan.get("patients_in_several_published_splits"):
         out.append(f"          {plan['patients_in_several_published_splits']} patient ids in more than one published split")
     classes = plan["classes"]
-    w = max(12, *(len(c) + 2 for c in classes))
+    width = max(12, *(len(name) + 2 for name in classes))
     out.append("")
-    out.append(f"{'':{w}}" + "".join(f"{s:>9}" for s in SPLITS) + f"{'total':>9}")
-    for c in classes:
-        vals = [plan["splits"][s][c] for s in SPLITS]
-        out.append(f"{c:{w}}" + "".join(f"{v:>9}" for v in vals) + f"{sum(vals):>9}")
+    out.append(f"{'':{width}}" + "".join(f"{split:>9}" for split in SPLITS) + f"{'total':>9}")
+    for name in classes:
+        values = [plan["splits"][split][name] for split in SPLITS]
+        out.append(f"{name:{width}}" + "".join(f"{value:>9}" for value in values) + f"{sum(values):>9}")
     for row in ("images", "patients"):
-        vals = [plan["splits"][s][row] for s in SPLITS]
-        out.append(f"{row:{w}}" + "".join(f"{v:>9}" for v in vals) + (f"{sum(vals):>9}" if row == "images" else ""))
+        values = [plan["splits"][split][row] for split in SPLITS]
+        out.append(f"{row:{width}}" + "".join(f"{value:>9}" for value in values)
+                   + (f"{sum(values):>9}" if row == "images" else ""))
     out.append("")
-    pp = plan["patients"]
-    out.append(f"patients  {pp['count']} (id from {pp['id_from']}); images per patient min "
-               f"{pp['images_per_patient']['min']}, median {pp['images_per_patient']['median']:g}, "
-               f"max {pp['images_per_patient']['max']}")
+    patients = plan["patients"]
+    out.append(f"patients  {patients['count']} (id from {patients['id_from']}); images per patient min "
+               f"{patients['images_per_patient']['min']}, median {patients['images_per_patient']['median']:g}, "
+               f"max {patients['images_per_patient']['max']}")
     if plan.get("train_fraction"):
         out.append(f"train     data.train_fraction={plan['train_fraction']['fraction']}: "
                    f"{plan['train_fraction']['train_images_dropped']} training images left out")
-    q = plan["quarantine_before_decoding"]
-    out.append(f"quarantine before decoding: {sum(q.values())} {q if q else ''}".rstrip())
-    for code, ex in plan["quarantine_examples"].items():
-        out.append(f"          e.g. {ex}")
+    quarantined = plan["quarantine_before_decoding"]
+    out.append(f"quarantine before decoding: {sum(quarantined.values())} {quarantined if quarantined else ''}".rstrip())
+    for example in plan["quarantine_examples"].values():
+        out.append(f"          e.g. {example}")
     out.append("          (files that fail to decode, blank images and exact duplicates show up in prepare)")
     if plan["warnings"]:
         out.append("warnings")
-        out += [f"  - {w}" for w in plan["warnings"]]
+        out += [f"  - {warning}" for warning in plan["warnings"]]
     else:
         out.append("warnings  none")
     return "\n".join(out)
@@ -246,10 +251,10 @@ def render(plan: dict) -> str:
 def main(argv=None) -> dict:
     args = parse_stage_args(__doc__, argv, add_arguments=lambda ap: ap.add_argument(
         "--no-headers", action="store_true", help="do not read DICOM headers (PatientID, SOPInstanceUID)"))
-    p = args.params
+    params = args.params
     try:
-        plan = inspect_source(args.path(p["data"]["source"]), p["data"], p["prepare"]["split"], p["base"]["seed"],
-                              headers=not args.extra.no_headers)
+        plan = inspect_source(args.path(params["data"]["source"]), params["data"], params["prepare"]["split"],
+                              params["base"]["seed"], headers=not args.extra.no_headers)
     except (SourceError, ValueError) as e:
         print(f"inspect: prepare would stop here: {e}", file=sys.stderr)
         raise SystemExit(1) from e

@@ -24,23 +24,23 @@ class Split:
     @property
     def data_hash(self) -> str:
         """Identifies the images and labels of this split (from the prepared-pixel hashes)."""
-        h = hashlib.sha256()
-        for r in self.rows:
-            h.update(f"{r['sha256']}:{r['label']}\n".encode())
-        return h.hexdigest()[:16]
+        digest = hashlib.sha256()
+        for row in self.rows:
+            digest.update(f"{row['sha256']}:{row['label']}\n".encode())
+        return digest.hexdigest()[:16]
 
 
 def dataset_hash(prepared: Path) -> str | None:
     """Identifies a whole prepared set (pixels, labels and split of every image); None when not prepared."""
     try:
-        with open(Path(prepared) / outputs.INDEX, newline="") as f:
-            rows = list(csv.DictReader(f))
+        with open(Path(prepared) / outputs.INDEX, newline="") as fh:
+            rows = list(csv.DictReader(fh))
     except FileNotFoundError:
         return None
-    h = hashlib.sha256()
-    for r in rows:
-        h.update(f"{r['sha256']}:{r['label']}:{r['split']}\n".encode())
-    return h.hexdigest()[:16]
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(f"{row['sha256']}:{row['label']}:{row['split']}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def load_split(prepared: Path, split: str) -> Split:
@@ -51,14 +51,14 @@ def load_split(prepared: Path, split: str) -> Split:
     for name in (outputs.IMAGES, outputs.INDEX, outputs.SUMMARY):
         if not (prepared / name).exists():
             raise FileNotFoundError(f"{prepared / name} is missing: run the prepare stage first (dvc repro prepare)")
-    with open(prepared / outputs.INDEX, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["split"] == split]
+    with open(prepared / outputs.INDEX, newline="") as fh:
+        rows = [row for row in csv.DictReader(fh) if row["split"] == split]
     classes = json.loads((prepared / outputs.SUMMARY).read_text())["classes"]
     if not rows:
         raise ValueError(f"{prepared} has no {split!r} images")
     all_images = np.load(prepared / outputs.IMAGES, mmap_mode="r")
-    idx = np.array([int(r["row"]) for r in rows])
-    return Split(images=np.ascontiguousarray(all_images[idx]), labels=np.array([int(r["label"]) for r in rows]),
+    idx = np.array([int(row["row"]) for row in rows])
+    return Split(images=np.ascontiguousarray(all_images[idx]), labels=np.array([int(row["label"]) for row in rows]),
                  rows=rows, classes=classes)
 
 
@@ -67,6 +67,6 @@ def load_synthetic(folder: Path) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     folder = Path(folder)
     if not (folder / outputs.IMAGES).exists():
         raise FileNotFoundError(f"{folder / outputs.IMAGES} is missing: run the synthesize stage first")
-    with open(folder / outputs.INDEX, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return np.load(folder / outputs.IMAGES), np.array([int(r["label"]) for r in rows]), rows
+    with open(folder / outputs.INDEX, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return np.load(folder / outputs.IMAGES), np.array([int(row["label"]) for row in rows]), rows

@@ -93,15 +93,15 @@ def line_chart(series: Series, title: str, xlabel: str, ylabel: str = "", size: 
 
 
 def _column(rows: list[dict], key: str) -> list[float]:
-    return [float(r[key]) if r.get(key) not in (None, "") else float("nan") for r in rows]
+    return [float(row[key]) if row.get(key) not in (None, "") else float("nan") for row in rows]
 
 
 def read_csv(path: Path) -> list[dict]:
     """A CSV a stage wrote, as rows; [] when it did not write it."""
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
 
 
 def example_figures(prepared: Path, classes: list[str], per_class: int) -> list[dict]:

@@ -113,11 +113,11 @@ def fidelity_summary(fidelity: dict | None) -> dict:
         computed[name]["per_class"] = {cls: {k: numbers.get(k) for k in FIDELITY_KEYS}
                                        for cls, numbers in result.get("per_class", {}).items()}
     setup = {k: fidelity[k] for k in ("reference_split", "n_synthetic", "n_reference", "n_train")}
-    memorisation = {space: {"synthetic_below": m["fraction_synthetic_below"],
-                            "heldout_below": m["fraction_heldout_below"],
-                            "median_synthetic_distance": m.get("median_synthetic_distance"),
-                            "median_heldout_distance": m.get("median_heldout_distance")}
-                    for space, m in fidelity.get("memorisation", {}).items()}
+    memorisation = {space: {"synthetic_below": audit["fraction_synthetic_below"],
+                            "heldout_below": audit["fraction_heldout_below"],
+                            "median_synthetic_distance": audit.get("median_synthetic_distance"),
+                            "median_heldout_distance": audit.get("median_heldout_distance")}
+                    for space, audit in fidelity.get("memorisation", {}).items()}
     return {"fidelity": computed, "fidelity_setup": setup | {"unavailable": unavailable},
             "memorisation": memorisation}
 

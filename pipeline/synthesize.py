@@ -32,10 +32,10 @@ def class_counts(train_counts: dict[str, int], count, ratio: float) -> dict[str,
     if count is not None:
         if int(count) < 1:
             raise ValueError(f"synthesize.count must be a positive number per class, got {count}")
-        return {c: int(count) for c in train_counts}
+        return {name: int(count) for name in train_counts}
     if ratio <= 0:
         raise ValueError(f"synthesize.ratio must be positive, got {ratio}")
-    return {c: max(1, int(round(n * ratio))) for c, n in train_counts.items()}
+    return {name: max(1, int(round(real * ratio))) for name, real in train_counts.items()}
 
 
 def load_inputs(args, synth_params: dict):
@@ -53,7 +53,7 @@ def load_inputs(args, synth_params: dict):
 
 def wanted_counts(synth_params: dict, train, classes: list[str], conditional: bool) -> tuple[dict, dict]:
     """(images to generate per class, real training images per class); one class ``all`` when unconditional."""
-    real = ({c: int((train.labels == i).sum()) for i, c in enumerate(classes)} if conditional
+    real = ({name: int((train.labels == i).sum()) for i, name in enumerate(classes)} if conditional
             else {"all": len(train.labels)})
     try:
         return class_counts(real, synth_params["count"], float(synth_params["ratio"])), real
@@ -63,7 +63,7 @@ def wanted_counts(synth_params: dict, train, classes: list[str], conditional: bo
 
 def generate_images(generator, wanted: dict[str, int], conditional: bool, batch: int, seed: int):
     """Labels (-1 when unconditional), one latent seed per image, the images (float16) and the seconds taken."""
-    labels = (np.concatenate([np.full(n, i) for i, n in enumerate(wanted.values())]) if conditional
+    labels = (np.concatenate([np.full(count, i) for i, count in enumerate(wanted.values())]) if conditional
               else np.full(wanted["all"], -1))
     rng = stage_rng(seed, "synthesize", "latents")
     seeds = rng.choice(2**62, size=len(labels), replace=False)

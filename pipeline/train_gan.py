@@ -55,11 +55,11 @@ def run_key(gan_params: dict, runtime: dict, seed: int, data_hash: str, world: i
 
 
 def write_log(path: Path, history: list[dict], columns=LOG_COLUMNS) -> None:
-    with atomic_file(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        w.writeheader()
+    with atomic_file(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
         for row in history:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
 class FidMonitor:
@@ -67,12 +67,12 @@ class FidMonitor:
     gan.fid_every epochs; keeps the generator with the lowest FID. The val split is held out from GAN
     training and is what model selection may see; the test split is never read here."""
 
-    def __init__(self, extractor: dict, val, n: int, z_dim: int, conditional: bool, device, seed: int):
+    def __init__(self, extractor: dict, val, samples: int, z_dim: int, conditional: bool, device, seed: int):
         self.extractor, self.device = extractor, device
         self.ref = fd.features(val.images, fd.DOMAIN, device, domain_state=extractor)
         labels = np.sort(val.labels)
-        self.y = labels[np.linspace(0, len(labels) - 1, n).round().astype(int)] if conditional else None
-        self.z = latents(stage_rng(seed, "train_gan", "fid").choice(2**62, n, replace=False), z_dim)
+        self.y = labels[np.linspace(0, len(labels) - 1, samples).round().astype(int)] if conditional else None
+        self.z = latents(stage_rng(seed, "train_gan", "fid").choice(2**62, samples, replace=False), z_dim)
         self.history: list[dict] = []
         self.best: dict | None = None
 
@@ -186,7 +186,7 @@ def build_trainer(gan_params: dict, runtime: dict, data, seed: int) -> Trainer:
                         embed_dim=int(gan_params["embed_dim"]), spectral_norm=bool(gan_params["spectral_norm"]))
         cfg = TrainConfig(steps=int(gan_params["steps"]), batch=int(gan_params["batch"]),
                           lr_g=float(gan_params["lr_g"]), lr_d=float(gan_params["lr_d"]),
-                          betas=tuple(float(b) for b in gan_params["betas"]), loss=gan_params["loss"],
+                          betas=tuple(float(beta) for beta in gan_params["betas"]), loss=gan_params["loss"],
                           label_smoothing=float(gan_params["label_smoothing"]),
                           diffaugment=gan_params["diffaugment"] or "", ema_decay=float(gan_params["ema_decay"]),
                           precision=runtime["precision"], channels_last=runtime["channels_last"],
@@ -253,7 +253,7 @@ def train(args, runtime: dict, rank: int, world: int) -> dict:
                            "gan.resumed_from_step": resumed_from})
             run.pending.extend(trainer.history)  # curves before a resume, so this run holds all of them
             if monitor:
-                run.pending.extend({"step": r["step"], "fid_domain": r["fid_domain"]} for r in monitor.history)
+                run.pending.extend({"step": row["step"], "fid_domain": row["fid_domain"]} for row in monitor.history)
         started = time.perf_counter()
         try:
             trainer.run(trainer.cfg.steps, run.callbacks(), int(gan_params["checkpoint_every"]))

@@ -40,8 +40,8 @@ def read_responses(files: list[Path], key: dict[str, dict], key_version: str) ->
     readers: dict[str, list[dict]] = {}
     errors = []
     for path in files:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f))
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.DictReader(fh))
         try:
             checked = vtt.check_responses(str(path), rows, key, key_version)
         except vtt.ResponseError as e:
