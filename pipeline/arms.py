@@ -31,7 +31,7 @@ def planned(arms: dict) -> dict[str, list[str]]:
         for group, allowed in GROUPS.items():
             for ts in (groups or {}).get(group) or []:
                 if ts not in allowed:
-                    right = next((g for g, a in GROUPS.items() if ts in a), None)
+                    right = next((other for other, listed in GROUPS.items() if ts in listed), None)
                     raise ValueError(f"downstream.arms.{clf}.{group} lists {ts!r}: " + (
                         f"move it to downstream.arms.{clf}.{right} (its DVC stage has the inputs it reads)" if right
                         else f"unknown training set; choose from {TRAINSETS}"))

@@ -12,16 +12,16 @@ from pipeline.tracking import numeric_metrics, stage_run
 
 def main(argv=None) -> dict:
     args = parse_stage_args(__doc__, argv)
-    p, cfg = args.params, args.params["demo"]
-    out = args.path(p["paths"]["demo"])
+    params, cfg = args.params, args.params["demo"]
+    out = args.path(params["paths"]["demo"])
     t0 = time.perf_counter()
     with atomic_dir(out) as tmp:
         counts = write_demo_archive(
-            tmp, stage_rng(p["base"]["seed"], "demo_data"), patients=int(cfg["patients"]),
+            tmp, stage_rng(params["base"]["seed"], "demo_data"), patients=int(cfg["patients"]),
             images_per_patient=tuple(cfg["images_per_patient"]), sizes=tuple(cfg["sizes"]),
             pneumonia_fraction=float(cfg["pneumonia_fraction"]), broken=bool(cfg["broken_files"]))
     counts["seconds"] = round(time.perf_counter() - t0, 2)
-    with stage_run("demo_data", p, args.root, {"base": p["base"], "demo": cfg}) as ml:
+    with stage_run("demo_data", params, args.root, {"base": params["base"], "demo": cfg}) as ml:
         if ml:
             ml.log_metrics(numeric_metrics(counts))
     print(f"demo_data: {counts['images']} images of {counts['patients']} patients"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from common.io import atomic_dir, write_json
 from common.seeding import stage_rng
 from evaluation import metrics as M
 from evaluation.downstream import CNNClassifier, XGBoostClassifier, pixel_features
+from pipeline import outputs
 from pipeline.arms import CLASSIFIERS, TRAINSETS, arm_name
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split, load_synthetic
@@ -32,44 +34,45 @@ def subsample_patients(patients: list[str], labels: np.ndarray, fraction: float,
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     by_patient: dict[str, list[int]] = {}
-    for i, p in enumerate(patients):
-        by_patient.setdefault(p, []).append(i)
+    for i, patient in enumerate(patients):
+        by_patient.setdefault(patient, []).append(i)
     ids = sorted(by_patient)
-    plabel = np.array([np.bincount(labels[by_patient[p]]).argmax() for p in ids])
+    patient_labels = np.array([np.bincount(labels[by_patient[patient]]).argmax() for patient in ids])
     keep = []
-    for c in np.unique(plabel):
-        members = [ids[i] for i in np.flatnonzero(plabel == c)]
-        k = max(1, int(round(fraction * len(members))))
-        keep.extend(rng.choice(members, k, replace=False).tolist())
-    return np.sort(np.concatenate([by_patient[p] for p in keep]))
+    for label in np.unique(patient_labels):
+        members = [ids[i] for i in np.flatnonzero(patient_labels == label)]
+        kept = max(1, int(round(fraction * len(members))))
+        keep.extend(rng.choice(members, kept, replace=False).tolist())
+    return np.sort(np.concatenate([by_patient[patient] for patient in keep]))
 
 
-def build_classifier(name: str, trainset: str, p: dict, seed: int, domain_features, n_real: int | None = None):
+def build_classifier(name: str, trainset: str, params: dict, seed: int, domain_features, n_real: int | None = None):
     """The arm's classifier. ``n_real``: the real training count; every CNN arm draws that many images per
     epoch, so the training sets of one fraction get the same optimiser steps (a set with synthetic images added
     gets variety, not extra training)."""
-    d = p["downstream"]
+    downstream = params["downstream"]
     if name == "cnn":
-        c, device = d["cnn"], resolve_device(d["device"])
-        return CNNClassifier(arch=c["arch"], width=int(c["width"]), epochs=int(c["epochs"]), batch=int(c["batch"]),
-                             lr=float(c["lr"]), augment=trainset == "real_classic", device=str(device), random_state=seed,
+        cnn, device = downstream["cnn"], resolve_device(downstream["device"])
+        return CNNClassifier(arch=cnn["arch"], width=int(cnn["width"]), epochs=int(cnn["epochs"]),
+                             batch=int(cnn["batch"]), lr=float(cnn["lr"]), augment=trainset == "real_classic",
+                             device=str(device), random_state=seed,
                              precision=resolve_precision(device),  # bf16 on GPUs with native bf16
                              epoch_size=n_real)
     if name == "xgboost":
-        x = d["xgboost"]
-        kinds = list(x["features"])
+        xgb = downstream["xgboost"]
+        kinds = list(xgb["features"])
 
         def features(X):
             parts = []
             if "pixels" in kinds:
-                parts.append(pixel_features(X, int(x["pixel_size"])))
+                parts.append(pixel_features(X, int(xgb["pixel_size"])))
             if "domain" in kinds:
                 parts.append(domain_features(X))
             return np.concatenate(parts, axis=1)
 
-        return XGBoostClassifier(feature_fn=features, n_estimators=int(x["n_estimators"]), max_depth=int(x["max_depth"]),
-                                 learning_rate=float(x["learning_rate"]), augment_copies=1 if trainset == "real_classic"
-                                 else 0, random_state=seed)
+        return XGBoostClassifier(feature_fn=features, n_estimators=int(xgb["n_estimators"]),
+                                 max_depth=int(xgb["max_depth"]), learning_rate=float(xgb["learning_rate"]),
+                                 augment_copies=1 if trainset == "real_classic" else 0, random_state=seed)
     raise ValueError(f"unknown classifier {name!r}; choose from {CLASSIFIERS}")
 
 
@@ -89,80 +92,114 @@ def run_arm(classifier, train_x, train_y, val, test) -> tuple[np.ndarray, object
     return classifier.predict_proba(test.images)[:, 1], classifier
 
 
+def load_training_data(args, trainset: str, fraction: float, seed: int):
+    """The real splits, the indices of the real training images this arm keeps (its fraction of the patients)
+    and the synthetic images and labels (None when the training set has none)."""
+    params = args.params
+    prepared = args.path(params["paths"]["prepared"])
+    train, val, test = (load_split(prepared, split) for split in ("train", "val", "test"))
+    if len(train.classes) != 2:
+        raise SystemExit(f"downstream: binary classification only; the data has classes {train.classes}")
+    rng = stage_rng(params["base"]["seed"], "downstream", "subsample", f"{fraction:g}", seed)
+    keep = subsample_patients([row["patient_id"] for row in train.rows], train.labels, fraction, rng)
+    syn_x = syn_y = None
+    if "synthetic" in trainset:
+        syn_x, syn_y, _ = load_synthetic(args.path(params["paths"]["synthetic"]))
+        if (syn_y < 0).any():
+            raise SystemExit("downstream: synthetic training sets need a conditional GAN (gan.num_classes > 0)")
+    return train, val, test, keep, syn_x, syn_y
+
+
+def domain_feature_fn(args, classifier_name: str):
+    """The domain extractor's features as a function of images, for XGBoost arms that use them; else None."""
+    params = args.params
+    if classifier_name != "xgboost" or "domain" not in params["downstream"]["xgboost"]["features"]:
+        return None
+    from evaluation.features import extract
+    from evaluation.fidelity import domain_net_from_state
+    net = domain_net_from_state(torch.load(args.path(params["paths"]["extractor"]) / outputs.EXTRACTOR,
+                                           map_location="cpu", weights_only=True))
+    return lambda images: extract(net, images)
+
+
+def arm_result(params: dict, arm: dict, classifier, test, scores: np.ndarray, counts: dict) -> dict:
+    """The arm's metrics file: what it trained on, what it chose on val, and its test metrics with bootstrap
+    95% CIs over test patients."""
+    bootstrap = params["downstream"]["bootstrap"]
+    patients = [row["patient_id"] for row in test.rows]
+    point = M.classification_metrics(test.labels, scores, classifier.threshold_)
+    ci = M.bootstrap_ci(test.labels, scores, patients, classifier.threshold_, n_boot=int(bootstrap["samples"]),
+                        seed=int(stage_rng(params["base"]["seed"], "downstream", "bootstrap", arm["arm"])
+                                 .integers(2**31)))
+    selected = {k: getattr(classifier, k) for k in ("best_epoch_", "best_iteration_", "val_roc_auc_")
+                if hasattr(classifier, k)}
+    return {**arm, **counts, "n_test": int(len(test.labels)), "n_test_patients": len(set(patients)),
+            "threshold": classifier.threshold_, "selected": selected, "metrics": point, "ci95": ci,
+            "bootstrap_samples": int(bootstrap["samples"])}
+
+
+def write_reports(folder: Path, test, scores: np.ndarray, classes: list[str], threshold: float) -> None:
+    """roc.csv and predictions.csv (DVC plots; downstream_summary reads the scores)."""
+    from sklearn.metrics import roc_curve
+    fpr, tpr, _ = roc_curve(test.labels, scores)
+    with atomic_dir(folder) as tmp:
+        with open(tmp / outputs.ROC, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["fpr", "tpr"])
+            writer.writerows(zip(np.round(fpr, 6), np.round(tpr, 6)))
+        with open(tmp / outputs.PREDICTIONS, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["actual", "predicted", "score"])
+            writer.writerows((classes[actual], classes[int(score >= threshold)], round(float(score), 6))
+                             for actual, score in zip(test.labels, scores))
+
+
+def log_run(args, arm: dict, result: dict, out: Path, reports: Path, seconds: float) -> None:
+    params, name = args.params, arm["arm"]
+    arm_params = {k: arm[k] for k in ("classifier", "trainset", "fraction", "seed")}
+    with stage_run(f"downstream {name}", params, args.root, {"base": params["base"], "downstream": params["downstream"],
+                                                             "arm": arm_params}) as ml:
+        if ml:
+            ml.set_tag("downstream_arm", name)
+            ml.log_metrics({**numeric_metrics(result["metrics"], "test."), "seconds": seconds})
+            ml.log_artifact(str(out))
+            ml.log_artifact(str(reports / outputs.ROC))
+            ml.log_artifact(str(reports / outputs.PREDICTIONS))
+
+
 def main(argv=None) -> dict:
     args = parse_stage_args(__doc__, argv, lambda ap: ap.add_argument(
         "--arm", nargs=4, required=True, metavar=("CLASSIFIER", "TRAINSET", "FRACTION", "SEED")))
-    p = args.params
+    params = args.params
     classifier_name, trainset, fraction, seed = args.extra.arm
     fraction, seed = float(fraction), int(seed)
     name = arm_name(classifier_name, trainset, fraction, seed)
-    prepared = args.path(p["paths"]["prepared"])
-    train, val, test = (load_split(prepared, s) for s in ("train", "val", "test"))
-    if len(train.classes) != 2:
-        raise SystemExit(f"downstream: binary classification only; the data has classes {train.classes}")
-    rng = stage_rng(p["base"]["seed"], "downstream", "subsample", f"{fraction:g}", seed)
-    keep = subsample_patients([r["patient_id"] for r in train.rows], train.labels, fraction, rng)
-    syn_x = syn_y = None
-    if "synthetic" in trainset:
-        syn_x, syn_y, _ = load_synthetic(args.path(p["paths"]["synthetic"]))
-        if (syn_y < 0).any():
-            raise SystemExit("downstream: synthetic training sets need a conditional GAN (gan.num_classes > 0)")
-    domain = None
-    if classifier_name == "xgboost" and "domain" in p["downstream"]["xgboost"]["features"]:
-        from evaluation.features import extract
-        from evaluation.fidelity import domain_net_from_state
-        net = domain_net_from_state(torch.load(args.path(p["paths"]["extractor"]) / "extractor.pt", map_location="cpu",
-                                               weights_only=True))
-        domain = lambda X: extract(net, X)  # noqa: E731
+    arm = {"arm": name, "classifier": classifier_name, "trainset": trainset, "fraction": fraction, "seed": seed}
+    train, val, test, keep, syn_x, syn_y = load_training_data(args, trainset, fraction, seed)
+    domain = domain_feature_fn(args, classifier_name)
     try:
-        clf = build_classifier(classifier_name, trainset, p, seed, domain, n_real=len(keep))
-        X, y = training_set(trainset, train.images[keep], train.labels[keep], syn_x, syn_y)
+        classifier = build_classifier(classifier_name, trainset, params, seed, domain, n_real=len(keep))
+        train_x, train_y = training_set(trainset, train.images[keep], train.labels[keep], syn_x, syn_y)
     except ValueError as e:
         raise SystemExit(f"downstream: {e}") from e
-    t0 = time.perf_counter()
-    scores, clf = run_arm(clf, X, y, val, test)
-    seconds = time.perf_counter() - t0
-    b = p["downstream"]["bootstrap"]
-    patients = [r["patient_id"] for r in test.rows]
-    point = M.classification_metrics(test.labels, scores, clf.threshold_)
-    ci = M.bootstrap_ci(test.labels, scores, patients, clf.threshold_, n_boot=int(b["samples"]),
-                        seed=int(stage_rng(p["base"]["seed"], "downstream", "bootstrap", name).integers(2**31)))
-    result = {"arm": name, "classifier": classifier_name, "trainset": trainset, "fraction": fraction, "seed": seed,
-              "n_train_real": int(len(keep)), "n_train_real_patients": len({train.rows[i]["patient_id"] for i in keep}),
+    started = time.perf_counter()
+    scores, classifier = run_arm(classifier, train_x, train_y, val, test)
+    seconds = time.perf_counter() - started
+    counts = {"n_train_real": int(len(keep)),
+              "n_train_real_patients": len({train.rows[i]["patient_id"] for i in keep}),
               "n_train_synthetic": int(len(syn_x)) if syn_x is not None and trainset != "real" else 0,
-              "n_train_total": int(len(X)), "n_test": int(len(test.labels)), "n_test_patients": len(set(patients)),
-              "threshold": clf.threshold_, "selected": {k: getattr(clf, k) for k in ("best_epoch_", "best_iteration_",
-                                                                                      "val_roc_auc_") if hasattr(clf, k)},
-              "metrics": point, "ci95": ci, "bootstrap_samples": int(b["samples"])}
-    out = args.path(p["paths"]["downstream_metrics"]) / f"{name}.json"
+              "n_train_total": int(len(train_x))}
+    result = arm_result(params, arm, classifier, test, scores, counts)
+    out = args.path(params["paths"]["downstream_metrics"]) / outputs.arm_metrics(name)
     write_json(out, result)
-    reports = args.path(p["paths"]["downstream_reports"]) / name
-    from sklearn.metrics import roc_curve
-    fpr, tpr, _ = roc_curve(test.labels, scores)
-    with atomic_dir(reports) as tmp:
-        with open(tmp / "roc.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["fpr", "tpr"])
-            w.writerows(zip(np.round(fpr, 6), np.round(tpr, 6)))
-        with open(tmp / "predictions.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["actual", "predicted", "score"])
-            w.writerows((train.classes[a], train.classes[int(s >= clf.threshold_)], round(float(s), 6))
-                        for a, s in zip(test.labels, scores))
-    with stage_run(f"downstream {name}", p, args.root, {"base": p["base"], "downstream": p["downstream"],
-                                                        "arm": {"classifier": classifier_name, "trainset": trainset,
-                                                                "fraction": fraction, "seed": seed}}) as ml:
-        if ml:
-            ml.set_tag("downstream_arm", name)
-            ml.log_metrics({**numeric_metrics(point, "test."), "seconds": seconds})
-            ml.log_artifact(str(out))
-            ml.log_artifact(str(reports / "roc.csv"))
-            ml.log_artifact(str(reports / "predictions.csv"))
+    reports = args.path(params["paths"]["downstream_reports"]) / name
+    write_reports(reports, test, scores, train.classes, classifier.threshold_)
+    log_run(args, arm, result, out, reports, seconds)
+    point, ci = result["metrics"], result["ci95"]
     auc = "n/a" if point["roc_auc"] is None else f"{point['roc_auc']:.3f}"
-    print(f"downstream {name}: AUC {auc}, accuracy {point['accuracy']:.3f} "
-          f"(95% CI {ci['accuracy'][0]:.3f}-{ci['accuracy'][1]:.3f}) on {len(test.labels)} test images [{seconds:.0f} s]")
+    print(f"downstream {name}: AUC {auc}, accuracy {point['accuracy']:.3f} (95% CI {ci['accuracy'][0]:.3f}-"
+          f"{ci['accuracy'][1]:.3f}) on {len(test.labels)} test images [{seconds:.0f} s]")
     return result
-
 
 if __name__ == "__main__":
     main()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -20,8 +21,9 @@ from common.images import save_png, tile
 from common.io import write_json
 from common.seeding import stage_rng
 from evaluation import fidelity as fd
+from pipeline import outputs
 from pipeline.params import parse_stage_args
-from pipeline.prepared import load_split, load_synthetic
+from pipeline.prepared import Split, load_split, load_synthetic
 from pipeline.runtime import resolve_device
 from pipeline.tracking import numeric_metrics, stage_run
 
@@ -41,96 +43,147 @@ def set_metrics(f_syn, f_ref, rng, kid_subsets: int) -> dict:
 
 
 def evaluate(name, f_syn, f_ref, y_syn, y_ref, classes, rng, kid_subsets) -> dict:
-    res = {"overall": set_metrics(f_syn, f_ref, rng, kid_subsets)}
+    numbers = {"overall": set_metrics(f_syn, f_ref, rng, kid_subsets)}
     if (y_syn >= 0).all():
-        res["per_class"] = {c: set_metrics(f_syn[y_syn == i], f_ref[y_ref == i], rng, kid_subsets)
-                            for i, c in enumerate(classes)}
-    return {"extractor": name, **res}
+        numbers["per_class"] = {cls: set_metrics(f_syn[y_syn == i], f_ref[y_ref == i], rng, kid_subsets)
+                                for i, cls in enumerate(classes)}
+    return {"extractor": name, **numbers}
 
 
-def pairs_figure(path, synthetic, train, audit, k: int) -> None:
-    """The k synthetic images closest to a training image, each beside that training image."""
-    order = np.argsort(audit["distances"])[:k]
-    tiles = np.stack([x for i in order for x in (synthetic[i], train[audit["nearest_train"][i]])])
+def pairs_figure(path, synthetic, train, audit, pairs: int) -> None:
+    """The ``pairs`` synthetic images closest to a training image, each beside that training image."""
+    order = np.argsort(audit["distances"])[:pairs]
+    tiles = np.stack([image for i in order for image in (synthetic[i], train[audit["nearest_train"][i]])])
     save_png(path, tile(tiles, 8))
 
 
-def main(argv=None) -> dict:
-    args = parse_stage_args(__doc__, argv)
-    p = args.params
-    f, seed = p["fidelity"], int(p["base"]["seed"])
-    if f["reference_split"] not in ("val", "test"):
-        raise SystemExit(f"fidelity: reference_split must be val or test, got {f['reference_split']!r}")
-    if f["reference_split"] == "test":
+class Compared(NamedTuple):
+    """The image sets the stage compares: synthetic (with labels, -1 when unconditional), the real training
+    split (for the memorisation audit) and the real reference split."""
+    synthetic: np.ndarray
+    synthetic_labels: np.ndarray
+    train: Split
+    reference: Split
+
+
+def check_reference_split(split: str) -> None:
+    if split not in ("val", "test"):
+        raise SystemExit(f"fidelity: reference_split must be val or test, got {split!r}")
+    if split == "test":
         warnings.warn("fidelity.reference_split=test: choosing runs by these FIDs selects on the test split",
                       stacklevel=1)
-    device = resolve_device(f["device"])
-    syn, y_syn, _ = load_synthetic(args.path(p["paths"]["synthetic"]))
-    prepared = args.path(p["paths"]["prepared"])
-    train, ref = load_split(prepared, "train"), load_split(prepared, f["reference_split"])
-    domain = torch.load(args.path(p["paths"]["extractor"]) / "extractor.pt", map_location="cpu", weights_only=True)
+
+
+def load_inputs(args, reference_split: str) -> tuple[Compared, dict]:
+    """The image sets and the domain extractor's state, once the extractor was trained on this train split."""
+    paths = args.params["paths"]
+    synthetic, synthetic_labels, _ = load_synthetic(args.path(paths["synthetic"]))
+    prepared = args.path(paths["prepared"])
+    train, reference = load_split(prepared, "train"), load_split(prepared, reference_split)
+    domain = torch.load(args.path(paths["extractor"]) / outputs.EXTRACTOR, map_location="cpu", weights_only=True)
     if domain.get("data") != train.data_hash:
         raise SystemExit("fidelity: the domain extractor was trained on other data; run the extractor stage again")
-    reports = args.path(p["paths"]["fidelity_reports"])
-    t0 = time.perf_counter()
-    result = {"reference_split": f["reference_split"], "n_synthetic": len(syn), "n_reference": len(ref.images),
-              "n_train": len(train.images), "classes": train.classes, "extractors": {}}
-    domain_feats = None
-    for name in f["extractors"]:
-        kwargs = {"domain_state": domain} if name == fd.DOMAIN else {}
-        if name == fd.INCEPTION and f["inception_weights"]:
-            kwargs["feature_extractor_weights_path"] = str(args.path(f["inception_weights"]))
+    return Compared(synthetic, synthetic_labels, train, reference), domain
+
+
+def extractor_kwargs(args, fid_params: dict, name: str, domain: dict) -> dict:
+    kwargs = {"domain_state": domain} if name == fd.DOMAIN else {}
+    if name == fd.INCEPTION and fid_params["inception_weights"]:
+        kwargs["feature_extractor_weights_path"] = str(args.path(fid_params["inception_weights"]))
+    return kwargs
+
+
+def unavailable(name: str, error: Exception, root: Path) -> dict:
+    """Null metrics and the reason, which goes into an out: without this machine's absolute paths."""
+    warnings.warn(f"fidelity: {name} unavailable, its metrics are null: {error}", stacklevel=1)
+    reason = str(error).replace(str(root), ".").replace(str(Path.home()), "~")
+    return {"extractor": name, "overall": dict(NULL_METRICS), "unavailable": reason}
+
+
+def compare_extractors(args, fid_params: dict, sets: Compared, domain: dict, device, seed: int):
+    """extractor name -> its fidelity numbers, and the domain extractor's features of the synthetic, train and
+    reference images for the memorisation audit (None when it is not among fidelity.extractors)."""
+    extractors, domain_features = {}, None
+    for name in fid_params["extractors"]:
+        kwargs = extractor_kwargs(args, fid_params, name, domain)
         rng = stage_rng(seed, "fidelity", name)
         try:
-            f_syn = fd.features(syn, name, device, **kwargs)
-            f_ref = fd.features(ref.images, name, device, **kwargs)
+            f_syn = fd.features(sets.synthetic, name, device, **kwargs)
+            f_ref = fd.features(sets.reference.images, name, device, **kwargs)
         except fd.ExtractorUnavailable as e:
-            warnings.warn(f"fidelity: {name} unavailable, its metrics are null: {e}", stacklevel=1)
-            # the reason goes into an out: without this machine's absolute paths
-            reason = str(e).replace(str(args.root), ".").replace(str(Path.home()), "~")
-            result["extractors"][name] = {"extractor": name, "overall": dict(NULL_METRICS), "unavailable": reason}
+            extractors[name] = unavailable(name, e, args.root)
             continue
-        result["extractors"][name] = evaluate(name, f_syn, f_ref, y_syn, ref.labels, train.classes, rng,
-                                              int(f["kid_subsets"]))
+        extractors[name] = evaluate(name, f_syn, f_ref, sets.synthetic_labels, sets.reference.labels,
+                                    sets.train.classes, rng, int(fid_params["kid_subsets"]))
         if name == fd.DOMAIN:
-            domain_feats = (f_syn, fd.features(train.images, name, device, **kwargs), f_ref)
+            domain_features = (f_syn, fd.features(sets.train.images, name, device, **kwargs), f_ref)
+    return extractors, domain_features
 
-    pct = float(f["memorisation_percentile"])
-    memo = {}
-    if domain_feats is not None:
-        memo["features"] = fd.memorisation_audit(*domain_feats, percentile=pct)
-    memo["pixels"] = fd.memorisation_audit(syn.astype(np.float32), train.images.astype(np.float32),
-                                           ref.images.astype(np.float32), percentile=pct)
-    reports.mkdir(parents=True, exist_ok=True)
-    for space, audit in memo.items():
-        pairs_figure(reports / f"nearest_pairs_{space}.png", syn, train.images, audit, int(f["pairs"]))
-    result["memorisation"] = {space: {k: v for k, v in a.items() if k not in ("distances", "nearest_train")}
-                              for space, a in memo.items()}
-    seconds = time.perf_counter() - t0  # to the log and MLflow, not to the metrics file (an out)
-    out = args.path(p["paths"]["fidelity_metrics"])
-    write_json(out, result)
 
-    with stage_run("fidelity", p, args.root, {"base": p["base"], "fidelity": f}) as ml:
+def memorisation_audits(domain_features, sets: Compared, percentile: float) -> dict[str, dict]:
+    """space (features when the domain extractor ran, pixels) -> the memorisation audit."""
+    audits = {}
+    if domain_features is not None:
+        audits["features"] = fd.memorisation_audit(*domain_features, percentile=percentile)
+    audits["pixels"] = fd.memorisation_audit(sets.synthetic.astype(np.float32), sets.train.images.astype(np.float32),
+                                             sets.reference.images.astype(np.float32), percentile=percentile)
+    return audits
+
+
+def log_run(args, fid_params: dict, result: dict, out: Path, reports: Path, seconds: float) -> None:
+    params = args.params
+    with stage_run("fidelity", params, args.root, {"base": params["base"], "fidelity": fid_params}) as ml:
         if ml:
             flat = {k: v for k, v in result.items() if k in ("extractors", "memorisation")}
             ml.log_metrics({**numeric_metrics(flat), "seconds": seconds})
             ml.log_artifact(str(out))
             for png in sorted(reports.glob("*.png")):
                 ml.log_artifact(str(png))
-    for name, r in result["extractors"].items():
-        o = r["overall"]
-        if o[fd.FID] is None:
-            print(f"fidelity: {name}: unavailable ({r.get('unavailable', r.get('note'))})")
-        else:
-            print(f"fidelity: {name}: FID {o[fd.FID]:.3f}, relative FID {o['relative_fid']}, KID {o[fd.KID]:.4f}, "
-                  f"precision {o[fd.PRECISION]}, recall {o[fd.RECALL]} ({o[fd.N_SYNTHETIC]} vs {o[fd.N_REAL]})")
-    print(f"fidelity: {seconds:.0f} s")
-    for space, m in result["memorisation"].items():
-        print(f"fidelity: memorisation ({space}): {m['fraction_synthetic_below']:.3%} of synthetic images closer "
-              f"to a training image than percentile {pct:g} of held-out images "
-              f"({m['fraction_heldout_below']:.3%} of held-out images)")
-    return result
 
+
+def print_results(result: dict, seconds: float, percentile: float) -> None:
+    for name, numbers in result["extractors"].items():
+        overall = numbers["overall"]
+        if overall[fd.FID] is None:
+            print(f"fidelity: {name}: unavailable ({numbers.get('unavailable', numbers.get('note'))})")
+        else:
+            print(f"fidelity: {name}: FID {overall[fd.FID]:.3f}, relative FID {overall['relative_fid']}, "
+                  f"KID {overall[fd.KID]:.4f}, precision {overall[fd.PRECISION]}, recall {overall[fd.RECALL]} "
+                  f"({overall[fd.N_SYNTHETIC]} vs {overall[fd.N_REAL]})")
+    print(f"fidelity: {seconds:.0f} s")
+    for space, audit in result["memorisation"].items():
+        print(f"fidelity: memorisation ({space}): {audit['fraction_synthetic_below']:.3%} of synthetic images closer "
+              f"to a training image than percentile {percentile:g} of held-out images "
+              f"({audit['fraction_heldout_below']:.3%} of held-out images)")
+
+
+def main(argv=None) -> dict:
+    args = parse_stage_args(__doc__, argv)
+    params = args.params
+    fid_params, seed = params["fidelity"], int(params["base"]["seed"])
+    check_reference_split(fid_params["reference_split"])
+    device = resolve_device(fid_params["device"])
+    sets, domain = load_inputs(args, fid_params["reference_split"])
+    reports = args.path(params["paths"]["fidelity_reports"])
+    started = time.perf_counter()
+    extractors, domain_features = compare_extractors(args, fid_params, sets, domain, device, seed)
+    result = {"reference_split": fid_params["reference_split"], "n_synthetic": len(sets.synthetic),
+              "n_reference": len(sets.reference.images), "n_train": len(sets.train.images),
+              "classes": sets.train.classes, "extractors": extractors}
+    percentile = float(fid_params["memorisation_percentile"])
+    audits = memorisation_audits(domain_features, sets, percentile)
+    reports.mkdir(parents=True, exist_ok=True)
+    for space, audit in audits.items():
+        pairs_figure(reports / outputs.nearest_pairs(space), sets.synthetic, sets.train.images, audit,
+                     int(fid_params["pairs"]))
+    result["memorisation"] = {space: {k: v for k, v in audit.items() if k not in ("distances", "nearest_train")}
+                              for space, audit in audits.items()}
+    seconds = time.perf_counter() - started  # to the log and MLflow, not to the metrics file (an out)
+    out = args.path(params["paths"]["fidelity_metrics"])
+    write_json(out, result)
+    log_run(args, fid_params, result, out, reports, seconds)
+    print_results(result, seconds, percentile)
+    return result
 
 if __name__ == "__main__":
     main()

@@ -49,70 +49,133 @@ def read_header(path: Path) -> tuple[dict | None, str | None]:
             "sop_instance_uid": str(ds.get("SOPInstanceUID", "") or "")}, None
 
 
-def inspect_source(source: Path, data: dict, fractions: dict, seed: int, headers: bool = True) -> dict:
-    """The plan as data: everything prepare would decide before decoding (for printing and for tests)."""
+def header_mode(found) -> str | None:
+    """The DICOM header field (PatientID, SOPInstanceUID) that keys the labels CSV, if one does."""
+    return next((mode for mode in HEADER_MODES if found.table is not None and mode in found.labels_from["key_matches"]),
+                None)
+
+
+def label_from_table(entry: _Entry, table, mode: str) -> tuple[_Entry | None, str | None]:
+    """The entry's label (and patient and split, when the CSV has them) from the labels CSV rows its DICOM
+    header matches; (None, reason) when prepare would quarantine it."""
+    rows = table.lookup_meta(mode, entry.meta)
+    if not rows:
+        return None, f"no_label: {mode} {entry.meta.get(mode)!r} is not in the labels CSV"
+    entry.label_name, reason = table.resolve(rows, f"{mode} {entry.meta.get(mode)!r}")
+    if reason:
+        return None, reason
+    if "patient" in table.columns:
+        entry.patient = next((row.patient for row in rows if row.patient), None)
+    if "split" in table.columns:
+        entry.source_split = SPLIT_NAMES.get({row.split.lower() for row in rows}.pop())
+    return entry, None
+
+
+def item_entry(item, found, mode: str | None, need_header: bool, headers: bool) -> tuple[_Entry | None, str | None]:
+    """One file of the source as an entry, or (None, reason) when prepare would quarantine it."""
+    entry = _Entry(item.rel, item.patient, label_name=item.label, source_split=item.split)
+    is_dicom = item.path.suffix.lower() not in IMAGE_SUFFIXES
+    if is_dicom and need_header:
+        meta, reason = read_header(item.path)
+        if reason:
+            return None, reason
+        entry.meta = meta
+    elif not is_dicom and mode is not None:
+        return None, f"no_label: labels are keyed by the DICOM {mode}, and this is no DICOM"
+    elif item.path.stat().st_size == 0:
+        return None, "empty_file: the file is empty (0 bytes)"
+    if mode is None:
+        return entry, None
+    if not headers:
+        entry.label_name = "?"
+        return entry, None
+    return label_from_table(entry, found.table, mode)
+
+
+def collect_entries(source: Path, data: dict, headers: bool) -> tuple[object, list[_Entry], list[tuple[str, str]]]:
+    """The scanned source, its usable entries and the (file, reason) pairs quarantined before decoding."""
     found = scan(source, SourceConfig.from_params(data))
     quarantine = list(found.quarantined)
-    entries: list[_Entry] = []
     if found.kind == "npz":
-        for i, (split, label) in enumerate(npz_labels(source)):
-            entries.append(_Entry(f"{source.name}[{i}]", None, label_name=label, source_split=split))
-    else:
-        mode = next((m for m in HEADER_MODES if found.table is not None and m in found.labels_from["key_matches"]),
-                    None)
-        need_header = headers and (mode is not None or "patient_column" not in found.labels_from)
-        for it in found.items:
-            e = _Entry(it.rel, it.patient, label_name=it.label, source_split=it.split)
-            is_dicom = it.path.suffix.lower() not in IMAGE_SUFFIXES
-            if is_dicom and need_header:
-                meta, reason = read_header(it.path)
-                if reason:
-                    quarantine.append((it.rel, reason))
-                    continue
-                e.meta = meta
-            elif not is_dicom and mode is not None:
-                quarantine.append((it.rel, f"no_label: labels are keyed by the DICOM {mode}, and this is no DICOM"))
-                continue
-            elif it.path.stat().st_size == 0:
-                quarantine.append((it.rel, "empty_file: the file is empty (0 bytes)"))
-                continue
-            if mode is not None:
-                if not headers:
-                    e.label_name = "?"
-                else:
-                    rows = found.table.lookup_meta(mode, e.meta)
-                    if not rows:
-                        quarantine.append((it.rel, f"no_label: {mode} {e.meta.get(mode)!r} is not in the labels CSV"))
-                        continue
-                    e.label_name, reason = found.table.resolve(rows, f"{mode} {e.meta.get(mode)!r}")
-                    if reason:
-                        quarantine.append((it.rel, reason))
-                        continue
-                    if "patient" in found.table.columns:
-                        e.patient = next((r.patient for r in rows if r.patient), None)
-                    if "split" in found.table.columns:
-                        e.source_split = SPLIT_NAMES.get({r.split.lower() for r in rows}.pop())
-            entries.append(e)
-    classes = _class_order((e.label_name for e in entries), data.get("classes") or [])
+        entries = [_Entry(f"{source.name}[{i}]", None, label_name=label, source_split=split)
+                   for i, (split, label) in enumerate(npz_labels(source))]
+        return found, entries, quarantine
+    mode = header_mode(found)
+    need_header = headers and (mode is not None or "patient_column" not in found.labels_from)
+    entries = []
+    for item in found.items:
+        entry, reason = item_entry(item, found, mode, need_header, headers)
+        if entry is None:
+            quarantine.append((item.rel, reason))
+        else:
+            entries.append(entry)
+    return found, entries, quarantine
+
+
+def source_plan(data: dict, found, entries: list[_Entry], quarantine: list[tuple[str, str]],
+                classes: list[str]) -> dict:
+    """The plan's first part: the source, its files, what is quarantined before decoding (counted by reason,
+    one example each) and the classes."""
     plan: dict = {"source": str(data["source"]), "kind": found.kind, "labels_from": found.labels_from,
                   "files": len(entries) + len(quarantine), "usable_before_decoding": len(entries),
-                  "quarantine_before_decoding": dict(sorted(Counter(q[1].split(":")[0] for q in quarantine).items())),
+                  "quarantine_before_decoding": dict(sorted(Counter(reason.split(":")[0]
+                                                                    for _, reason in quarantine).items())),
                   "quarantine_examples": {}, "skipped_hidden_files": found.skipped_hidden,
                   "published_split": found.published_split, "classes": classes, "warnings": list(found.warnings)}
     for rel, reason in quarantine:
         plan["quarantine_examples"].setdefault(reason.split(":")[0], f"{rel}: {reason}")
-    unknown = [e for e in entries if e.label_name not in classes]
+    return plan
+
+
+def drop_train_fraction(plan: dict, data: dict, seed: int, rels: list[str], patients: list, pid_from: list,
+                        labels: np.ndarray, splits: np.ndarray) -> tuple[list, list, np.ndarray, np.ndarray]:
+    """With data.train_fraction below 1, the training patients prepare leaves out, left out here too."""
+    fraction = float(data.get("train_fraction", 1.0))
+    if fraction == 1.0:
+        return patients, pid_from, labels, splits
+    train = np.flatnonzero(splits == "train")
+    keep = keep_patients([patients[i] for i in train], labels[train], [rels[i] for i in train], fraction,
+                         stage_rng(seed, "prepare", "train_fraction"))
+    mask = np.ones(len(rels), bool)
+    mask[train[~keep]] = False
+    plan["train_fraction"] = {"fraction": fraction, "train_images_dropped": int((~keep).sum())}
+    return ([patient for patient, kept in zip(patients, mask) if kept],
+            [origin for origin, kept in zip(pid_from, mask) if kept], labels[mask], splits[mask])
+
+
+def split_counts(patients: list, labels: np.ndarray, splits: np.ndarray, classes: list[str]) -> dict:
+    """split -> images, patients and images per class."""
+    return {split: {"images": int((splits == split).sum()),
+                    "patients": len({patient for patient, where in zip(patients, splits) if where == split}),
+                    **{name: int(((splits == split) & (labels == i)).sum()) for i, name in enumerate(classes)}}
+            for split in SPLITS}
+
+
+def patient_counts(patients: list, pid_from: list) -> dict:
+    per_patient = np.array(sorted(Counter(patients).values()))
+    return {"count": len(per_patient), "id_from": dict(Counter(pid_from)),
+            "images_per_patient": {"min": int(per_patient.min()), "median": float(np.median(per_patient)),
+                                   "max": int(per_patient.max())}}
+
+
+def inspect_source(source: Path, data: dict, fractions: dict, seed: int, headers: bool = True) -> dict:
+    """The plan as data: everything prepare would decide before decoding (for printing and for tests)."""
+    found, entries, quarantine = collect_entries(source, data, headers)
+    classes = _class_order((entry.label_name for entry in entries), data.get("classes") or [])
+    plan = source_plan(data, found, entries, quarantine, classes)
+    unknown = [entry for entry in entries if entry.label_name not in classes]
     if unknown:
         plan["quarantine_before_decoding"]["unknown_label"] = len(unknown)
-        entries = [e for e in entries if e.label_name in classes]
+        entries = [entry for entry in entries if entry.label_name in classes]
     if not entries:
         raise SourceError(f"nothing usable in the source: {plan['quarantine_before_decoding']}; examples: "
                           f"{list(plan['quarantine_examples'].values())[:3]}")
     regex = re.compile(data["patient_regex"]) if data.get("patient_regex") else None
     patients, pid_from = patient_ids(entries, regex)
-    labels = np.array([classes.index(e.label_name) for e in entries])
+    labels = np.array([classes.index(entry.label_name) for entry in entries])
+    rels = [entry.rel for entry in entries]
     # no pixel hashes before decoding: identical images are not merged here (prepare merges them)
-    splits, info = assign_splits(patients, labels, [e.rel for e in entries], [e.source_split for e in entries],
+    splits, info = assign_splits(patients, labels, rels, [entry.source_split for entry in entries],
                                  fractions, stage_rng(seed, "prepare", "split"), split_from=data["split_from"],
                                  min_val_images=int(data["min_val_images"]))
     plan["warnings"] += info.pop("warnings")
@@ -120,25 +183,9 @@ def inspect_source(source: Path, data: dict, fractions: dict, seed: int, headers
     plan["split_from"] = info["split_from"]
     if "patients_in_several_published_splits" in info:
         plan["patients_in_several_published_splits"] = info["patients_in_several_published_splits"]
-    frac = float(data.get("train_fraction", 1.0))
-    if frac != 1.0:
-        tr = np.flatnonzero(splits == "train")
-        keep = keep_patients([patients[i] for i in tr], labels[tr], [entries[i].rel for i in tr], frac,
-                             stage_rng(seed, "prepare", "train_fraction"))
-        mask = np.ones(len(entries), bool)
-        mask[tr[~keep]] = False
-        plan["train_fraction"] = {"fraction": frac, "train_images_dropped": int((~keep).sum())}
-        patients = [p for p, m in zip(patients, mask) if m]
-        pid_from = [p for p, m in zip(pid_from, mask) if m]
-        labels, splits = labels[mask], splits[mask]
-    plan["splits"] = {s: {"images": int((splits == s).sum()),
-                          "patients": len({p for p, t in zip(patients, splits) if t == s}),
-                          **{c: int(((splits == s) & (labels == i)).sum()) for i, c in enumerate(classes)}}
-                      for s in SPLITS}
-    per_patient = np.array(sorted(Counter(patients).values()))
-    plan["patients"] = {"count": len(per_patient), "id_from": dict(Counter(pid_from)),
-                        "images_per_patient": {"min": int(per_patient.min()), "median": float(np.median(per_patient)),
-                                               "max": int(per_patient.max())}}
+    patients, pid_from, labels, splits = drop_train_fraction(plan, data, seed, rels, patients, pid_from, labels, splits)
+    plan["splits"] = split_counts(patients, labels, splits, classes)
+    plan["patients"] = patient_counts(patients, pid_from)
     if pid_from.count("file"):
         plan["warnings"].append(f"{pid_from.count('file')} images have no patient id (no patient column, "
                                 f"{'no PatientID, ' if headers else ''}no data.patient_regex match): each stands "
@@ -147,52 +194,55 @@ def inspect_source(source: Path, data: dict, fractions: dict, seed: int, headers
 
 
 def render(plan: dict) -> str:
-    lf = plan["labels_from"]
-    if lf.get("from") == "labels CSV":
-        labels = (f"labels CSV {', '.join(lf['files'])} ({lf['rows']} rows): key column {lf['key_column']!r} "
-                  f"matched by {lf['key_matches']}, label column {lf['label_column']!r}"
-                  + (f", map {lf['label_map']}" if lf.get("label_map") else "")
-                  + (f", patient column {lf['patient_column']!r}" if lf.get("patient_column") else "")
-                  + (f", split column {lf['split_column']!r}" if lf.get("split_column") else ""))
+    labels_from = plan["labels_from"]
+    if labels_from.get("from") == "labels CSV":
+        labels = (f"labels CSV {', '.join(labels_from['files'])} ({labels_from['rows']} rows): key column "
+                  f"{labels_from['key_column']!r} matched by {labels_from['key_matches']}, label column "
+                  f"{labels_from['label_column']!r}"
+                  + (f", map {labels_from['label_map']}" if labels_from.get("label_map") else "")
+                  + (f", patient column {labels_from['patient_column']!r}" if labels_from.get("patient_column")
+                     else "")
+                  + (f", split column {labels_from['split_column']!r}" if labels_from.get("split_column") else ""))
     else:
-        labels = lf.get("from", "?")
+        labels = labels_from.get("from", "?")
     out = [f"source    {plan['source']}  (kind: {plan['kind']})", f"labels    {labels}",
            f"files     {plan['files']} ({plan['skipped_hidden_files']} hidden skipped); "
            f"{plan['usable_before_decoding']} usable before decoding"]
     split_from = ("published: " + str(plan["published_split"]) if plan["split_from"] == "published"
                   else "by patient (stratified by label, seeded)")
     out.append(f"split     {split_from}")
-    for s, o in plan["split_origin"].items():
-        if o not in ("published", "patients"):
-            out.append(f"          {s}: {o}")
+    for split, origin in plan["split_origin"].items():
+        if origin not in ("published", "patients"):
+            out.append(f"          {split}: {origin}")
     if plan.get("patients_in_several_published_splits"):
         out.append(f"          {plan['patients_in_several_published_splits']} patient ids in more than one published split")
     classes = plan["classes"]
-    w = max(12, *(len(c) + 2 for c in classes))
+    width = max(12, *(len(name) + 2 for name in classes))
     out.append("")
-    out.append(f"{'':{w}}" + "".join(f"{s:>9}" for s in SPLITS) + f"{'total':>9}")
-    for c in classes:
-        vals = [plan["splits"][s][c] for s in SPLITS]
-        out.append(f"{c:{w}}" + "".join(f"{v:>9}" for v in vals) + f"{sum(vals):>9}")
+    out.append(f"{'':{width}}" + "".join(f"{split:>9}" for split in SPLITS) + f"{'total':>9}")
+    for name in classes:
+        values = [plan["splits"][split][name] for split in SPLITS]
+        out.append(f"{name:{width}}" + "".join(f"{value:>9}" for value in values) + f"{sum(values):>9}")
     for row in ("images", "patients"):
-        vals = [plan["splits"][s][row] for s in SPLITS]
-        out.append(f"{row:{w}}" + "".join(f"{v:>9}" for v in vals) + (f"{sum(vals):>9}" if row == "images" else ""))
+        values = [plan["splits"][split][row] for split in SPLITS]
+        out.append(f"{row:{width}}" + "".join(f"{value:>9}" for value in values)
+                   + (f"{sum(values):>9}" if row == "images" else ""))
     out.append("")
-    pp = plan["patients"]
-    out.append(f"patients  {pp['count']} (id from {pp['id_from']}); images per patient min "
-               f"{pp['images_per_patient']['min']}, median {pp['images_per_patient']['median']:g}, "
-               f"max {pp['images_per_patient']['max']}")
+    patients = plan["patients"]
+    out.append(f"patients  {patients['count']} (id from {patients['id_from']}); images per patient min "
+               f"{patients['images_per_patient']['min']}, median {patients['images_per_patient']['median']:g}, "
+               f"max {patients['images_per_patient']['max']}")
     if plan.get("train_fraction"):
         out.append(f"train     data.train_fraction={plan['train_fraction']['fraction']}: "
                    f"{plan['train_fraction']['train_images_dropped']} training images left out")
-    q = plan["quarantine_before_decoding"]
-    out.append(f"quarantine before decoding: {sum(q.values())} {q if q else ''}".rstrip())
-    for code, ex in plan["quarantine_examples"].items():
-        out.append(f"          e.g. {ex}")
+    quarantined = plan["quarantine_before_decoding"]
+    out.append(f"quarantine before decoding: {sum(quarantined.values())} {quarantined if quarantined else ''}".rstrip())
+    for example in plan["quarantine_examples"].values():
+        out.append(f"          e.g. {example}")
     out.append("          (files that fail to decode, blank images and exact duplicates show up in prepare)")
     if plan["warnings"]:
         out.append("warnings")
-        out += [f"  - {w}" for w in plan["warnings"]]
+        out += [f"  - {warning}" for warning in plan["warnings"]]
     else:
         out.append("warnings  none")
     return "\n".join(out)
@@ -201,10 +251,10 @@ def render(plan: dict) -> str:
 def main(argv=None) -> dict:
     args = parse_stage_args(__doc__, argv, add_arguments=lambda ap: ap.add_argument(
         "--no-headers", action="store_true", help="do not read DICOM headers (PatientID, SOPInstanceUID)"))
-    p = args.params
+    params = args.params
     try:
-        plan = inspect_source(args.path(p["data"]["source"]), p["data"], p["prepare"]["split"], p["base"]["seed"],
-                              headers=not args.extra.no_headers)
+        plan = inspect_source(args.path(params["data"]["source"]), params["data"], params["prepare"]["split"],
+                              params["base"]["seed"], headers=not args.extra.no_headers)
     except (SourceError, ValueError) as e:
         print(f"inspect: prepare would stop here: {e}", file=sys.stderr)
         raise SystemExit(1) from e

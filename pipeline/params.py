@@ -47,7 +47,7 @@ def apply_overrides(params: dict, overrides: Sequence[str]) -> dict:
     from omegaconf import OmegaConf
 
     try:
-        parsed = to_hydra_overrides([_strip_file(o) for o in overrides])
+        parsed = to_hydra_overrides([_strip_file(override) for override in overrides])
         config = OmegaConf.create(to_omegaconf(copy.deepcopy(params)), flags={"allow_objects": True})
         OmegaConf.set_struct(config, True)  # an unknown key is an error, as in DVC
         ConfigLoaderImpl._apply_overrides_to_config(parsed, config)
@@ -91,8 +91,8 @@ class StageArgs:
 
     def path(self, value: str | Path) -> Path:
         """A params path made absolute against the project root."""
-        p = Path(value).expanduser()
-        return p if p.is_absolute() else self.root / p
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.root / path
 
 
 def parse_stage_args(description: str, argv: Sequence[str] | None = None, add_arguments=None) -> StageArgs:

@@ -14,16 +14,17 @@ from common.seeding import stage_rng
 from imaging.ingest import INDEX_COLUMNS, assemble, ingest_many, ingest_npz
 from imaging.pixels import PixelConfig
 from imaging.sources import SourceConfig, SourceError, scan
+from pipeline import outputs
 from pipeline.params import parse_stage_args
 from pipeline.tracking import numeric_metrics, stage_run
 
 
 def main(argv=None) -> dict:
     args = parse_stage_args(__doc__, argv)
-    p = args.params
-    data, prep = p["data"], p["prepare"]
+    params = args.params
+    data, prep = params["data"], params["prepare"]
     source = args.path(data["source"])
-    out = args.path(p["paths"]["prepared"])
+    out = args.path(params["paths"]["prepared"])
     try:
         cfg = PixelConfig(size=int(prep["size"]), geometry=prep["geometry"], voi=prep["voi"],
                           percentiles=tuple(prep["percentiles"]))
@@ -35,10 +36,10 @@ def main(argv=None) -> dict:
             records = tqdm(ingest_many(found.items, cfg, int(prep["workers"])), total=len(found.items),
                            desc=f"prepare {found.kind}", unit="img", mininterval=1)
         ds = assemble(found, records, classes=data["classes"] or [], patient_regex=data["patient_regex"],
-                      fractions=prep["split"], split_rng=stage_rng(p["base"]["seed"], "prepare", "split"),
+                      fractions=prep["split"], split_rng=stage_rng(params["base"]["seed"], "prepare", "split"),
                       size=cfg.size, split_from=data["split_from"], min_val_images=int(data["min_val_images"]),
                       train_fraction=float(data["train_fraction"]),
-                      fraction_rng=stage_rng(p["base"]["seed"], "prepare", "train_fraction"))
+                      fraction_rng=stage_rng(params["base"]["seed"], "prepare", "train_fraction"))
     except (SourceError, ValueError) as e:
         raise SystemExit(f"prepare: {e}") from e
     seconds = time.perf_counter() - t0
@@ -47,33 +48,33 @@ def main(argv=None) -> dict:
     summary = {"source": str(data["source"]), **ds.summary}
 
     with atomic_dir(out) as tmp:
-        mm = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.float16, shape=ds.images.shape)
+        mm = np.lib.format.open_memmap(tmp / outputs.IMAGES, mode="w+", dtype=np.float16, shape=ds.images.shape)
         mm[:] = ds.images
         mm.flush()
         del mm
-        with open(tmp / "index.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=INDEX_COLUMNS)
-            w.writeheader()
-            w.writerows(ds.index)
-        with open(tmp / "quarantine.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["path", "reason"])
-            w.writerows(sorted(ds.quarantine))
-        write_json(tmp / "summary.json", summary)
+        with open(tmp / outputs.INDEX, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=INDEX_COLUMNS)
+            writer.writeheader()
+            writer.writerows(ds.index)
+        with open(tmp / outputs.QUARANTINE, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "reason"])
+            writer.writerows(sorted(ds.quarantine))
+        write_json(tmp / outputs.SUMMARY, summary)
 
-    with stage_run("prepare", p, args.root, {"base": p["base"], "data": data, "prepare": prep}) as ml:
+    with stage_run("prepare", params, args.root, {"base": params["base"], "data": data, "prepare": prep}) as ml:
         if ml:
             ml.log_metrics(numeric_metrics({**{k: summary[k] for k in
                                                ("found", "prepared", "quarantined", "patients", "duplicate_groups",
                                                 "class_counts", "splits", "quarantine_reasons", "low_contrast_share")},
                                             "seconds": seconds, "images_per_second": summary["found"] / seconds}))
-            ml.log_artifact(str(out / "summary.json"))
-            ml.log_artifact(str(out / "quarantine.csv"))
+            ml.log_artifact(str(out / outputs.SUMMARY))
+            ml.log_artifact(str(out / outputs.QUARANTINE))
     print(f"prepare: {summary['prepared']} images, {summary['quarantined']} quarantined, "
           f"{summary['patients']} patients -> {out} [{seconds:.1f} s, {summary['found'] / seconds:.0f} img/s]")
     print(f"prepare: split from {summary['split_from']}")
-    for w in summary.get("warnings", []):
-        print(f"prepare: warning: {w}")
+    for warning in summary.get("warnings", []):
+        print(f"prepare: warning: {warning}")
     return summary
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import outputs
+
 SPLITS = ("train", "val", "test")
 
 
@@ -22,23 +24,23 @@ class Split:
     @property
     def data_hash(self) -> str:
         """Identifies the images and labels of this split (from the prepared-pixel hashes)."""
-        h = hashlib.sha256()
-        for r in self.rows:
-            h.update(f"{r['sha256']}:{r['label']}\n".encode())
-        return h.hexdigest()[:16]
+        digest = hashlib.sha256()
+        for row in self.rows:
+            digest.update(f"{row['sha256']}:{row['label']}\n".encode())
+        return digest.hexdigest()[:16]
 
 
 def dataset_hash(prepared: Path) -> str | None:
     """Identifies a whole prepared set (pixels, labels and split of every image); None when not prepared."""
     try:
-        with open(Path(prepared) / "index.csv", newline="") as f:
-            rows = list(csv.DictReader(f))
+        with open(Path(prepared) / outputs.INDEX, newline="") as fh:
+            rows = list(csv.DictReader(fh))
     except FileNotFoundError:
         return None
-    h = hashlib.sha256()
-    for r in rows:
-        h.update(f"{r['sha256']}:{r['label']}:{r['split']}\n".encode())
-    return h.hexdigest()[:16]
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(f"{row['sha256']}:{row['label']}:{row['split']}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def load_split(prepared: Path, split: str) -> Split:
@@ -46,25 +48,25 @@ def load_split(prepared: Path, split: str) -> Split:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     prepared = Path(prepared)
-    for name in ("images.npy", "index.csv", "summary.json"):
+    for name in (outputs.IMAGES, outputs.INDEX, outputs.SUMMARY):
         if not (prepared / name).exists():
             raise FileNotFoundError(f"{prepared / name} is missing: run the prepare stage first (dvc repro prepare)")
-    with open(prepared / "index.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["split"] == split]
-    classes = json.loads((prepared / "summary.json").read_text())["classes"]
+    with open(prepared / outputs.INDEX, newline="") as fh:
+        rows = [row for row in csv.DictReader(fh) if row["split"] == split]
+    classes = json.loads((prepared / outputs.SUMMARY).read_text())["classes"]
     if not rows:
         raise ValueError(f"{prepared} has no {split!r} images")
-    all_images = np.load(prepared / "images.npy", mmap_mode="r")
-    idx = np.array([int(r["row"]) for r in rows])
-    return Split(images=np.ascontiguousarray(all_images[idx]), labels=np.array([int(r["label"]) for r in rows]),
+    all_images = np.load(prepared / outputs.IMAGES, mmap_mode="r")
+    idx = np.array([int(row["row"]) for row in rows])
+    return Split(images=np.ascontiguousarray(all_images[idx]), labels=np.array([int(row["label"]) for row in rows]),
                  rows=rows, classes=classes)
 
 
 def load_synthetic(folder: Path) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """The synthesize stage's images (N,1,S,S float16), labels (-1 when unconditional) and index rows."""
     folder = Path(folder)
-    if not (folder / "images.npy").exists():
-        raise FileNotFoundError(f"{folder / 'images.npy'} is missing: run the synthesize stage first")
-    with open(folder / "index.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    return np.load(folder / "images.npy"), np.array([int(r["label"]) for r in rows]), rows
+    if not (folder / outputs.IMAGES).exists():
+        raise FileNotFoundError(f"{folder / outputs.IMAGES} is missing: run the synthesize stage first")
+    with open(folder / outputs.INDEX, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return np.load(folder / outputs.IMAGES), np.array([int(row["label"]) for row in rows]), rows

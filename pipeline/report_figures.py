@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from common.images import tile
+from pipeline import outputs
 from pipeline.arms import arm_name
 from pipeline.prepared import load_split
 
@@ -31,9 +32,6 @@ CHART_SETTINGS = {"svg.hashsalt": "medaug-report", "svg.fonttype": "path", "font
                   "axes.titleweight": "bold", "axes.titlelocation": "left", "axes.grid": True,
                   "grid.color": "#eaeef2", "axes.edgecolor": "#8c959f", "legend.frameon": False}
 NO_SVG_METADATA = {"Date": None, "Creator": None, "Format": None, "Type": None}
-# File names inside the stage outputs drawn here (as the stages that write them spell them)
-LOSSES, FID_LOG, FINAL_GRID, ROC = "losses.csv", "fid.csv", "grids/final.png", "roc.csv"
-CLASS_SAMPLES, NEAREST_PAIRS = "samples_*.png", "nearest_pairs_*.png"
 
 Series = dict[str, tuple[Sequence[float], Sequence[float]]]
 
@@ -95,20 +93,20 @@ def line_chart(series: Series, title: str, xlabel: str, ylabel: str = "", size: 
 
 
 def _column(rows: list[dict], key: str) -> list[float]:
-    return [float(r[key]) if r.get(key) not in (None, "") else float("nan") for r in rows]
+    return [float(row[key]) if row.get(key) not in (None, "") else float("nan") for row in rows]
 
 
 def read_csv(path: Path) -> list[dict]:
     """A CSV a stage wrote, as rows; [] when it did not write it."""
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
 
 
 def example_figures(prepared: Path, classes: list[str], per_class: int) -> list[dict]:
     """The first ``per_class`` real training images of each class, tiled 8 a row, shown at twice their size."""
-    if not classes or not (prepared / "images.npy").is_file():
+    if not classes or not (prepared / outputs.IMAGES).is_file():
         return []
     train = load_split(prepared, "train")
     figures = []
@@ -123,7 +121,7 @@ def example_figures(prepared: Path, classes: list[str], per_class: int) -> list[
 
 def training_figures(gan_reports: Path) -> list[dict]:
     """Losses, the discriminator's mean outputs and the domain FID against training steps."""
-    losses, fid = read_csv(gan_reports / LOSSES), read_csv(gan_reports / FID_LOG)
+    losses, fid = read_csv(gan_reports / outputs.LOSSES), read_csv(gan_reports / outputs.FID_LOG)
     if not losses:
         return []
     step = _column(losses, "step")
@@ -154,7 +152,7 @@ def roc_figures(downstream: dict, downstream_reports: Path, seed: int) -> dict[s
             for trainset, numbers in part.items():
                 if "verdict" in numbers:  # a paired difference, not a training set
                     continue
-                roc = read_csv(downstream_reports / arm_name(classifier, trainset, fraction, seed) / ROC)
+                roc = read_csv(downstream_reports / arm_name(classifier, trainset, fraction, seed) / outputs.ROC)
                 if roc:
                     curves[trainset] = (_column(roc, "fpr"), _column(roc, "tpr"))
             if curves:
@@ -167,12 +165,13 @@ def roc_figures(downstream: dict, downstream_reports: Path, seed: int) -> dict[s
 
 def draw(inputs: ReportInputs, summary: dict) -> dict:
     """Every figure of the page, from the stage outputs and what the summary found in them."""
-    final_grid = inputs.gan_reports / FINAL_GRID
+    final_grid = inputs.gan_reports / outputs.FINAL_GRID
     downstream = summary["downstream"]
     return {"examples": example_figures(inputs.prepared, summary["data"]["classes"], inputs.examples_per_class),
             "training": training_figures(inputs.gan_reports),
-            "samples": png_files(inputs.gan_reports, CLASS_SAMPLES, "samples_"),
+            "samples": png_files(inputs.gan_reports, outputs.CLASS_SAMPLES_GLOB, outputs.CLASS_SAMPLES_PREFIX),
             "final_grid": png_uri(final_grid.read_bytes()) if final_grid.is_file() else None,
-            "nearest_pairs": png_files(inputs.fidelity_reports, NEAREST_PAIRS, "nearest_pairs_"),
+            "nearest_pairs": png_files(inputs.fidelity_reports, outputs.NEAREST_PAIRS_GLOB,
+                                        outputs.NEAREST_PAIRS_PREFIX),
             "roc": roc_figures(downstream, inputs.downstream_reports, summary["run"]["downstream_seeds"][0])
             if downstream else {}}

@@ -20,13 +20,11 @@ from pathlib import Path
 
 from common.io import atomic_file, write_json
 from evaluation import metrics as M
-from pipeline import report_figures, report_page
+from pipeline import outputs, report_figures, report_page
 from pipeline.arms import verdict
 from pipeline.prepared import dataset_hash
 from pipeline.tracking import log_to_parent, numeric_metrics, stage_run
 
-# File names inside the stage outputs the report reads (as the stages that write them spell them)
-SUMMARY, QUARANTINE = "summary.json", "quarantine.csv"
 GAN_SHOWN = ("num_classes", "width", "steps", "batch", "loss", "diffaugment", "ema_decay", "lr_g", "lr_d")
 QUARANTINE_LISTED = 50  # quarantined files listed by name; the rest are counted
 TRAINSET_METRICS = (M.ROC_AUC, M.ACCURACY, M.BALANCED_ACCURACY, M.SENSITIVITY, M.SPECIFICITY, M.F1, M.PR_AUC,
@@ -77,9 +75,9 @@ def read_json(path: Path) -> dict | None:
 def data_summary(prepared: Path) -> dict:
     """The prepared set: counts (images, patients, per split and class), where the split came from, and the
     quarantine (reasons counted, the first files listed: ``quarantined`` counts them all)."""
-    prepare_summary = read_json(prepared / SUMMARY) or {}
+    prepare_summary = read_json(prepared / outputs.SUMMARY) or {}
     splits = prepare_summary.get("splits", {})
-    quarantined = report_figures.read_csv(prepared / QUARANTINE)
+    quarantined = report_figures.read_csv(prepared / outputs.QUARANTINE)
     return {"images": prepare_summary.get("prepared"), "quarantined": prepare_summary.get("quarantined"),
             "patients": prepare_summary.get("patients"),
             **{f"{split}_images": counts.get("images") for split, counts in splits.items()},
@@ -95,7 +93,7 @@ def data_summary(prepared: Path) -> dict:
 
 def gan_summary(gan_reports: Path) -> dict:
     """The GAN's training: steps, the generator kept and its domain FID, where it ran."""
-    gan = read_json(gan_reports / SUMMARY) or {}
+    gan = read_json(gan_reports / outputs.SUMMARY) or {}
     return {k: gan.get(k) for k in ("steps", "epochs", "fid_domain_best", "fid_domain_last", "generator_step",
                                     "train_images", "device", "precision", "cuda_graphs", "world_size")} | {
         "classes": gan.get("classes", [])}
@@ -115,11 +113,11 @@ def fidelity_summary(fidelity: dict | None) -> dict:
         computed[name]["per_class"] = {cls: {k: numbers.get(k) for k in FIDELITY_KEYS}
                                        for cls, numbers in result.get("per_class", {}).items()}
     setup = {k: fidelity[k] for k in ("reference_split", "n_synthetic", "n_reference", "n_train")}
-    memorisation = {space: {"synthetic_below": m["fraction_synthetic_below"],
-                            "heldout_below": m["fraction_heldout_below"],
-                            "median_synthetic_distance": m.get("median_synthetic_distance"),
-                            "median_heldout_distance": m.get("median_heldout_distance")}
-                    for space, m in fidelity.get("memorisation", {}).items()}
+    memorisation = {space: {"synthetic_below": audit["fraction_synthetic_below"],
+                            "heldout_below": audit["fraction_heldout_below"],
+                            "median_synthetic_distance": audit.get("median_synthetic_distance"),
+                            "median_heldout_distance": audit.get("median_heldout_distance")}
+                    for space, audit in fidelity.get("memorisation", {}).items()}
     return {"fidelity": computed, "fidelity_setup": setup | {"unavailable": unavailable},
             "memorisation": memorisation}
 
@@ -150,7 +148,7 @@ def downstream_summary(downstream: dict | None) -> dict:
 
 def vtt_export_summary(folder: Path, shown: str) -> dict:
     """The blinded set sent to readers: where it is, its size and key; {} before vtt_export has run."""
-    export = read_json(folder / SUMMARY)
+    export = read_json(folder / outputs.SUMMARY)
     if not export:
         return {}
     return {"folder": shown, **{k: export.get(k) for k in ("images", "real_split", "display_size", "dicom",

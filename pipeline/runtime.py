@@ -50,16 +50,17 @@ def resolve_precision(device: torch.device, precision: str = "auto", key: str = 
     return precision
 
 
-def resolve_runtime(g: dict, local_rank: int = 0, world: int = 1) -> dict:
+def resolve_runtime(gan_params: dict, local_rank: int = 0, world: int = 1) -> dict:
     """device/precision/channels_last/cuda_graphs/deterministic from the gan params, ``auto`` decided here.
 
     Raises ValueError for a setting this machine cannot honour: ``cuda_graphs: true`` without a CUDA device
     or with several processes, ``bf16`` on a GPU without native bf16, a CUDA device that is not there."""
-    device = resolve_device(g["device"], local_rank)
+    device = resolve_device(gan_params["device"], local_rank)
     cuda = device.type == "cuda"
-    precision = resolve_precision(device, g["precision"], "gan.precision")
-    channels_last = cuda if g["channels_last"] == "auto" else bool(g["channels_last"])  # works on a CPU too
-    graphs = g["cuda_graphs"]
+    precision = resolve_precision(device, gan_params["precision"], "gan.precision")
+    # channels_last works on a CPU too
+    channels_last = cuda if gan_params["channels_last"] == "auto" else bool(gan_params["channels_last"])
+    graphs = gan_params["cuda_graphs"]
     if graphs == "auto":
         graphs = cuda and world == 1
     elif graphs is True and not cuda:
@@ -70,7 +71,7 @@ def resolve_runtime(g: dict, local_rank: int = 0, world: int = 1) -> dict:
                          "(torchrun); set gan.cuda_graphs=auto or false")
     elif graphs not in (True, False):
         raise ValueError(f"gan.cuda_graphs must be auto, true or false, got {graphs!r}")
-    deterministic = g.get("deterministic", False)
+    deterministic = gan_params.get("deterministic", False)
     if deterministic not in (True, False):
         raise ValueError(f"gan.deterministic must be true or false, got {deterministic!r}")
     return {"device": device, "precision": precision, "channels_last": channels_last, "cuda_graphs": bool(graphs),

@@ -151,10 +151,10 @@ def log_to_parent(ml: Any, metrics: dict[str, float], artifacts: list[Path] = ()
     items = [Metric(k, v, now, 0) for k, v in metrics.items()]
     for i in range(0, len(items), 1000):  # MLflow's limit per batch
         client.log_batch(parent_id, metrics=items[i:i + 1000])
-    for f in artifacts:
-        client.log_artifact(parent_id, str(f))
+    for path in artifacts:
+        client.log_artifact(parent_id, str(path))
     return parent_id
 
 
-def _param_value(v: Any) -> str:
-    return json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+def _param_value(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)

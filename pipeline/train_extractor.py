@@ -15,6 +15,7 @@ from common.io import save_torch, write_json
 from common.seeding import derive_seed
 from evaluation.features import ExtractorConfig, extract, rotate_quarters, train_extractor
 from evaluation.fidelity import extractor_state
+from pipeline import outputs
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split
 from pipeline.runtime import resolve_device, resolve_precision
@@ -23,18 +24,19 @@ from pipeline.tracking import stage_run
 
 def main(argv=None) -> dict:
     args = parse_stage_args(__doc__, argv)
-    p = args.params
-    e = p["extractor"]
-    out = args.path(p["paths"]["extractor"])
-    prepared = args.path(p["paths"]["prepared"])
+    params = args.params
+    extractor_params = params["extractor"]
+    out = args.path(params["paths"]["extractor"])
+    prepared = args.path(params["paths"]["prepared"])
     train, val = load_split(prepared, "train"), load_split(prepared, "val")
-    device = resolve_device(e["device"])
-    cfg = ExtractorConfig(resolution=train.images.shape[-1], num_classes=len(train.classes), width=int(e["width"]),
-                          dim=int(e["dim"]))
-    seed = int(derive_seed(p["base"]["seed"], "extractor").generate_state(1)[0])
+    device = resolve_device(extractor_params["device"])
+    cfg = ExtractorConfig(resolution=train.images.shape[-1], num_classes=len(train.classes),
+                          width=int(extractor_params["width"]), dim=int(extractor_params["dim"]))
+    seed = int(derive_seed(params["base"]["seed"], "extractor").generate_state(1)[0])
     t0 = time.perf_counter()
-    net = train_extractor(train.images, train.labels, cfg, steps=int(e["steps"]), batch=int(e["batch"]),
-                          lr=float(e["lr"]), seed=seed, device=device, precision=resolve_precision(device))
+    net = train_extractor(train.images, train.labels, cfg, steps=int(extractor_params["steps"]),
+                          batch=int(extractor_params["batch"]), lr=float(extractor_params["lr"]), seed=seed,
+                          device=device, precision=resolve_precision(device))
     seconds = time.perf_counter() - t0
     # how well it learned its tasks, on the validation split (reported, not used to choose anything)
     with torch.no_grad():
@@ -46,16 +48,16 @@ def main(argv=None) -> dict:
         rot_acc = float((rlog.argmax(1) == rot).float().mean())
     feats = extract(net, val.images)
     summary = {"config": cfg.to_dict(), "train_images": len(train.images), "val_images": len(val.images),
-               "steps": int(e["steps"]), "val_label_accuracy": round(label_acc, 4),
+               "steps": int(extractor_params["steps"]), "val_label_accuracy": round(label_acc, 4),
                "val_rotation_accuracy": round(rot_acc, 4),
                "val_feature_effective_rank": int(np.linalg.matrix_rank(np.cov(feats, rowvar=False), tol=1e-6))
                if len(feats) > 2 else None, "data": train.data_hash}
-    save_torch(out / "extractor.pt", extractor_state(net.cpu(), classes=train.classes, data=train.data_hash))
-    write_json(out / "summary.json", summary)
-    with stage_run("extractor", p, args.root, {"base": p["base"], "extractor": e}) as ml:
+    save_torch(out / outputs.EXTRACTOR, extractor_state(net.cpu(), classes=train.classes, data=train.data_hash))
+    write_json(out / outputs.SUMMARY, summary)
+    with stage_run("extractor", params, args.root, {"base": params["base"], "extractor": extractor_params}) as ml:
         if ml:
             ml.log_metrics({"val_label_accuracy": label_acc, "val_rotation_accuracy": rot_acc, "seconds": seconds})
-            ml.log_artifact(str(out / "summary.json"))
+            ml.log_artifact(str(out / outputs.SUMMARY))
     print(f"extractor: {cfg.dim}-d features, val label accuracy {label_acc:.3f}, rotation accuracy {rot_acc:.3f} "
           f"-> {out} [{seconds:.0f} s]")
     return summary

@@ -30,6 +30,7 @@ from dcgan.models import GanConfig, generate, latents
 from dcgan.models import load_generator
 from dcgan.train import METRICS, Callbacks, DivergenceError, TrainConfig, Trainer, generator_state
 from evaluation import fidelity as fd
+from pipeline import outputs
 from pipeline.checkpoints import load_checkpoint, save_checkpoint
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split
@@ -54,11 +55,11 @@ def run_key(gan_params: dict, runtime: dict, seed: int, data_hash: str, world: i
 
 
 def write_log(path: Path, history: list[dict], columns=LOG_COLUMNS) -> None:
-    with atomic_file(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        w.writeheader()
+    with atomic_file(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
         for row in history:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
 class FidMonitor:
@@ -66,12 +67,12 @@ class FidMonitor:
     gan.fid_every epochs; keeps the generator with the lowest FID. The val split is held out from GAN
     training and is what model selection may see; the test split is never read here."""
 
-    def __init__(self, extractor: dict, val, n: int, z_dim: int, conditional: bool, device, seed: int):
+    def __init__(self, extractor: dict, val, samples: int, z_dim: int, conditional: bool, device, seed: int):
         self.extractor, self.device = extractor, device
         self.ref = fd.features(val.images, fd.DOMAIN, device, domain_state=extractor)
         labels = np.sort(val.labels)
-        self.y = labels[np.linspace(0, len(labels) - 1, n).round().astype(int)] if conditional else None
-        self.z = latents(stage_rng(seed, "train_gan", "fid").choice(2**62, n, replace=False), z_dim)
+        self.y = labels[np.linspace(0, len(labels) - 1, samples).round().astype(int)] if conditional else None
+        self.z = latents(stage_rng(seed, "train_gan", "fid").choice(2**62, samples, replace=False), z_dim)
         self.history: list[dict] = []
         self.best: dict | None = None
 
@@ -120,10 +121,10 @@ class TrainingRun:
 
     def on_epoch(self, trainer: Trainer, step: int, epoch: int) -> None:
         if self.writer and self.grid_every and epoch % self.grid_every == 0:
-            path = self.reports / "grids" / f"epoch_{epoch:06d}.png"
+            path = self.reports / outputs.GRIDS / f"epoch_{epoch:06d}.png"
             save_png(path, tile(trainer.grid_images(), self.grid_cols))
             if self.ml:
-                self.ml.log_artifact(str(path), "grids")
+                self.ml.log_artifact(str(path), outputs.GRIDS)
         if self.monitor and epoch % self.fid_every == 0:
             self.pending.append({"step": step, "fid_domain": self.monitor.check(trainer, self.classes)})
 
@@ -137,9 +138,9 @@ class TrainingRun:
             self.flush_metrics()
 
     def write_logs(self) -> None:
-        write_log(self.reports / "losses.csv", self.trainer.history)
+        write_log(self.reports / outputs.LOSSES, self.trainer.history)
         if self.monitor:
-            write_log(self.reports / "fid.csv", self.monitor.history, FID_COLUMNS)
+            write_log(self.reports / outputs.FID_LOG, self.monitor.history, FID_COLUMNS)
 
     def flush_metrics(self) -> None:
         if self.ml and self.pending:
@@ -185,7 +186,7 @@ def build_trainer(gan_params: dict, runtime: dict, data, seed: int) -> Trainer:
                         embed_dim=int(gan_params["embed_dim"]), spectral_norm=bool(gan_params["spectral_norm"]))
         cfg = TrainConfig(steps=int(gan_params["steps"]), batch=int(gan_params["batch"]),
                           lr_g=float(gan_params["lr_g"]), lr_d=float(gan_params["lr_d"]),
-                          betas=tuple(float(b) for b in gan_params["betas"]), loss=gan_params["loss"],
+                          betas=tuple(float(beta) for beta in gan_params["betas"]), loss=gan_params["loss"],
                           label_smoothing=float(gan_params["label_smoothing"]),
                           diffaugment=gan_params["diffaugment"] or "", ema_decay=float(gan_params["ema_decay"]),
                           precision=runtime["precision"], channels_last=runtime["channels_last"],
@@ -200,7 +201,7 @@ def build_trainer(gan_params: dict, runtime: dict, data, seed: int) -> Trainer:
 def fid_monitor(args, trainer: Trainer, data, runtime: dict, seed: int) -> FidMonitor:
     """The domain-FID check against the val split, with the extractor trained on this very train split."""
     params = args.params
-    extractor = torch.load(args.path(params["paths"]["extractor"]) / "extractor.pt", map_location="cpu",
+    extractor = torch.load(args.path(params["paths"]["extractor"]) / outputs.EXTRACTOR, map_location="cpu",
                            weights_only=True)
     if extractor.get("data") != data.data_hash:
         raise SystemExit("train_gan: the domain extractor was trained on other data; run the extractor stage")
@@ -236,13 +237,13 @@ def train(args, runtime: dict, rank: int, world: int) -> dict:
     trainer = build_trainer(gan_params, runtime, data, seed)
     monitor = fid_monitor(args, trainer, data, runtime, seed) if int(gan_params["fid_every"]) and writer else None
     key = run_key(gan_params, runtime, seed, data.data_hash, world)
-    resumed_from = resume(trainer, monitor, model_dir / "checkpoint.pt", key, writer)
+    resumed_from = resume(trainer, monitor, model_dir / outputs.CHECKPOINT, key, writer)
     if writer and not resumed_from:
         shutil.rmtree(reports, ignore_errors=True)
     if writer:
-        (reports / "grids").mkdir(parents=True, exist_ok=True)
+        (reports / outputs.GRIDS).mkdir(parents=True, exist_ok=True)
         model_dir.mkdir(parents=True, exist_ok=True)
-    run = TrainingRun(trainer, gan_params, reports, model_dir / "checkpoint.pt", key, data.classes, monitor, writer)
+    run = TrainingRun(trainer, gan_params, reports, model_dir / outputs.CHECKPOINT, key, data.classes, monitor, writer)
     with stage_run("train_gan", params, args.root, {"base": params["base"], "gan": gan_params}) if writer \
             else nullcontext() as ml:
         run.ml = ml
@@ -252,14 +253,14 @@ def train(args, runtime: dict, rank: int, world: int) -> dict:
                            "gan.resumed_from_step": resumed_from})
             run.pending.extend(trainer.history)  # curves before a resume, so this run holds all of them
             if monitor:
-                run.pending.extend({"step": r["step"], "fid_domain": r["fid_domain"]} for r in monitor.history)
+                run.pending.extend({"step": row["step"], "fid_domain": row["fid_domain"]} for row in monitor.history)
         started = time.perf_counter()
         try:
             trainer.run(trainer.cfg.steps, run.callbacks(), int(gan_params["checkpoint_every"]))
         except DivergenceError as e:
             run.bar.close()
             if writer:
-                write_log(reports / "losses.csv", trainer.history)
+                write_log(reports / outputs.LOSSES, trainer.history)
                 run.flush_metrics()
             raise SystemExit(f"train_gan: stopped: {e}") from e
         run.bar.close()
@@ -283,17 +284,17 @@ def finish(run: TrainingRun, data, runtime: dict, world: int, model_dir: Path) -
     if monitor and (not monitor.history or monitor.history[-1]["step"] != trainer.step):
         run.pending.append({"step": trainer.step, "fid_domain": monitor.check(trainer, data.classes)})
     gen_state = monitor.best["generator"] if monitor else generator_state(trainer, data.classes)
-    save_torch(model_dir / "generator.pt", gen_state)
+    save_torch(model_dir / outputs.GENERATOR, gen_state)
     if monitor:
-        write_log(reports / "fid.csv", monitor.history, FID_COLUMNS)
+        write_log(reports / outputs.FID_LOG, monitor.history, FID_COLUMNS)
     # checkpoint.pt holds the final training state (the last window always ends at cfg.steps)
     grid = trainer.grid_images(load_generator(gen_state, runtime["device"]))
-    finals = [reports / "grids" / "final.png"]
+    finals = [reports / outputs.FINAL_GRID]
     save_png(finals[0], tile(grid, run.grid_cols))
     for label, name in enumerate(data.classes if trainer.gan.num_classes else []):
-        finals.append(reports / f"samples_{name}.png")
+        finals.append(reports / outputs.class_samples(name))
         save_png(finals[-1], tile(grid[trainer.fixed_y == label], run.grid_cols))
-    write_log(reports / "losses.csv", trainer.history)
+    write_log(reports / outputs.LOSSES, trainer.history)
     last = trainer.history[-1] if trainer.history else {}
     summary = {"steps": trainer.step, "epochs": round(trainer.step / trainer.steps_per_epoch, 2),
                "train_images": len(data.images), "resolution": trainer.gan.resolution,
@@ -303,11 +304,11 @@ def finish(run: TrainingRun, data, runtime: dict, world: int, model_dir: Path) -
                "generator_step": gen_state["step"],
                "fid_domain_best": round(monitor.best["fid"], 5) if monitor else None,
                "fid_domain_last": round(monitor.history[-1]["fid_domain"], 5) if monitor else None}
-    write_json(reports / "summary.json", summary)  # a DVC out: what the inputs decide, nothing else
+    write_json(reports / outputs.SUMMARY, summary)  # a DVC out: what the inputs decide, nothing else
     if run.ml:
         run.flush_metrics()
         run.ml.log_param("gan.resolved_cuda_graphs", trainer.graph_status)
-        for path in [*finals, reports / "losses.csv", reports / "summary.json"] + ([reports / "fid.csv"] if monitor else []):
+        for path in [*finals, reports / outputs.LOSSES, reports / outputs.SUMMARY] + ([reports / outputs.FID_LOG] if monitor else []):
             run.ml.log_artifact(str(path))
     return summary
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 from io import BytesIO
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -27,6 +28,7 @@ from common.io import atomic_dir, write_json
 from common.seeding import derive_seed, stage_rng
 from evaluation import vtt
 from imaging.dicom_write import reader_study_dataset
+from pipeline import outputs
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split, load_synthetic
 from pipeline.tracking import stage_run
@@ -52,87 +54,111 @@ Set: {key_version}. These images are for research only and not for diagnosis.
 """
 
 
-def main(argv=None) -> dict:
-    args = parse_stage_args(__doc__, argv)
-    p = args.params
-    v, seed = p["vtt"], int(p["base"]["seed"])
-    out = args.path(p["paths"]["vtt"])
-    real = load_split(args.path(p["paths"]["prepared"]), v["real_split"])
-    syn, syn_labels, syn_rows = load_synthetic(args.path(p["paths"]["synthetic"]))
-    n = int(v["n"])
-    rng = stage_rng(seed, "vtt_export")
+def pick_images(real, syn_labels: np.ndarray, n: int, rng, real_split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the n real images (stratified by class) and of as many synthetic images with the same class
+    counts (any n when the GAN is unconditional)."""
     try:
         pick_real = vtt.stratified_pick(real.labels, n, rng)
     except ValueError as e:
-        raise SystemExit(f"vtt_export: {v['real_split']} split: {e}; lower vtt.n") from e
+        raise SystemExit(f"vtt_export: {real_split} split: {e}; lower vtt.n") from e
+    if not (syn_labels >= 0).all():
+        return pick_real, rng.choice(len(syn_labels), n, replace=False)
+    pick_syn = []
+    for label, count in zip(*np.unique(real.labels[pick_real], return_counts=True)):
+        pool = np.flatnonzero(syn_labels == label)
+        if len(pool) < count:
+            raise SystemExit(f"vtt_export: {count} synthetic {real.classes[label]} images needed, {len(pool)} exist; "
+                             "raise synthesize.ratio/count or lower vtt.n")
+        pick_syn.extend(rng.choice(pool, count, replace=False).tolist())
+    return pick_real, np.array(pick_syn)
+
+
+def blind_items(real, pick_real, syn_images, syn_labels, syn_rows, pick_syn, real_split: str, size: int,
+                entropy: bytes):
+    """The blinded items (random ids, display PNGs) and the blinding generator (vtt.blind)."""
     conditional = (syn_labels >= 0).all()
-    if conditional:  # the same class counts on both sides
-        pick_syn = []
-        for c, k in zip(*np.unique(real.labels[pick_real], return_counts=True)):
-            pool = np.flatnonzero(syn_labels == c)
-            if len(pool) < k:
-                raise SystemExit(f"vtt_export: {k} synthetic {real.classes[c]} images needed, {len(pool)} exist; "
-                                 "raise synthesize.ratio/count or lower vtt.n")
-            pick_syn.extend(rng.choice(pool, k, replace=False).tolist())
-        pick_syn = np.array(pick_syn)
-    else:
-        pick_syn = rng.choice(len(syn), n, replace=False)
-    size = int(v["display_size"])
+    return vtt.blind(real.images[pick_real], [real.classes[label] for label in real.labels[pick_real]],
+                     [f"{real_split}:row{real.rows[i]['row']}" for i in pick_real],
+                     syn_images[pick_syn], [real.classes[syn_labels[i]] if conditional else "" for i in pick_syn],
+                     [f"synthetic:row{i}:seed{syn_rows[i]['seed']}" for i in pick_syn], size, entropy)
+
+
+def write_dicoms(folder: Path, ids: list[str], by_id: dict, key_version: str) -> None:
+    """De-identified DICOM copies with identical tag sets; UIDs specific to the set and the item."""
+    folder.mkdir()
+    uid = lambda *parts: generate_uid(entropy_srcs=[key_version, *parts])  # noqa: E731
+    study, series = uid("study"), uid("series")
+    for item_id in ids:
+        pixels = np.asarray(Image.open(BytesIO(by_id[item_id].png)))
+        dataset = reader_study_dataset(pixels, item_id=item_id, study_uid=study, series_uid=series,
+                                       sop_uid=uid("sop", item_id))
+        dataset.save_as(folder / f"{item_id}.dcm", enforce_file_format=True)
+
+
+def write_blinded(blinded: Path, items: list, key: str, key_version: str, size: int, dicom: bool) -> dict:
+    """What the readers get: the images, optional DICOM copies, the reader page, the instructions and the
+    manifest, every file with one timestamp. Returns the manifest."""
+    (blinded / "images").mkdir(parents=True)
+    by_id = {it.id: it for it in items}
+    ids = sorted(it.id for it in items)
+    for item_id in ids:  # written in id order, all with one timestamp: nothing in the folder follows the truth
+        (blinded / "images" / f"{item_id}.png").write_bytes(by_id[item_id].png)
+    if dicom:
+        write_dicoms(blinded / "dicom", ids, by_id, key_version)
+    (blinded / outputs.READER_PAGE).write_text(vtt.reader_page([it.id for it in items], key_version), encoding="utf-8")
+    (blinded / outputs.INSTRUCTIONS_FILE).write_text(INSTRUCTIONS.format(n=len(items), key_version=key_version))
+    manifest = {"key_version": key_version, "images": len(items), "ids": ids, "image_format":
+                f"PNG, 8-bit greyscale, {size}x{size}, uncompressed", "dicom": dicom,
+                "key_sha256": vtt.commitment(key),
+                "key_commitment": "SHA-256 of the answer key file (key.csv) as written; each row has a "
+                                  "random salt. Hash the key when it is shown to check it is unchanged."}
+    (blinded / outputs.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    for path in blinded.rglob("*"):
+        os.utime(path, (FIXED_MTIME, FIXED_MTIME))
+    return manifest
+
+
+def export_summary(items: list, manifest: dict, vtt_params: dict, secret: str) -> dict:
+    counts = {truth: {name: sum(it.truth == truth and it.label_name == name for it in items)
+                      for name in sorted({it.label_name for it in items})} for truth in (vtt.REAL, vtt.SYNTHETIC)}
+    return {"key_version": manifest["key_version"], "images": len(items), "per_truth_and_class": counts,
+            "real_split": vtt_params["real_split"], "display_size": int(vtt_params["display_size"]),
+            "dicom": bool(vtt_params["dicom"]), "key_sha256": manifest["key_sha256"],
+            "blinding": f"base.seed and {SECRET_ENV}" if secret else "base.seed only"}
+
+
+def main(argv=None) -> dict:
+    args = parse_stage_args(__doc__, argv)
+    params = args.params
+    vtt_params, seed = params["vtt"], int(params["base"]["seed"])
+    out = args.path(params["paths"]["vtt"])
+    real = load_split(args.path(params["paths"]["prepared"]), vtt_params["real_split"])
+    syn_images, syn_labels, syn_rows = load_synthetic(args.path(params["paths"]["synthetic"]))
+    n = int(vtt_params["n"])
+    pick_real, pick_syn = pick_images(real, syn_labels, n, stage_rng(seed, "vtt_export"), vtt_params["real_split"])
+    size = int(vtt_params["display_size"])
     secret = os.environ.get(SECRET_ENV, "")
     entropy = derive_seed(seed, "vtt_export", "blinding").generate_state(8).tobytes() + secret.encode()
-    items, blinding = vtt.blind(real.images[pick_real], [real.classes[y] for y in real.labels[pick_real]],
-                      [f"{v['real_split']}:row{real.rows[i]['row']}" for i in pick_real],
-                      syn[pick_syn], [real.classes[syn_labels[i]] if conditional else "" for i in pick_syn],
-                      [f"synthetic:row{i}:seed{syn_rows[i]['seed']}" for i in pick_syn], size, entropy)
+    items, blinding = blind_items(real, pick_real, syn_images, syn_labels, syn_rows, pick_syn, vtt_params["real_split"],
+                                  size, entropy)
     key = vtt.key_text(vtt.key_rows(items, blinding))
     key_version = blinding.bytes(4).hex()
-    ids = sorted(it.id for it in items)
-
     with atomic_dir(out) as tmp:
-        blinded = tmp / "blinded"
-        (blinded / "images").mkdir(parents=True)
-        by_id = {it.id: it for it in items}
-        for i in ids:  # written in id order, all with one timestamp: nothing in the folder follows the truth
-            (blinded / "images" / f"{i}.png").write_bytes(by_id[i].png)
-        if v["dicom"]:
-            (blinded / "dicom").mkdir()
-            uid = lambda *k: generate_uid(entropy_srcs=[key_version, *k])  # noqa: E731  (set- and item-specific)
-            study, series = uid("study"), uid("series")
-            for i in ids:
-                px = np.asarray(Image.open(BytesIO(by_id[i].png)))
-                ds = reader_study_dataset(px, item_id=i, study_uid=study, series_uid=series, sop_uid=uid("sop", i))
-                ds.save_as(blinded / "dicom" / f"{i}.dcm", enforce_file_format=True)
-        (blinded / "reader.html").write_text(vtt.reader_page([it.id for it in items], key_version), encoding="utf-8")
-        (blinded / "INSTRUCTIONS.txt").write_text(INSTRUCTIONS.format(n=len(items), key_version=key_version))
-        manifest = {"key_version": key_version, "images": len(items), "ids": ids, "image_format":
-                    f"PNG, 8-bit greyscale, {size}x{size}, uncompressed", "dicom": bool(v["dicom"]),
-                    "key_sha256": vtt.commitment(key),
-                    "key_commitment": "SHA-256 of the answer key file (key.csv) as written; each row has a "
-                                      "random salt. Hash the key when it is shown to check it is unchanged."}
-        (blinded / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        for f in blinded.rglob("*"):
-            os.utime(f, (FIXED_MTIME, FIXED_MTIME))
-        (tmp / "key.csv").write_text(key)
-        counts = {truth: {c: sum(it.truth == truth and it.label_name == c for it in items)
-                          for c in sorted({it.label_name for it in items})} for truth in (vtt.REAL, vtt.SYNTHETIC)}
-        summary = {"key_version": key_version, "images": len(items), "per_truth_and_class": counts,
-                   "real_split": v["real_split"], "display_size": size, "dicom": bool(v["dicom"]),
-                   "key_sha256": manifest["key_sha256"],
-                   "blinding": f"base.seed and {SECRET_ENV}" if secret else "base.seed only"}
-        write_json(tmp / "summary.json", summary)
-
-    with stage_run("vtt_export", p, args.root, {"base": p["base"], "vtt": v}) as ml:
+        manifest = write_blinded(tmp / outputs.BLINDED, items, key, key_version, size, bool(vtt_params["dicom"]))
+        (tmp / outputs.VTT_KEY).write_text(key)
+        summary = export_summary(items, manifest, vtt_params, secret)
+        write_json(tmp / outputs.SUMMARY, summary)
+    with stage_run("vtt_export", params, args.root, {"base": params["base"], "vtt": vtt_params}) as ml:
         if ml:
             ml.log_metric("vtt_images", len(items))
             ml.set_tag("vtt_key_version", key_version)
-            ml.log_artifact(str(out / "summary.json"))
+            ml.log_artifact(str(out / outputs.SUMMARY))
     if not secret:
         print(f"vtt_export: blinding from base.seed only: set {SECRET_ENV} if the readers could see this "
               "project's params, code and data")
-    print(f"vtt_export: {len(items)} images ({n} real, {n} synthetic) -> {out / 'blinded'}; key {out / 'key.csv'} "
-          f"(set {key_version}, sha256 {manifest['key_sha256'][:16]}...)")
+    print(f"vtt_export: {len(items)} images ({n} real, {n} synthetic) -> {out / outputs.BLINDED}; key "
+          f"{out / outputs.VTT_KEY} (set {key_version}, sha256 {manifest['key_sha256'][:16]}...)")
     return summary
-
 
 if __name__ == "__main__":
     main()

@@ -20,17 +20,17 @@ from pathlib import Path
 
 from common.io import write_json
 from evaluation import vtt
-from pipeline import reporting
+from pipeline import outputs, reporting
 from pipeline.params import parse_stage_args
 from pipeline.tracking import numeric_metrics, stage_run
 
 
 def checked_key(folder: Path) -> tuple[dict[str, dict], str]:
     """The answer key (id -> row) and its version, once the key matches the blinded manifest's commitment."""
-    manifest = json.loads((folder / "blinded/manifest.json").read_text())
-    key_text = (folder / "key.csv").read_text()
+    manifest = json.loads((folder / outputs.BLINDED / outputs.MANIFEST).read_text())
+    key_text = (folder / outputs.VTT_KEY).read_text()
     if vtt.commitment(key_text) != manifest["key_sha256"]:
-        raise SystemExit(f"vtt_score: {folder / 'key.csv'} does not match the commitment in the blinded manifest "
+        raise SystemExit(f"vtt_score: {folder / outputs.VTT_KEY} does not match the commitment in the blinded manifest "
                          "(the key was changed after export)")
     return vtt.read_key(key_text), manifest["key_version"]
 
@@ -40,8 +40,8 @@ def read_responses(files: list[Path], key: dict[str, dict], key_version: str) ->
     readers: dict[str, list[dict]] = {}
     errors = []
     for path in files:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f))
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.DictReader(fh))
         try:
             checked = vtt.check_responses(str(path), rows, key, key_version)
         except vtt.ResponseError as e:
