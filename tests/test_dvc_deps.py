@@ -3,6 +3,8 @@ it reads, both derived from the code (tests/deps.py), so `dvc repro` re-runs wha
 nothing else. A failure names what dvc.yaml lacks or lists needlessly, stage by stage."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 import yaml
 from conftest import stage_args, tiny_params
@@ -159,3 +161,13 @@ def test_a_params_read_is_recorded(params_read):
     assert "gan.lr_d" in params_read["train_gan"] and "base.seed" in params_read["train_gan"]
     assert "downstream.cnn.epochs" in params_read["downstream_cnn_real"]
     assert not any(k.startswith("downstream.xgboost.") for k in params_read["downstream_cnn_real"])
+
+
+def test_stage_glue_functions_stay_short():
+    """Stage glue reads top to bottom (issue 19): no function in pipeline/ over 60 lines (tools/function_lengths.py
+    lists them, longest first)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    from function_lengths import lengths, sources
+
+    long = [(n, name) for n, name in lengths(sources("pipeline", None)) if n > 60]
+    assert not long, f"functions in pipeline/ over 60 lines: {long}"
