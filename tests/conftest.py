@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from imaging.demo import write_demo_archive
@@ -53,6 +54,10 @@ def tiny_params(folder: Path, demo_archive: Path, **sections) -> Path:
 def stage_args(project: Path, *overrides: str) -> list[str]:
     """A stage's argv for project/params.yaml with ``-S`` overrides."""
     return ["--params", str(project / "params.yaml"), *[a for o in overrides for a in ("-S", o)]]
+
+
+def cpu_gen(seed=0):
+    return torch.Generator().manual_seed(seed)
 
 
 def copy_tree(src: Path, dst: Path) -> Path:
