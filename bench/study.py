@@ -115,7 +115,7 @@ def run(args) -> dict:
     env["DVC_SITE_CACHE_DIR"] = str(path / ".dvc/tmp/site-cache")
     project(path, layout, settings, env)
     done = experiments(path, env)
-    queued = []
+    queued, log = [], args.work / "kermany_study.log"
     for f in fractions:
         name = f"fraction-{f:g}"
         if name in done:
@@ -124,10 +124,10 @@ def run(args) -> dict:
         overrides = [f"data.train_fraction={f}", *(f"{k}={v}" for k, v in per_fraction.get(f, {}).items())]
         sh([sys.executable, "-m", "dvc", "exp", "run", "--queue", "-n", name, *(a for o in overrides for a in ("-S", o))],
            path, env)
-        queued.append(name)
-    log = args.work / "kermany_study.log"
-    if queued:
+        # one queued experiment per --run-all: with two queued, DVC 3's worker finished the first and left the
+        # second queued, with no worker and `--run-all` waiting for ever
         sh([sys.executable, "-m", "dvc", "exp", "run", "--run-all", "--jobs", "1"], path, env, log=log)
+        queued.append(name)
     done = experiments(path, env)
     missing = [f"fraction-{f:g}" for f in fractions if f"fraction-{f:g}" not in done]
     if missing:
