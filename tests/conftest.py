@@ -63,3 +63,47 @@ def cpu_gen(seed=0):
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+class FailingCapture:
+    """Stands in for StepGraph on a CPU: warm-up steps run eagerly; the capture fails as a CUDA capture does,
+    after the half-recorded step has frozen D's weights (a Python-side flag that capture does change)."""
+
+    def __init__(self, device):
+        self.graph, self.calls = None, []
+
+    def warmup(self, step):
+        self.calls.append("warmup")
+        step()
+
+    def capture(self, step):
+        self.calls.append("capture")
+        step.__self__.D.requires_grad_(False)
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nCUDA kernel errors ...")
+
+    def replay(self):
+        raise AssertionError("nothing was captured")
+
+    def sync(self):
+        self.calls.append("sync")
+
+    def drop(self):
+        self.calls.append("drop")
+
+
+@pytest.fixture
+def failing_capture(monkeypatch):
+    """CUDA graphs 'possible' on this CPU, with a capture that fails."""
+    import dcgan.train as dcgan_train
+
+    monkeypatch.setattr(dcgan_train, "StepGraph", FailingCapture)
+    monkeypatch.setattr(dcgan_train, "graphs_unsupported", lambda device, world: None)
+
+
+def separable_float16(n=48, res=32, seed=0):
+    """(n,1,res,res) float16 images in [-1,1] as prepared images are stored; label 1 has its top half black."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, res, res, generator=g) * 2 - 1
+    y = torch.arange(n) % 2
+    x[y == 1, :, : res // 2] = -1
+    return x.numpy().astype(np.float16), y.numpy()

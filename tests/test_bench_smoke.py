@@ -163,7 +163,8 @@ def check_study(out: Path) -> None:
     """study.py ran its one smoke experiment through `dvc exp run --queue` / `--run-all`; study_table.py then
     reads it back through `dvc exp show` and dvc.api (its own smoke, run here on that project)."""
     runs = read_json(out / "kermany_study_runs.json")
-    assert runs["smoke"] is True and list(runs["experiments"]) == ["fraction-1"] and runs["queued_now"] == ["fraction-1"]
+    names = ["fraction-1", "fraction-1-scaled"]   # the study's one smoke fraction, then its scale-up experiment
+    assert runs["smoke"] is True and sorted(runs["experiments"]) == names and runs["queued_now"] == names
     table = run_smoke("study_table.py", out.parent / "table", "--project", runs["project"])
     res = read_json(table / "kermany_study.json")
     assert res["smoke"] is True and [g["experiment"] for g in res["gan"]] == ["fraction-1"]
@@ -175,7 +176,15 @@ def check_study(out: Path) -> None:
     assert delta["delta_auc_ci"][0] <= delta["delta_auc"] <= delta["delta_auc_ci"][1]
     assert finite(res["gan"][0]["relative_fid"], 0) and res["gan"][0]["train_images"] > 0
     assert (table / "kermany_study_delta_auc.png").stat().st_size > 0
-    assert "## What the numbers cover" in (table / "kermany_study.md").read_text()
+    md = (table / "kermany_study.md").read_text()
+    assert "## What the numbers cover" in md
+    # the scale-up experiment stands beside fraction-1, not in its rows
+    [scaled] = res["scale_up"]
+    assert scaled["gan"]["experiment"] == "fraction-1-scaled" and scaled["settings"]["gan.steps"] == 6
+    assert {(r["classifier"], r["training_set"]) for r in scaled["rows"]} == set(rows)
+    assert scaled["gan"]["domain_fid"] != res["gan"][0]["domain_fid"]          # its own GAN (6 steps, not 4)
+    scaled_real = next(r for r in scaled["rows"] if r["training_set"] == "real")
+    assert f"| cnn | real | {rows['cnn', 'real']['roc_auc']:.3f} → {scaled_real['roc_auc']:.3f} |" in md
     # a fraction run by an earlier study project is carried over from its JSON, marked as such
     previous = out.parent / "previous.json"
     previous.write_text(json.dumps({**res, "rows": [{**r, "fraction": 0.1} for r in res["rows"]],

@@ -1,13 +1,15 @@
 """The DCGAN training loop (dcgan/train.py) on tiny tensors: objectives, EMA, resume, divergence checks,
-bf16 and channels_last."""
+bf16 and channels_last, and its CUDA calls (seeding, graph capture and its fallback) with torch.cuda stubbed."""
+import contextlib
 import math
+import warnings
 
 import pytest
 import torch
 
 from conftest import cpu_gen
 from dcgan.models import GanConfig, load_generator
-from dcgan.train import DivergenceError, TrainConfig, Trainer, generator_state
+from dcgan.train import DivergenceError, StepGraph, TrainConfig, Trainer, generator_state, seed_device
 
 
 def tiny_data(n=24, res=32, classes=2, seed=0):
@@ -271,3 +273,112 @@ def test_checkpoint_from_a_graph_run_resumes_eagerly_and_exactly():
     second.run(8)
     for a, b in zip(straight.G.state_dict().values(), second.G.state_dict().values()):
         assert torch.equal(a, b)
+
+
+# ---- the CUDA calls, stubbed: a trainer on cuda:1 seeds, streams and syncs cuda:1; a failed graph capture falls back --------------------------------------------------------------
+class FakeGenerator:
+    def __init__(self):
+        self.seed = None
+
+    def manual_seed(self, seed):
+        self.seed = seed
+        return self
+
+
+def test_seeds_reach_the_trainers_device(monkeypatch):
+    gens = (FakeGenerator(), FakeGenerator())
+    monkeypatch.setattr(torch.cuda, "default_generators", gens)
+    assert seed_device(torch.device("cuda:1"), 3001) is None          # None: the device's default generator
+    assert gens[1].seed == 3001 and gens[0].seed is None
+    cpu = seed_device(torch.device("cpu"), 3001)
+    assert cpu.initial_seed() == 3001 and cpu.device == torch.device("cpu")
+
+
+def test_graph_runs_on_the_trainers_device(monkeypatch):
+    log = []
+
+    class Stream:
+        def __init__(self, device=None):
+            self.device = torch.device(device)
+
+        def wait_stream(self, other):
+            log.append(("wait", self.device, other.device))
+
+    class Graph:
+        def replay(self):
+            log.append("replay")
+
+        def reset(self):
+            log.append("reset")
+
+    @contextlib.contextmanager
+    def ctx(name, arg, **kw):
+        log.append((f"enter {name}", arg, *kw.values()))
+        yield
+        log.append(f"exit {name}")
+
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda d=None: Stream(d))
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(torch.cuda, "device", lambda d: ctx("device", torch.device(d)))
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: ctx("stream", s.device))
+    monkeypatch.setattr(torch.cuda, "graph", lambda g, stream=None: ctx("graph", type(g).__name__, stream=stream.device))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda d=None: log.append(("sync", torch.device(d))))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: log.append("empty_cache"))
+
+    dev = torch.device("cuda:1")
+    sg = StepGraph(dev)
+    assert sg.stream.device == dev
+    sg.warmup(lambda: log.append("step"))
+    assert log == [("wait", dev, dev), ("enter device", dev), ("enter stream", dev), "step", "exit stream",
+                   "exit device", ("wait", dev, dev)]
+    log.clear()
+    sg.capture(lambda: log.append("step"))
+    sg.replay()
+    sg.sync()
+    assert log == [("enter device", dev), ("enter graph", "Graph", dev), "step", "exit graph", "exit device",
+                   "replay", ("sync", dev)]
+    log.clear()
+    sg.drop()
+    assert log == ["reset", "empty_cache"] and sg.graph is None
+
+
+def test_cuda_graphs_are_refused_by_the_trainer_without_cuda():
+    x = torch.zeros(8, 1, 16, 16)
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
+        Trainer(GanConfig(resolution=16, width=0.25, num_classes=0), TrainConfig(batch=4, cuda_graphs=True),
+                   x, None, "cpu", 0)
+
+
+def test_failed_capture_falls_back_and_trains_on_from_the_same_state(failing_capture):
+    eager = trainer(res=16, steps=10, diffaugment="translation,cutout")
+    eager.run(10)
+    t = trainer(res=16, steps=10, diffaugment="translation,cutout", cuda_graphs=True)
+    assert t.graph_status == "on"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t.run(10)
+    assert [str(w.message) for w in caught] == [
+        "CUDA graph capture failed at step 3 (RuntimeError: CUDA error: operation not permitted when stream is "
+        "capturing); training goes on with eager steps from the same state. Set gan.cuda_graphs=false to skip "
+        "the attempt."]
+    assert t.step == 10 and [h["step"] for h in t.history] == [2, 4, 6, 8, 10]
+    assert t.graph_status == "fallback (RuntimeError: CUDA error: operation not permitted when stream is capturing)"
+    assert not t.use_graphs and t._graph is None
+    assert all(p.requires_grad for p in t.D.parameters())
+    assert not any(g["capturable"] for o in (t.opt_d, t.opt_g) for g in o.param_groups)
+    # three eager warm-up steps, the failed capture redone eagerly, eager from then on: the eager run exactly
+    for a, b in zip(eager.state_dict()["G"].values(), t.state_dict()["G"].values()):
+        assert torch.equal(a, b)
+    for a, b in zip(eager.D.parameters(), t.D.parameters()):
+        assert torch.equal(a, b)
+    assert [h["loss_d"] for h in t.history] == [h["loss_d"] for h in eager.history]
+
+
+def test_fallback_syncs_and_drops_the_graph(failing_capture):
+    t = trainer(res=16, steps=10, diffaugment="translation,cutout", cuda_graphs=True)
+    graph = t._graph
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t.run(5)
+    assert graph.calls == ["warmup"] * 3 + ["capture", "sync", "drop"]

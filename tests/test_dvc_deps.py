@@ -3,6 +3,8 @@ it reads, both derived from the code (tests/deps.py), so `dvc repro` re-runs wha
 nothing else. A failure names what dvc.yaml lacks or lists needlessly, stage by stage."""
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 
 import pytest
@@ -171,3 +173,21 @@ def test_stage_glue_functions_stay_short():
 
     long = [(n, name) for n, name in lengths(sources("pipeline", None)) if n > 60]
     assert not long, f"functions in pipeline/ over 60 lines: {long}"
+
+
+def test_function_lengths_reads_a_revision_like_the_working_tree(tmp_path):
+    """The before/after figures of tools/function_lengths.py: a git revision is read like the working tree."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    from function_lengths import main
+
+    out = tmp_path / "lengths.json"
+    tree, head = main(["--rev", "", "HEAD", "--top", "2", "--json", str(out)])
+    written = json.loads(out.read_text())
+    assert written["revs"][1]["rev"] == subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                                                      capture_output=True, check=True).stdout.strip()
+    assert written["revs"][0] == tree and tree["rev"] == "working tree"
+    if not subprocess.run(["git", "status", "--porcelain", "pipeline/"], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout:
+        assert head["functions"] == tree["functions"] and head["longest"] == tree["longest"]
+    assert tree["over_limit"] == 0 and len(tree["longest"]) == 2
+    assert tree["longest"][0]["lines"] >= tree["longest"][1]["lines"]

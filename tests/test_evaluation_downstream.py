@@ -1,5 +1,6 @@
 """The downstream classifiers (evaluation/downstream.py): classic augmentation, the CNN's epochs and its
-channels_last guard, and both classifiers learning and choosing weights and threshold on validation only."""
+channels_last guard, the CNN under fp32 and bf16, and both classifiers learning and choosing weights and
+threshold on validation only."""
 import os
 import subprocess
 import sys
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import separable_float16
 
 
 def test_classic_augment_draws_flips_rotations_and_intensity_per_image_from_its_generator():
@@ -154,3 +156,20 @@ def test_xgboost_learns_and_chooses_rounds_and_threshold_on_validation(phantom_s
     np.testing.assert_array_equal(val_features, pixel_features(xv))
     np.testing.assert_array_equal(val_labels, yv)
     assert not rows_of(features, val_features) & rows_of(pixel_features(xt))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cnn_trains_under_each_precision(precision):
+    x, y = separable_float16(48)
+    from evaluation.downstream import CNNClassifier
+
+    ref = CNNClassifier(width=8, epochs=2, batch=16, random_state=1).fit(x[:32], y[:32], x[32:], y[32:])
+    clf = CNNClassifier(width=8, epochs=2, batch=16, random_state=1, precision=precision).fit(
+        x[:32], y[:32], x[32:], y[32:])
+    p, p_ref = clf.predict_proba(x), ref.predict_proba(x)
+    assert p.shape == (48, 2) and np.isfinite(p).all() and np.allclose(p.sum(1), 1, atol=1e-5)
+    assert {q.dtype for q in clf.model_.parameters()} == {torch.float32}
+    if precision == "fp32":
+        assert np.array_equal(p, p_ref)                 # same seed, same draws: the same model
+    else:
+        assert np.abs(p - p_ref).max() < 0.05 and not np.array_equal(p, p_ref)

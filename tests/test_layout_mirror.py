@@ -11,7 +11,8 @@ EXEMPT = {
     "common/io.py": "no test of its own; every stage writes its outs through it (test_prepare.py, test_dvc.py); "
                     "that an interrupted write leaves nothing behind is not tested",
     "common/precision.py": "no test of its own; native_bf16 through resolve_runtime on faked GPUs (test_runtime.py), "
-                           "autocast through the bf16 runs of test_dcgan_train.py and test_device_loops.py",
+                           "autocast through the bf16 runs of test_dcgan_train.py, test_evaluation_features.py and "
+                           "test_evaluation_downstream.py",
     "common/seeding.py": "no test of its own; the seeded stages rerun byte-identical in test_dvc.py",
     "common/torchvision_guard.py": "no test of its own; evaluation/fidelity.py calls it on import, so "
                                    "test_evaluation_fidelity.py fails without it where torchvision mismatches torch",

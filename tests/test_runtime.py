@@ -1,7 +1,7 @@
-"""Device, precision and backend choices (pipeline/runtime.py) and the CUDA-only calls of the training loop,
-checked on a CPU: GPU-only settings are refused or honoured, never dropped, and the any-device logic (a
-trainer on cuda:1 seeds, streams and syncs cuda:1) is exercised with torch.cuda's calls stubbed."""
-import contextlib
+"""Device, precision and backend choices (pipeline/runtime.py), checked on a CPU: GPU-only settings are
+refused or honoured, never dropped; on faked GPUs each device gets what it can run. The GAN stage keeps its
+run key across graph settings and records a graph capture that fell back. (The training loop's own CUDA
+calls, stubbed, are tested in test_dcgan_train.py.)"""
 import json
 import os
 import warnings
@@ -10,7 +10,6 @@ import pytest
 import torch
 from conftest import stage_args, tiny_params
 
-import dcgan.train as dt
 from pipeline import prepare, train_gan
 from pipeline.runtime import configure_backends, resolve_device, resolve_precision, resolve_runtime
 
@@ -125,83 +124,6 @@ def test_bench_and_stage_share_the_backend_setup():
         assert "cudnn.benchmark" not in text, path
 
 
-# ---- the training loop's CUDA calls, stubbed --------------------------------------------------------------
-class FakeGenerator:
-    def __init__(self):
-        self.seed = None
-
-    def manual_seed(self, seed):
-        self.seed = seed
-        return self
-
-
-def test_seeds_reach_the_trainers_device(monkeypatch):
-    gens = (FakeGenerator(), FakeGenerator())
-    monkeypatch.setattr(torch.cuda, "default_generators", gens)
-    assert dt.seed_device(torch.device("cuda:1"), 3001) is None          # None: the device's default generator
-    assert gens[1].seed == 3001 and gens[0].seed is None
-    cpu = dt.seed_device(torch.device("cpu"), 3001)
-    assert cpu.initial_seed() == 3001 and cpu.device == torch.device("cpu")
-
-
-def test_graph_runs_on_the_trainers_device(monkeypatch):
-    log = []
-
-    class Stream:
-        def __init__(self, device=None):
-            self.device = torch.device(device)
-
-        def wait_stream(self, other):
-            log.append(("wait", self.device, other.device))
-
-    class Graph:
-        def replay(self):
-            log.append("replay")
-
-        def reset(self):
-            log.append("reset")
-
-    @contextlib.contextmanager
-    def ctx(name, arg, **kw):
-        log.append((f"enter {name}", arg, *kw.values()))
-        yield
-        log.append(f"exit {name}")
-
-    monkeypatch.setattr(torch.cuda, "Stream", Stream)
-    monkeypatch.setattr(torch.cuda, "current_stream", lambda d=None: Stream(d))
-    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
-    monkeypatch.setattr(torch.cuda, "device", lambda d: ctx("device", torch.device(d)))
-    monkeypatch.setattr(torch.cuda, "stream", lambda s: ctx("stream", s.device))
-    monkeypatch.setattr(torch.cuda, "graph", lambda g, stream=None: ctx("graph", type(g).__name__, stream=stream.device))
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda d=None: log.append(("sync", torch.device(d))))
-    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: log.append("empty_cache"))
-
-    dev = torch.device("cuda:1")
-    sg = dt.StepGraph(dev)
-    assert sg.stream.device == dev
-    sg.warmup(lambda: log.append("step"))
-    assert log == [("wait", dev, dev), ("enter device", dev), ("enter stream", dev), "step", "exit stream",
-                   "exit device", ("wait", dev, dev)]
-    log.clear()
-    sg.capture(lambda: log.append("step"))
-    sg.replay()
-    sg.sync()
-    assert log == [("enter device", dev), ("enter graph", "Graph", dev), "step", "exit graph", "exit device",
-                   "replay", ("sync", dev)]
-    log.clear()
-    sg.drop()
-    assert log == ["reset", "empty_cache"] and sg.graph is None
-
-
-def test_cuda_graphs_are_refused_by_the_trainer_without_cuda():
-    from dcgan.models import GanConfig
-
-    x = torch.zeros(8, 1, 16, 16)
-    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
-        dt.Trainer(GanConfig(resolution=16, width=0.25, num_classes=0), dt.TrainConfig(batch=4, cuda_graphs=True),
-                   x, None, "cpu", 0)
-
-
 # ---- the stage: run key and the recorded graph status --------------------------------------------------------
 def test_switching_graphs_keeps_the_run_key(no_cuda):
     g = {"loss": "bce", "cuda_graphs": "auto", "deterministic": False, "steps": 10}
@@ -211,83 +133,6 @@ def test_switching_graphs_keeps_the_run_key(no_cuda):
                              "deterministic": True}, 0, "h", 1) == key
     assert train_gan.run_key({**g, "loss": "hinge"}, rt, 0, "h", 1) != key
     assert train_gan.run_key(g, {**rt, "precision": "bf16"}, 0, "h", 1) != key
-
-
-class FailingCapture:
-    """Stands in for StepGraph on a CPU: warm-up steps run eagerly; the capture fails as a CUDA capture does,
-    after the half-recorded step has frozen D's weights (a Python-side flag that capture does change)."""
-
-    def __init__(self, device):
-        self.graph, self.calls = None, []
-
-    def warmup(self, step):
-        self.calls.append("warmup")
-        step()
-
-    def capture(self, step):
-        self.calls.append("capture")
-        step.__self__.D.requires_grad_(False)
-        raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nCUDA kernel errors ...")
-
-    def replay(self):
-        raise AssertionError("nothing was captured")
-
-    def sync(self):
-        self.calls.append("sync")
-
-    def drop(self):
-        self.calls.append("drop")
-
-
-@pytest.fixture
-def failing_capture(monkeypatch):
-    """CUDA graphs 'possible' on this CPU, with a capture that fails."""
-    monkeypatch.setattr(dt, "StepGraph", FailingCapture)
-    monkeypatch.setattr(dt, "graphs_unsupported", lambda device, world: None)
-
-
-def tiny_trainer(cuda_graphs=False, seed=3):
-    from dcgan.models import GanConfig
-
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(24, 1, 16, 16, generator=gen) * 2 - 1
-    y = torch.arange(24) % 2
-    cfg = dt.TrainConfig(steps=10, batch=8, log_every=2, diffaugment="translation,cutout", cuda_graphs=cuda_graphs)
-    return dt.Trainer(GanConfig(resolution=16, width=0.25, num_classes=2), cfg, x, y, "cpu", seed)
-
-
-def test_failed_capture_falls_back_and_trains_on_from_the_same_state(failing_capture):
-    eager = tiny_trainer()
-    eager.run(10)
-    t = tiny_trainer(cuda_graphs=True)
-    assert t.graph_status == "on"
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        t.run(10)
-    assert [str(w.message) for w in caught] == [
-        "CUDA graph capture failed at step 3 (RuntimeError: CUDA error: operation not permitted when stream is "
-        "capturing); training goes on with eager steps from the same state. Set gan.cuda_graphs=false to skip "
-        "the attempt."]
-    assert t.step == 10 and [h["step"] for h in t.history] == [2, 4, 6, 8, 10]
-    assert t.graph_status == "fallback (RuntimeError: CUDA error: operation not permitted when stream is capturing)"
-    assert not t.use_graphs and t._graph is None
-    assert all(p.requires_grad for p in t.D.parameters())
-    assert not any(g["capturable"] for o in (t.opt_d, t.opt_g) for g in o.param_groups)
-    # three eager warm-up steps, the failed capture redone eagerly, eager from then on: the eager run exactly
-    for a, b in zip(eager.state_dict()["G"].values(), t.state_dict()["G"].values()):
-        assert torch.equal(a, b)
-    for a, b in zip(eager.D.parameters(), t.D.parameters()):
-        assert torch.equal(a, b)
-    assert [h["loss_d"] for h in t.history] == [h["loss_d"] for h in eager.history]
-
-
-def test_fallback_syncs_and_drops_the_graph(failing_capture):
-    t = tiny_trainer(cuda_graphs=True)
-    graph = t._graph
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        t.run(5)
-    assert graph.calls == ["warmup"] * 3 + ["capture", "sync", "drop"]
 
 
 def test_stage_records_the_fallback(project, demo_archive, failing_capture, monkeypatch, no_cuda):

@@ -1,12 +1,13 @@
 """Lines per function (and method) in a package, longest first: the check behind "no function in pipeline/
-over about 60 lines". Reads the working tree, or a git revision with --rev.
+over about 60 lines". Reads the working tree, or git revisions with --rev (several: one summary each, e.g. before and after).
 
-    python tools/function_lengths.py [--package pipeline] [--rev COMMIT] [--top 3] [--limit 60]
+    python tools/function_lengths.py [--package pipeline] [--rev COMMIT ...] [--top 3] [--limit 60] [--json OUT]
 """
 from __future__ import annotations
 
 import argparse
 import ast
+import json
 import subprocess
 from pathlib import Path
 
@@ -14,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def sources(package: str, rev: str | None) -> dict[str, str]:
-    if rev is None:
+    if not rev:
         return {p.relative_to(ROOT).as_posix(): p.read_text() for p in sorted((ROOT / package).glob("*.py"))}
     names = subprocess.run(["git", "ls-tree", "--name-only", rev, f"{package}/"], cwd=ROOT, check=True,
                            capture_output=True, text=True).stdout.split()
@@ -37,20 +38,31 @@ def lengths(files: dict[str, str]) -> list[tuple[int, str]]:
     return sorted(out, reverse=True)
 
 
-def main(argv=None) -> list[tuple[int, str]]:
+def summary(package: str, rev: str | None, top: int, limit: int) -> dict:
+    found = lengths(sources(package, rev))
+    over = [f for f in found if f[0] > limit]
+    print(f"{package}/ at {rev or 'the working tree'}: {len(found)} functions, {len(over)} over {limit} lines; "
+          "longest:")
+    longest = [{"lines": n, "function": name} for n, name in found[:max(top, len(over))]]
+    for row in longest:
+        print(f"  {row['lines']:4d}  {row['function']}")
+    commit = rev and subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, check=True, capture_output=True,
+                                    text=True).stdout.strip()
+    return {"rev": commit or "working tree", "functions": len(found), "over_limit": len(over), "longest": longest}
+
+
+def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--package", default="pipeline")
-    ap.add_argument("--rev", default=None)
+    ap.add_argument("--rev", nargs="*", default=[None], help="git revisions (default: the working tree; \"\" for it among revisions)")
     ap.add_argument("--top", type=int, default=3)
     ap.add_argument("--limit", type=int, default=60)
+    ap.add_argument("--json", type=Path, default=None, help="also write the summaries here")
     args = ap.parse_args(argv)
-    found = lengths(sources(args.package, args.rev))
-    over = [f for f in found if f[0] > args.limit]
-    print(f"{args.package}/ at {args.rev or 'the working tree'}: {len(found)} functions, {len(over)} over "
-          f"{args.limit} lines; longest:")
-    for n, name in found[:max(args.top, len(over))]:
-        print(f"  {n:4d}  {name}")
-    return found
+    res = [summary(args.package, rev, args.top, args.limit) for rev in args.rev]
+    if args.json:
+        args.json.write_text(json.dumps({"package": args.package, "limit": args.limit, "revs": res}, indent=1) + "\n")
+    return res
 
 
 if __name__ == "__main__":
