@@ -11,6 +11,8 @@
    GAN and every classifier see the same reduced real set; val (carved from train by patient) and the
    official test folder are untouched. DVC's run cache restores any stage already run with the same inputs,
    so an interrupted study resumes where it stopped (run this script again).
+4. Then the scale-up experiments of bench/kermany_study.yaml (`scale_up`: name -> overrides), queued the same
+   way: fraction 1.0 with more compute, to show how far the goals move with it.
 
     python bench/study.py [--fractions 0.1 1.0 0.25] [--smoke]
     python bench/study_table.py            # the table, the plot and the JSON from `dvc exp show --json`
@@ -45,6 +47,8 @@ SMOKE = {  # the same code path in a minute or two: tiny sizes, two arms
                    "seeds": [0], "cnn": {"batch": 8}, "bootstrap": {"samples": 20}},
     "vtt": {"n": 2, "display_size": 64},
 }
+# a scale-up experiment that changes the CNN only: its GAN, extractor and prepare come from DVC's run cache
+SMOKE_SCALE_UP = {"fraction-1-scaled": {"data.train_fraction": 1.0, "downstream.cnn.epochs": 2}}
 
 
 def merge(into: dict, over: dict) -> dict:
@@ -97,6 +101,28 @@ def main(argv=None) -> dict:
         return run(args)
 
 
+def override(key: str, value) -> str:
+    """key=value in the override grammar of `dvc exp run -S` (lists as [a,b])."""
+    if isinstance(value, list):
+        return f"{key}=[{','.join(str(v) for v in value)}]"
+    return f"{key}={value}"
+
+
+def planned(study: dict, per_fraction: dict, fractions: list[float], args) -> dict[str, list[str]]:
+    """Experiment name -> its -S overrides: one per real fraction, then the scale-up experiments of
+    bench/kermany_study.yaml (unless --fractions picks fractions)."""
+    out = {f"fraction-{f:g}": [f"data.train_fraction={f}", *(override(k, v) for k, v in per_fraction.get(f, {}).items())]
+           for f in fractions}
+    if not args.fractions:
+        out.update({name: [override(k, v) for k, v in settings.items()]
+                    for name, settings in scale_up(study, args).items()})
+    return out
+
+
+def scale_up(study: dict, args) -> dict[str, dict]:
+    return SMOKE_SCALE_UP if args.smoke else study.get("scale_up") or {}
+
+
 def run(args) -> dict:
     study = yaml.safe_load(STUDY.read_text())
     settings = merge(study["common"], SMOKE) if args.smoke else study["common"]
@@ -116,12 +142,10 @@ def run(args) -> dict:
     project(path, layout, settings, env)
     done = experiments(path, env)
     queued, log = [], args.work / "kermany_study.log"
-    for f in fractions:
-        name = f"fraction-{f:g}"
+    for name, overrides in planned(study, per_fraction, fractions, args).items():
         if name in done:
             print(f"{name}: already run ({done[name][:7]}); skipped")
             continue
-        overrides = [f"data.train_fraction={f}", *(f"{k}={v}" for k, v in per_fraction.get(f, {}).items())]
         sh([sys.executable, "-m", "dvc", "exp", "run", "--queue", "-n", name, *(a for o in overrides for a in ("-S", o))],
            path, env)
         # one queued experiment per --run-all: with two queued, DVC 3's worker finished the first and left the
@@ -129,12 +153,13 @@ def run(args) -> dict:
         sh([sys.executable, "-m", "dvc", "exp", "run", "--run-all", "--jobs", "1"], path, env, log=log)
         queued.append(name)
     done = experiments(path, env)
-    missing = [f"fraction-{f:g}" for f in fractions if f"fraction-{f:g}" not in done]
+    missing = [name for name in planned(study, per_fraction, fractions, args) if name not in done]
     if missing:
         raise SystemExit(f"study: {missing} did not finish; see {log} and `dvc queue status` in {path}")
     print(f"study project {path}: experiments {sorted(done)}; next: python bench/study_table.py")
     res = {"smoke": args.smoke, "project": str(path), "experiments": done, "queued_now": queued,
-           "per_fraction": {f"{f:g}": per_fraction.get(f, {}) for f in fractions}}
+           "per_fraction": {f"{f:g}": per_fraction.get(f, {}) for f in fractions},
+           "scale_up": {} if args.fractions else scale_up(study, args)}
     (args.results / "kermany_study_runs.json").write_text(json.dumps(res, indent=1) + "\n")
     return res
 

@@ -9,7 +9,9 @@ metrics/fidelity.json (the GAN's domain FID, relative FID, precision/recall, mem
     python bench/study_table.py [--project bench/work/kermany_study] [--smoke]
 
 Writes <results>/kermany_study.md, kermany_study.json and kermany_study_delta_auc.png (ΔAUC against the real
-fraction with 95% CIs, real_synthetic next to real_classic, one panel per classifier).
+fraction with 95% CIs, real_synthetic next to real_classic, one panel per classifier). The study's experiments
+are named fraction-<f>; any other (the scale-up experiments of bench/kermany_study.yaml) is set beside the study
+experiment of its fraction in a section of its own, and kept out of the per-fraction table and the plot.
 """
 from __future__ import annotations
 
@@ -169,13 +171,66 @@ def markdown(res: dict) -> str:
                      f"{fmt(g['memorisation_synthetic_below'])} / {fmt(g['memorisation_heldout_below'])} |")
     anchor = next((r for r in res["rows"] if r["classifier"] == "cnn" and r["training_set"] == "real"
                    and r["fraction"] == 1.0), None)
+    lines += scale_up_section(res)
     lines += ["", "## Against the published anchor", "",
               f"{ANCHOR['model']} ({ANCHOR['source']}): ROC AUC {ANCHOR['roc_auc']}, accuracy {ANCHOR['accuracy']}. "
               + (f"Our real-only CNN at fraction 1.0 (mean of {anchor['seeds']} seeds): ROC AUC {fmt(anchor['roc_auc'])}, "
-                 f"accuracy {fmt(anchor['accuracy'])}." if anchor else "Fraction 1.0 has not been run."), "",
+                 f"accuracy {fmt(anchor['accuracy'])}." if anchor else "Fraction 1.0 has not been run.")
+              + "".join(f" With more compute ({exp['gan']['experiment']}): ROC AUC {fmt(r['roc_auc'])}, accuracy "
+                        f"{fmt(r['accuracy'])}." for exp in res.get("scale_up", []) if exp["fraction"] == 1.0
+                        for r in exp["rows"] if r["classifier"] == "cnn" and r["training_set"] == "real"), "",
               HONESTY.format(**res["shift"], seeds=max((r["seeds"] for r in res["rows"]), default=0)), "## Reproduce", "", "    python bench/study.py --shared ../shared    # hours on 2 CPU cores",
               "    python bench/study_table.py", ""]
     return "\n".join(lines)
+
+
+def scale_up_section(res: dict) -> list[str]:
+    """Each scale-up experiment beside the study experiment of the same fraction: its settings, every arm it
+    ran, and its GAN."""
+    lines = []
+    for exp in res.get("scale_up", []):
+        base = {(r["classifier"], r["training_set"]): r for r in res["rows"] if r["fraction"] == exp["fraction"]}
+        gan = next((g for g in res["gan"] if g["fraction"] == exp["fraction"]), None)
+        settings = ", ".join(f"{k}={v}" for k, v in exp["settings"].items()) or "none"
+        lines += ["", f"## More compute at fraction {exp['fraction']:g}: {exp['gan']['experiment']} "
+                  f"(rev {exp['gan']['rev']}, code {exp['gan']['code']})", "",
+                  f"Settings on top of the study's: {settings}. The study column is fraction-{exp['fraction']:g}.", "",
+                  "| classifier | training set | ROC AUC: study → more compute | accuracy | sensitivity | specificity "
+                  "| ΔAUC vs real [95% CI] | verdict |", "|---|---|---|---|---|---|---|---|"]
+        for r in exp["rows"]:
+            was = base.get((r["classifier"], r["training_set"]))
+            delta = (f"{fmt(r['delta_auc'])} [{fmt(r['delta_auc_ci'][0])}, {fmt(r['delta_auc_ci'][1])}]"
+                     if "delta_auc" in r else "")
+            lines.append(f"| {r['classifier']} | {r['training_set']} | {fmt(was and was['roc_auc'])} → "
+                         f"{fmt(r['roc_auc'])} | {fmt(r['accuracy'])} | {fmt(r['sensitivity'])} | "
+                         f"{fmt(r['specificity'])} | {delta} | {r.get('verdict', '')} |")
+        lines += ["", "| GAN | domain FID | relative FID | precision | recall | memorised: synthetic / held-out |",
+                  "|---|---|---|---|---|---|"]
+        for label, g in (("study", gan), ("more compute", exp["gan"])):
+            if g:
+                lines.append(f"| {label} | {fmt(g['domain_fid'], 2)} | {fmt(g['relative_fid'], 2)} | "
+                             f"{fmt(g['precision'])} | {fmt(g['recall'])} | {fmt(g['memorisation_synthetic_below'])} "
+                             f"/ {fmt(g['memorisation_heldout_below'])} |")
+    return lines
+
+
+def flat(params: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in params.items():
+        out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def scale_up_results(extra: list[dict], in_study: list[dict]) -> list[dict]:
+    """The tabulated scale-up experiments, each with the params it ran with that differ from the study
+    experiment of its fraction (read from both experiments, not from the settings file)."""
+    out = []
+    for e in extra:
+        base = flat(next((s["params"] for s in in_study if s["fraction"] == e["fraction"]), {}))
+        settings = {k: v for k, v in flat(e["params"]).items() if base.get(k) != v and not k.startswith("paths.")}
+        table = tabulate([e])
+        out.append({"fraction": e["fraction"], "settings": settings, "rows": table["rows"], "gan": table["gan"][0]})
+    return out
 
 
 def plot(res: dict, out: Path) -> None:
@@ -231,7 +286,9 @@ def main(argv=None) -> dict:
             raise SystemExit(f"study_table: no experiments in {args.project}: run bench/study.py first")
         for e in exps:
             e["code"] = code_commit(args.project, e["baseline"])
-        res = {"smoke": args.smoke, "machine": f"{os.cpu_count()}-core CPU", "anchor": ANCHOR, **tabulate(exps)}
+        in_study = [e for e in exps if e["name"] == f"fraction-{e['fraction']:g}"]
+        res = {"smoke": args.smoke, "machine": f"{os.cpu_count()}-core CPU", "anchor": ANCHOR, **tabulate(in_study),
+               "scale_up": scale_up_results([e for e in exps if e not in in_study], in_study)}
         if previous:
             res = carry_over(res, previous)
         (args.results / "kermany_study.json").write_text(json.dumps(res, indent=1) + "\n")
