@@ -111,8 +111,8 @@ def override(key: str, value) -> str:
 def planned(study: dict, per_fraction: dict, fractions: list[float], args) -> dict[str, list[str]]:
     """Experiment name -> its -S overrides: one per real fraction, then the scale-up experiments of
     bench/kermany_study.yaml (unless --fractions picks fractions)."""
-    out = {f"fraction-{f:g}": [f"data.train_fraction={f}", *(override(k, v) for k, v in per_fraction.get(f, {}).items())]
-           for f in fractions}
+    out = {f"fraction-{f:g}": [f"data.train_fraction={f}",
+                                *(override(k, v) for k, v in per_fraction.get(f, {}).items())] for f in fractions}
     if not args.fractions:
         out.update({name: [override(k, v) for k, v in settings.items()]
                     for name, settings in scale_up(study, args).items()})

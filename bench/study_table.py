@@ -195,8 +195,8 @@ def scale_up_section(res: dict) -> list[str]:
         lines += ["", f"## More compute at fraction {exp['fraction']:g}: {exp['gan']['experiment']} "
                   f"(rev {exp['gan']['rev']}, code {exp['gan']['code']})", "",
                   f"Settings on top of the study's: {settings}. The study column is fraction-{exp['fraction']:g}.", "",
-                  "| classifier | training set | ROC AUC: study → more compute | accuracy | sensitivity | specificity "
-                  "| ΔAUC vs real [95% CI] | verdict |", "|---|---|---|---|---|---|---|---|"]
+                  "| classifier | training set | ROC AUC: study → more compute | accuracy | sensitivity | "
+                  "specificity | ΔAUC vs real [95% CI] | verdict |", "|---|---|---|---|---|---|---|---|"]
         for r in exp["rows"]:
             was = base.get((r["classifier"], r["training_set"]))
             delta = (f"{fmt(r['delta_auc'])} [{fmt(r['delta_auc_ci'][0])}, {fmt(r['delta_auc_ci'][1])}]"
