@@ -142,7 +142,8 @@ def run(args) -> dict:
     project(path, layout, settings, env)
     done = experiments(path, env)
     queued, log = [], args.work / "kermany_study.log"
-    for name, overrides in planned(study, per_fraction, fractions, args).items():
+    plan = planned(study, per_fraction, fractions, args)
+    for name, overrides in plan.items():
         if name in done:
             print(f"{name}: already run ({done[name][:7]}); skipped")
             continue
@@ -153,7 +154,7 @@ def run(args) -> dict:
         sh([sys.executable, "-m", "dvc", "exp", "run", "--run-all", "--jobs", "1"], path, env, log=log)
         queued.append(name)
     done = experiments(path, env)
-    missing = [name for name in planned(study, per_fraction, fractions, args) if name not in done]
+    missing = [name for name in plan if name not in done]
     if missing:
         raise SystemExit(f"study: {missing} did not finish; see {log} and `dvc queue status` in {path}")
     print(f"study project {path}: experiments {sorted(done)}; next: python bench/study_table.py")

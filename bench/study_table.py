@@ -145,6 +145,13 @@ def fmt(x, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
+def delta_cell(row: dict) -> str:
+    """ΔAUC vs real [95% CI] of a table row; empty for real only."""
+    if "delta_auc" not in row:
+        return ""
+    return f"{fmt(row['delta_auc'])} [{fmt(row['delta_auc_ci'][0])}, {fmt(row['delta_auc_ci'][1])}]"
+
+
 def markdown(res: dict) -> str:
     names = ", ".join(f"{g['experiment']} (rev {g['rev']}, code {g['code']}"
                       + (", carried over from an earlier study project" if g.get("carried_over") else "") + ")"
@@ -156,10 +163,9 @@ def markdown(res: dict) -> str:
         lines += [f"## {clf}", "", "| real fraction | training set | ROC AUC | accuracy | sensitivity | specificity | "
                   "ΔAUC vs real [95% CI] | verdict |", "|---|---|---|---|---|---|---|---|"]
         for r in (r for r in res["rows"] if r["classifier"] == clf):
-            delta = (f"{fmt(r['delta_auc'])} [{fmt(r['delta_auc_ci'][0])}, {fmt(r['delta_auc_ci'][1])}]"
-                     if "delta_auc" in r else "")
             lines.append(f"| {r['fraction']:g} | {r['training_set']} | {fmt(r['roc_auc'])} | {fmt(r['accuracy'])} | "
-                         f"{fmt(r['sensitivity'])} | {fmt(r['specificity'])} | {delta} | {r.get('verdict', '')} |")
+                         f"{fmt(r['sensitivity'])} | {fmt(r['specificity'])} | {delta_cell(r)} | "
+                         f"{r.get('verdict', '')} |")
         lines.append("")
     lines += ["## The GAN at each fraction (domain extractor; reference: the validation split)", "",
               "| real fraction | train images (patients) | domain FID | relative FID | precision | recall | "
@@ -199,11 +205,9 @@ def scale_up_section(res: dict) -> list[str]:
                   "specificity | ΔAUC vs real [95% CI] | verdict |", "|---|---|---|---|---|---|---|---|"]
         for r in exp["rows"]:
             was = base.get((r["classifier"], r["training_set"]))
-            delta = (f"{fmt(r['delta_auc'])} [{fmt(r['delta_auc_ci'][0])}, {fmt(r['delta_auc_ci'][1])}]"
-                     if "delta_auc" in r else "")
             lines.append(f"| {r['classifier']} | {r['training_set']} | {fmt(was and was['roc_auc'])} → "
                          f"{fmt(r['roc_auc'])} | {fmt(r['accuracy'])} | {fmt(r['sensitivity'])} | "
-                         f"{fmt(r['specificity'])} | {delta} | {r.get('verdict', '')} |")
+                         f"{fmt(r['specificity'])} | {delta_cell(r)} | {r.get('verdict', '')} |")
         lines += ["", "| GAN | domain FID | relative FID | precision | recall | memorised: synthetic / held-out |",
                   "|---|---|---|---|---|---|"]
         for label, g in (("study", gan), ("more compute", exp["gan"])):

@@ -100,10 +100,15 @@ def failing_capture(monkeypatch):
     monkeypatch.setattr(dcgan_train, "graphs_unsupported", lambda device, world: None)
 
 
-def separable_float16(n=48, res=32, seed=0):
-    """(n,1,res,res) float16 images in [-1,1] as prepared images are stored; label 1 has its top half black."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 1, res, res, generator=g) * 2 - 1
-    y = torch.arange(n) % 2
+def separable(n=48, res=32, classes=2, seed=0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n,1,res,res) images in [-1,1], labels n % classes; label 1 has its top half black (the classes differ)."""
+    x = torch.rand(n, 1, res, res, generator=cpu_gen(seed)) * 2 - 1
+    y = torch.arange(n) % classes
     x[y == 1, :, : res // 2] = -1
+    return x, y
+
+
+def separable_float16(n=48, res=32, seed=0):
+    """separable() as numpy float16, as prepared images are stored."""
+    x, y = separable(n, res, seed=seed)
     return x.numpy().astype(np.float16), y.numpy()

@@ -7,22 +7,14 @@ import warnings
 import pytest
 import torch
 
-from conftest import cpu_gen
+from conftest import cpu_gen, separable
 from dcgan.models import GanConfig, load_generator
 from dcgan.train import DivergenceError, StepGraph, TrainConfig, Trainer, generator_state, seed_device
 
 
-def tiny_data(n=24, res=32, classes=2, seed=0):
-    g = cpu_gen(seed)
-    x = torch.rand(n, 1, res, res, generator=g) * 2 - 1
-    y = torch.arange(n) % classes
-    x[y == 1, :, : res // 2] = -1  # the classes differ
-    return x, y
-
-
 def trainer(gan=None, res=32, classes=2, seed=3, **cfg):
     gan = gan or GanConfig(resolution=res, width=0.25, num_classes=classes)
-    x, y = tiny_data(res=res, classes=max(classes, 1))
+    x, y = separable(24, res, classes=max(classes, 1))
     opts = dict(steps=100, batch=8, log_every=2)
     opts.update(cfg)
     return Trainer(gan, TrainConfig(**opts), x, y if gan.num_classes else None, "cpu", seed)
@@ -186,7 +178,7 @@ def test_checkpoint_for_another_config_is_refused():
 
 
 def test_non_finite_losses_stop_training():
-    x, y = tiny_data()
+    x, y = separable(24)
     x[:] = float("nan")
     t = Trainer(GanConfig(resolution=32, width=0.25, num_classes=2), TrainConfig(steps=10, batch=8, log_every=2),
                 x, y, "cpu", 0)
@@ -275,7 +267,7 @@ def test_checkpoint_from_a_graph_run_resumes_eagerly_and_exactly():
         assert torch.equal(a, b)
 
 
-# ---- the CUDA calls, stubbed: a trainer on cuda:1 seeds, streams and syncs cuda:1; a failed graph capture falls back --------------------------------------------------------------
+# ---- the CUDA calls, stubbed: a trainer on cuda:1 seeds, streams and syncs cuda:1; a failed capture falls back
 class FakeGenerator:
     def __init__(self):
         self.seed = None

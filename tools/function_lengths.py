@@ -1,5 +1,6 @@
 """Lines per function (and method) in a package, longest first: the check behind "no function in pipeline/
-over about 60 lines". Reads the working tree, or git revisions with --rev (several: one summary each, e.g. before and after).
+over about 60 lines". Reads the working tree, or git revisions with --rev (several: one summary each, e.g.
+before and after).
 
     python tools/function_lengths.py [--package pipeline] [--rev COMMIT ...] [--top 3] [--limit 60] [--json OUT]
 """
@@ -54,7 +55,8 @@ def summary(package: str, rev: str | None, top: int, limit: int) -> dict:
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--package", default="pipeline")
-    ap.add_argument("--rev", nargs="*", default=[None], help="git revisions (default: the working tree; \"\" for it among revisions)")
+    ap.add_argument("--rev", nargs="*", default=[None],
+                    help='git revisions (default: the working tree; "" for it among revisions)')
     ap.add_argument("--top", type=int, default=3)
     ap.add_argument("--limit", type=int, default=60)
     ap.add_argument("--json", type=Path, default=None, help="also write the summaries here")
