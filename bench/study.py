@@ -14,7 +14,7 @@
 4. Then the scale-up experiments of bench/kermany_study.yaml (`scale_up`: name -> overrides), queued the same
    way: fraction 1.0 with more compute, to show how far the goals move with it.
 
-    python bench/study.py [--fractions 0.1 1.0 0.25] [--smoke]
+    python bench/study.py [--only fraction-1-wide-gan ...] [--smoke]
     python bench/study_table.py            # the table, the plot and the JSON from `dvc exp show --json`
 
 Every command run is printed. The log of the queue is <work>/kermany_study.log.
@@ -93,8 +93,9 @@ def experiments(path: Path, env: dict) -> dict[str, str]:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", default=str(ROOT.parent / "shared"))
-    ap.add_argument("--fractions", type=float, nargs="+", default=None,
-                    help="real fractions to run, in this order (default: those in bench/kermany_study.yaml)")
+    ap.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                    help="run only these experiments (fraction-<f> or a scale_up name); default: every one of "
+                         "bench/kermany_study.yaml not yet run in the study project")
     add_folder_args(ap)
     args = ap.parse_args(argv)
     with folders(args):
@@ -108,15 +109,17 @@ def override(key: str, value) -> str:
     return f"{key}={value}"
 
 
-def planned(study: dict, per_fraction: dict, fractions: list[float], args) -> dict[str, list[str]]:
+def planned(study: dict, per_fraction: dict, args) -> dict[str, list[str]]:
     """Experiment name -> its -S overrides: one per real fraction, then the scale-up experiments of
-    bench/kermany_study.yaml (unless --fractions picks fractions)."""
-    out = {f"fraction-{f:g}": [f"data.train_fraction={f}",
-                                *(override(k, v) for k, v in per_fraction.get(f, {}).items())] for f in fractions}
-    if not args.fractions:
-        out.update({name: [override(k, v) for k, v in settings.items()]
-                    for name, settings in scale_up(study, args).items()})
-    return out
+    bench/kermany_study.yaml; with --only, the ones it names."""
+    out = {f"fraction-{f:g}": [f"data.train_fraction={f}", *(override(k, v) for k, v in overrides.items())]
+           for f, overrides in per_fraction.items()}
+    out.update({name: [override(k, v) for k, v in settings.items()]
+                for name, settings in scale_up(study, args).items()})
+    unknown = set(args.only or ()) - set(out)
+    if unknown:
+        raise SystemExit(f"study: --only {sorted(unknown)}: not in bench/kermany_study.yaml; it has {list(out)}")
+    return {name: overrides for name, overrides in out.items() if not args.only or name in args.only}
 
 
 def scale_up(study: dict, args) -> dict[str, dict]:
@@ -129,7 +132,6 @@ def run(args) -> dict:
     per_fraction = {float(k): v for k, v in study["per_fraction"].items()}
     if args.smoke:
         per_fraction = {1.0: {"downstream.cnn.epochs": 1}}
-    fractions = args.fractions or list(per_fraction)
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("PYTHONPATH", None)   # each experiment imports the code of its own workspace
@@ -142,7 +144,7 @@ def run(args) -> dict:
     project(path, layout, settings, env)
     done = experiments(path, env)
     queued, log = [], args.work / "kermany_study.log"
-    plan = planned(study, per_fraction, fractions, args)
+    plan = planned(study, per_fraction, args)
     for name, overrides in plan.items():
         if name in done:
             print(f"{name}: already run ({done[name][:7]}); skipped")
@@ -159,8 +161,8 @@ def run(args) -> dict:
         raise SystemExit(f"study: {missing} did not finish; see {log} and `dvc queue status` in {path}")
     print(f"study project {path}: experiments {sorted(done)}; next: python bench/study_table.py")
     res = {"smoke": args.smoke, "project": str(path), "experiments": done, "queued_now": queued,
-           "per_fraction": {f"{f:g}": per_fraction.get(f, {}) for f in fractions},
-           "scale_up": {} if args.fractions else scale_up(study, args)}
+           "per_fraction": {f"{f:g}": overrides for f, overrides in per_fraction.items()},
+           "scale_up": scale_up(study, args), "only": args.only}
     (args.results / "kermany_study_runs.json").write_text(json.dumps(res, indent=1) + "\n")
     return res
 

@@ -5,6 +5,7 @@ by globbing bench/*.py (helpers start with "_"): a new script without --smoke, o
 fails."""
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import math
@@ -186,6 +187,7 @@ def check_study(out: Path) -> None:
         k: v for k, v in res["gan"][0].items() if k not in ("experiment", "rev")}   # the same GAN, from the run cache
     scaled_real = next(r for r in scaled["rows"] if r["training_set"] == "real")
     assert f"| cnn | real | {rows['cnn', 'real']['roc_auc']:.3f} → {scaled_real['roc_auc']:.3f} |" in md
+    assert f"With more compute (fraction-1-scaled): ROC AUC {scaled_real['roc_auc']:.3f}" in md
     # a fraction run by an earlier study project is carried over from its JSON, marked as such
     previous = out.parent / "previous.json"
     previous.write_text(json.dumps({**res, "rows": [{**r, "fraction": 0.1} for r in res["rows"]],
@@ -251,7 +253,6 @@ def test_smoke_refuses_to_write_into_bench_results():
     spec = importlib.util.spec_from_file_location("bench_data", BENCH / "_data.py")
     data = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(data)
-    import argparse
 
     ap = argparse.ArgumentParser()
     data.add_folder_args(ap)
@@ -276,6 +277,37 @@ def test_downstream_cli_maps_into_the_arms_params(monkeypatch):
                                        "xgboost": {"real": ["real"], "synthetic": ["synthetic"]}}
     assert planned(p["downstream"]["arms"]) == {"xgboost": ["real", "synthetic"]}
 
+
+def test_study_only_runs_the_experiments_it_names(monkeypatch):
+    """--only picks experiments of bench/kermany_study.yaml by name, fractions and scale-ups alike, each with its
+    own overrides; a name the file does not have stops the study before anything is queued."""
+    study = load_script("study", monkeypatch)
+    settings = {"scale_up": {"wide": {"data.train_fraction": 1.0, "gan.width": 1.0, "arms": ["real", "real_classic"]}}}
+    per_fraction = {0.1: {"downstream.cnn.epochs": 60}, 1.0: {}}
+
+    def plan(*only):
+        return study.planned(settings, per_fraction, argparse.Namespace(smoke=False, only=list(only) or None))
+
+    assert list(plan()) == ["fraction-0.1", "fraction-1", "wide"]
+    assert plan("wide", "fraction-0.1") == {"fraction-0.1": ["data.train_fraction=0.1", "downstream.cnn.epochs=60"],
+                                            "wide": ["data.train_fraction=1.0", "gan.width=1.0",
+                                                     "arms=[real,real_classic]"]}
+    with pytest.raises(SystemExit, match=r"\['fraction-0.5'\]: not in"):
+        plan("fraction-0.5")
+
+def test_study_table_names_a_shared_real_arm_once(monkeypatch):
+    """Two scale-up experiments with the same CNN settings share one real-only arm (DVC's run cache): the
+    anchor line gives its figures once, naming both; a different figure gets its own entry."""
+    table = load_script("study_table", monkeypatch)
+
+    def exp(name, auc, fraction=1.0):
+        return {"fraction": fraction, "gan": {"experiment": name},
+                "rows": [{"classifier": "cnn", "training_set": ts, "roc_auc": auc, "accuracy": 0.8}
+                         for ts in ("real", "real_classic")]}
+
+    res = {"scale_up": [exp("scaled", 0.928), exp("wide-gan", 0.928), exp("other", 0.95), exp("low", 0.9, 0.1)]}
+    assert table.scaled_real_cnn(res) == {("0.928", "0.800"): ["scaled", "wide-gan"],
+                                          ("0.950", "0.800"): ["other"]}
 
 def load_script(name: str, monkeypatch):
     """bench/<name>.py as a module (its sys.path changes end with the test)."""
