@@ -239,7 +239,7 @@ def scale_up_results(extra: list[dict], in_study: list[dict]) -> list[dict]:
     """The tabulated scale-up experiments, each with the params it ran with that differ from the study
     experiment of its fraction (read from both experiments, not from the settings file)."""
     out = []
-    for e in extra:
+    for e in sorted(extra, key=lambda e: (e["fraction"], e["name"])):
         base = flat(next((s["params"] for s in in_study if s["fraction"] == e["fraction"]), {}))
         settings = {k: v for k, v in flat(e["params"]).items() if base.get(k) != v and not k.startswith("paths.")}
         table = tabulate([e])
