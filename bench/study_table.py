@@ -193,9 +193,9 @@ def scaled_real_cnn(res: dict) -> dict[tuple[str, str], list[str]]:
     """(ROC AUC, accuracy) of the real-only CNN at fraction 1.0 -> the scale-up experiments that have it (one
     arm, restored from DVC's run cache, where their CNN settings are the same)."""
     out: dict[tuple[str, str], list[str]] = {}
-    for exp in res.get("scale_up", []):
+    for exp in (e for e in res.get("scale_up", []) if e["fraction"] == 1.0):
         for r in exp["rows"]:
-            if exp["fraction"] == 1.0 and r["classifier"] == "cnn" and r["training_set"] == "real":
+            if r["classifier"] == "cnn" and r["training_set"] == "real":
                 out.setdefault((fmt(r["roc_auc"]), fmt(r["accuracy"])), []).append(exp["gan"]["experiment"])
     return out
 

@@ -295,6 +295,7 @@ def test_study_only_runs_the_experiments_it_names(monkeypatch):
     with pytest.raises(SystemExit, match=r"\['fraction-0.5'\]: not in"):
         plan("fraction-0.5")
 
+
 def test_study_table_names_a_shared_real_arm_once(monkeypatch):
     """Two scale-up experiments with the same CNN settings share one real-only arm (DVC's run cache): the
     anchor line gives its figures once, naming both; a different figure gets its own entry."""
@@ -308,6 +309,7 @@ def test_study_table_names_a_shared_real_arm_once(monkeypatch):
     res = {"scale_up": [exp("scaled", 0.928), exp("wide-gan", 0.928), exp("other", 0.95), exp("low", 0.9, 0.1)]}
     assert table.scaled_real_cnn(res) == {("0.928", "0.800"): ["scaled", "wide-gan"],
                                           ("0.950", "0.800"): ["other"]}
+
 
 def load_script(name: str, monkeypatch):
     """bench/<name>.py as a module (its sys.path changes end with the test)."""
