@@ -9,6 +9,9 @@ in bench/results/. ``tests/test_bench_smoke.py`` runs each script that way.
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 import tempfile
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -132,3 +135,14 @@ def run_prepare(source: Path, out: Path, *overrides: str) -> tuple[dict, float]:
     t = time.perf_counter()
     summary = prepare.main(args)
     return summary, time.perf_counter() - t
+
+
+def dvc_experiments(project: Path, env: dict) -> list[dict]:
+    """The finished experiments of a DVC project, as `dvc exp show --json` lists them: each named rev without an
+    error (its name, rev and data), with ``baseline``, the commit it was run on, added. Queued and running
+    experiments are left out: they have no outputs yet."""
+    shown = json.loads(subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=project, env=env,
+                                      check=True, capture_output=True, text=True).stdout or "[]")
+    return [{**rev, "baseline": row["rev"]} for row in shown for exp in (row.get("experiments") or [])
+            if (exp.get("executor") or {}).get("state") in (None, "success")
+            for rev in exp.get("revs", []) if rev.get("name") and not rev.get("error")]

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import published_layouts  # noqa: E402
-from _data import add_folder_args, folders  # noqa: E402
+from _data import add_folder_args, dvc_experiments, folders  # noqa: E402
 
 STUDY = ROOT / "bench/kermany_study.yaml"
 SMOKE = {  # the same code path in a minute or two: tiny sizes, two arms
@@ -83,11 +83,8 @@ def project(path: Path, source: Path, settings: dict, env: dict) -> None:
 
 
 def experiments(path: Path, env: dict) -> dict[str, str]:
-    """Name -> rev of the study's experiments on the baseline commit."""
-    rows = json.loads(sh([sys.executable, "-m", "dvc", "exp", "show", "--json"], path, env) or "[]")
-    return {rev["name"]: rev["rev"] for row in rows for exp in (row.get("experiments") or [])
-            if (exp.get("executor") or {}).get("state") in (None, "success")   # not queued or running
-            for rev in exp.get("revs", []) if rev.get("name") and not rev.get("error")}
+    """Name -> rev of the study's finished experiments."""
+    return {rev["name"]: rev["rev"] for rev in dvc_experiments(path, env)}
 
 
 def main(argv=None) -> dict:

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from pipeline.arms import verdict  # noqa: E402
-from _data import WORK, add_folder_args, folders  # noqa: E402
+from _data import WORK, add_folder_args, dvc_experiments, folders  # noqa: E402
 
 SETS = ("real", "real_classic", "real_synthetic", "synthetic")
 COMPARED = ("real_classic", "real_synthetic", "synthetic")
@@ -63,23 +63,15 @@ def experiments(project: Path) -> list[dict]:
     import dvc.api
 
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(project / ".dvc/tmp/site-cache")}
-    shown = json.loads(subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=project, env=env,
-                                      check=True, capture_output=True, text=True).stdout)
     out = []
-    for row in shown:
-        for exp in row.get("experiments") or []:
-            if (exp.get("executor") or {}).get("state") not in (None, "success"):
-                continue   # queued or still running: no outputs yet
-            for rev in exp.get("revs", []):
-                if not rev.get("name") or rev.get("error"):
-                    continue
-                params = rev["data"]["params"]["params.yaml"]["data"]
-                read = lambda path: json.loads(dvc.api.read(path, repo=str(project), rev=rev["rev"]))  # noqa: E731
-                out.append({"name": rev["name"], "rev": rev["rev"], "baseline": row["rev"],
-                            "fraction": float(params["data"]["train_fraction"]), "params": params,
-                            "downstream": read(params["paths"]["downstream_summary"]),
-                            "fidelity": read(params["paths"]["fidelity_metrics"]),
-                            "prepared": read(f"{params['paths']['prepared']}/summary.json")})
+    for rev in dvc_experiments(project, env):
+        params = rev["data"]["params"]["params.yaml"]["data"]
+        read = lambda path: json.loads(dvc.api.read(path, repo=str(project), rev=rev["rev"]))  # noqa: E731
+        out.append({"name": rev["name"], "rev": rev["rev"], "baseline": rev["baseline"],
+                    "fraction": float(params["data"]["train_fraction"]), "params": params,
+                    "downstream": read(params["paths"]["downstream_summary"]),
+                    "fidelity": read(params["paths"]["fidelity_metrics"]),
+                    "prepared": read(f"{params['paths']['prepared']}/summary.json")})
     return sorted(out, key=lambda e: e["fraction"])
 
 
