@@ -174,7 +174,7 @@ def markdown(res: dict) -> str:
               f"{ANCHOR['model']} ({ANCHOR['source']}): ROC AUC {ANCHOR['roc_auc']}, accuracy {ANCHOR['accuracy']}. "
               + (f"Our real-only CNN at fraction 1.0 (mean of {anchor['seeds']} seeds): ROC AUC {fmt(anchor['roc_auc'])}, "
                  f"accuracy {fmt(anchor['accuracy'])}." if anchor else "Fraction 1.0 has not been run.")
-              + "".join(f" With more compute ({', '.join(names)}): ROC AUC {auc}, accuracy {acc}."
+              + "".join(f" With a larger CNN ({', '.join(names)}): ROC AUC {auc}, accuracy {acc}."
                         for (auc, acc), names in scaled_real_cnn(res).items()), "",
               HONESTY.format(**res["shift"], seeds=max((r["seeds"] for r in res["rows"]), default=0)), "## Reproduce", "", "    python bench/study.py --shared ../shared    # hours on 2 CPU cores",
               "    python bench/study_table.py", ""]
@@ -182,10 +182,12 @@ def markdown(res: dict) -> str:
 
 
 def scaled_real_cnn(res: dict) -> dict[tuple[str, str], list[str]]:
-    """(ROC AUC, accuracy) of the real-only CNN at fraction 1.0 -> the scale-up experiments that have it (one
-    arm, restored from DVC's run cache, where their CNN settings are the same)."""
+    """(ROC AUC, accuracy) of the real-only CNN at fraction 1.0 -> the scale-up experiments with a CNN of their
+    own that have it (one arm, restored from DVC's run cache, where their CNN settings are the same). An
+    experiment that changes only the GAN has the study's real-only arm, already on the anchor line."""
     out: dict[tuple[str, str], list[str]] = {}
-    for exp in (e for e in res.get("scale_up", []) if e["fraction"] == 1.0):
+    for exp in (e for e in res.get("scale_up", []) if e["fraction"] == 1.0
+                and any(k.startswith("downstream.cnn.") for k in e["settings"])):
         for r in exp["rows"]:
             if r["classifier"] == "cnn" and r["training_set"] == "real":
                 out.setdefault((fmt(r["roc_auc"]), fmt(r["accuracy"])), []).append(exp["gan"]["experiment"])
@@ -200,10 +202,10 @@ def scale_up_section(res: dict) -> list[str]:
         base = {(r["classifier"], r["training_set"]): r for r in res["rows"] if r["fraction"] == exp["fraction"]}
         gan = next((g for g in res["gan"] if g["fraction"] == exp["fraction"]), None)
         settings = ", ".join(f"{k}={v}" for k, v in exp["settings"].items()) or "none"
-        lines += ["", f"## More compute at fraction {exp['fraction']:g}: {exp['gan']['experiment']} "
+        lines += ["", f"## Beside the study at fraction {exp['fraction']:g}: {exp['gan']['experiment']} "
                   f"(rev {exp['gan']['rev']}, code {exp['gan']['code']})", "",
                   f"Settings on top of the study's: {settings}. The study column is fraction-{exp['fraction']:g}.", "",
-                  "| classifier | training set | ROC AUC: study → more compute | accuracy | sensitivity | "
+                  "| classifier | training set | ROC AUC: study → this experiment | accuracy | sensitivity | "
                   "specificity | ΔAUC vs real [95% CI] | verdict |", "|---|---|---|---|---|---|---|---|"]
         for r in exp["rows"]:
             was = base.get((r["classifier"], r["training_set"]))
