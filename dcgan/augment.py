@@ -1,16 +1,18 @@
 """Differentiable augmentation (DiffAugment, Zhao et al. 2020, arXiv:2006.10738): the same random
-translation and cutout applied to every image D sees, real and fake, in both the D and the G step, so D
-cannot memorise a small training set and G still gets gradients through the augmentation.
+translation, cutout and colour changes applied to every image D sees, real and fake, in both the D and the
+G step, so D cannot memorise a small training set and G still gets gradients through the augmentation.
 
 Follows the reference implementation (mit-han-lab/data-efficient-gans, DiffAugment_pytorch.py): shifts of
-up to 1/8 of the side filled with 0, and one square of half the side set to 0. Written with gathers and
-comparisons on the device, no host synchronisation, so it can be captured in a CUDA graph.
+up to 1/8 of the side filled with 0; one square of half the side set to 0; colour: brightness (+U(-0.5, 0.5)
+on the [-1, 1] scale), saturation (the channels scaled about their mean by U(0, 2): no change to a single-channel
+X-ray) and contrast (scaled about the image mean by U(0.5, 1.5)), one draw per image each. Written with
+gathers and comparisons on the device, no host synchronisation, so it can be captured in a CUDA graph.
 """
 from __future__ import annotations
 
 import torch
 
-POLICIES = ("translation", "cutout")
+POLICIES = ("translation", "cutout", "color")
 
 
 def parse_policy(policy: str) -> tuple[str, ...]:
@@ -47,7 +49,22 @@ def cutout(x: torch.Tensor, ratio: float = 0.5, generator: torch.Generator | Non
     return x * (~inside)[:, None].to(x.dtype)
 
 
+def color(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Brightness, saturation and contrast, in the reference's order, each drawn per image."""
+    def draw() -> torch.Tensor:
+        return torch.rand(x.shape[0], 1, 1, 1, dtype=x.dtype, device=x.device, generator=generator)
+
+    x = x + (draw() - 0.5)
+    mean = x.mean(dim=1, keepdim=True)
+    x = (x - mean) * (draw() * 2) + mean
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) * (draw() + 0.5) + mean
+
+
+AUGMENTS = {"translation": translate, "cutout": cutout, "color": color}
+
+
 def diff_augment(x: torch.Tensor, policy: tuple[str, ...], generator: torch.Generator | None = None) -> torch.Tensor:
     for name in policy:
-        x = translate(x, generator=generator) if name == "translation" else cutout(x, generator=generator)
+        x = AUGMENTS[name](x, generator=generator)
     return x

@@ -1,9 +1,9 @@
-"""DiffAugment (dcgan/augment.py): translation, cutout, differentiability and the policy check."""
+"""DiffAugment (dcgan/augment.py): translation, cutout, colour, differentiability and the policy check."""
 import pytest
 import torch
 
 from conftest import cpu_gen
-from dcgan.augment import cutout, diff_augment, parse_policy, translate
+from dcgan.augment import color, cutout, diff_augment, parse_policy, translate
 
 
 def test_translation_shifts_content_and_fills_zero():
@@ -28,9 +28,32 @@ def test_cutout_zeroes_one_square_per_image():
     assert (zeros == 64).sum() > 0
 
 
+def test_color_is_one_brightness_and_contrast_draw_per_image():
+    """On one channel, colour is out = c * (x - mean(x)) + mean(x) + b per image, with contrast c in [0.5, 1.5]
+    and brightness b in [-0.5, 0.5] (saturation leaves a single channel as it is); on three channels, saturation
+    also scales the channels about their mean."""
+    x = torch.rand(64, 1, 8, 8) * 2 - 1
+    out = color(x, generator=cpu_gen())
+    centred_in = x - x.mean(dim=(1, 2, 3), keepdim=True)
+    centred_out = out - out.mean(dim=(1, 2, 3), keepdim=True)
+    c = (centred_out.flatten(1) / centred_in.flatten(1)).median(1).values
+    b = (out - x).mean(dim=(1, 2, 3))
+    assert torch.allclose(centred_out, c[:, None, None, None] * centred_in, atol=1e-5)
+    assert ((c >= 0.5 - 1e-5) & (c <= 1.5 + 1e-5)).all() and ((b >= -0.5 - 1e-5) & (b <= 0.5 + 1e-5)).all()
+    assert c.std() > 0.1 and b.std() > 0.1   # drawn per image
+    grey = x.repeat(1, 3, 1, 1)
+    out = color(grey, generator=cpu_gen())
+    assert torch.allclose(out[:, 0], out[:, 1]) and torch.allclose(out[:, 1], out[:, 2])   # grey stays grey
+    rgb = torch.rand(64, 3, 8, 8)
+    out = color(rgb, generator=cpu_gen())
+    k = (out[:, 0] - out[:, 1]).flatten(1) / (rgb[:, 0] - rgb[:, 1]).flatten(1)   # saturation x contrast
+    assert torch.allclose(k, k[:, :1].expand_as(k), atol=1e-3) and (k >= 0).all() and (k <= 3).all()
+    assert ((k[:, 0] < 0.5) | (k[:, 0] > 1.5)).any()   # beyond what contrast alone gives: saturation acts
+
+
 def test_diffaugment_is_differentiable_and_policy_checked():
     x = torch.rand(4, 1, 16, 16, requires_grad=True)
-    diff_augment(x, parse_policy("translation,cutout"), cpu_gen()).sum().backward()
+    diff_augment(x, parse_policy("color,translation,cutout"), cpu_gen()).sum().backward()
     assert x.grad is not None and float(x.grad.abs().sum()) > 0
     with pytest.raises(ValueError, match="policy"):
         parse_policy("color,flip")
