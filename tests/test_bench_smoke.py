@@ -94,10 +94,11 @@ def check_gan_defaults(out: Path) -> None:
     res = read_json(out / "gan_defaults_32.json")
     assert res["smoke"] is True and res["steps"] == 2 and res["train_images"] == 12 and res["val_images"] == 4
     assert finite(res["fid_real_train_vs_val"], 0)
-    assert len(res["configs"]) == 8 and "dcgan (paper)" in res["configs"] and "+diffaugment +ema" in res["configs"]
+    assert len(res["configs"]) == 9 and {"dcgan (paper)", "+diffaugment +ema +color"} <= set(res["configs"])
     for c in res["configs"].values():
         (run,) = c["runs"]
         assert set(run["fid_by_step"]) == {"1", "2"} and all(finite(v, 0) for v in run["fid_by_step"].values())
+        assert run["fid_real_train_vs_val"] == res["fid_real_train_vs_val"]   # one invocation, one extractor
         assert c["fid_final_mean"] == run["fid_by_step"]["2"] and c["seeds"] == 1
         assert all(finite(v) for v in run["final_losses"].values())
 
@@ -336,6 +337,12 @@ def test_gan_defaults_merges_runs_of_the_same_settings_only(monkeypatch, tmp_pat
     assert merged["+ema"]["seeds"] == 2 and merged["dcgan (paper)"]["fid_final_mean"] == 8.0
     assert merged["+diffaugment"]["fid_final_mean"] == 6.0
     assert len(old["+ema"]["runs"]) == 2  # the old results are not modified in place
+    # old runs keep the floor of the extractor that scored them; their own when they have one
+    old["+ema"]["runs"][0]["fid_real_train_vs_val"] = 0.3
+    new["+ema"]["runs"][0]["fid_real_train_vs_val"] = 0.6
+    merged = gd.merge(old, new, old_floor=0.5)
+    assert [r["fid_real_train_vs_val"] for r in merged["+ema"]["runs"]] == [0.3, 0.6]
+    assert merged["dcgan (paper)"]["runs"][0]["fid_real_train_vs_val"] == 0.5
     settings = {"resolution": 32, "width": 0.5, "steps": 3000, "batch": 64, "train_images": 10, "val_images": 2}
     gd.check_same_settings(settings, dict(settings), tmp_path / "x.json")
     with pytest.raises(SystemExit, match="steps: 3000 there, 60 here"):
