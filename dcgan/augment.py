@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import torch
 
-POLICIES = ("translation", "cutout", "color")
-
 
 def parse_policy(policy: str) -> tuple[str, ...]:
     names = tuple(p.strip() for p in policy.split(",") if p.strip())
-    bad = [p for p in names if p not in POLICIES]
+    bad = [p for p in names if p not in AUGMENTS]
     if bad:
-        raise ValueError(f"unknown DiffAugment policy {bad}; choose from {POLICIES} (comma-separated, or empty)")
+        raise ValueError(f"unknown DiffAugment policy {bad}; choose from {tuple(AUGMENTS)} (comma-separated, or "
+                         f"empty)")
     return names
 
 
@@ -61,7 +60,7 @@ def color(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Te
     return (x - mean) * (draw() + 0.5) + mean
 
 
-AUGMENTS = {"translation": translate, "cutout": cutout, "color": color}
+AUGMENTS = {"translation": translate, "cutout": cutout, "color": color}   # the policies, by name
 
 
 def diff_augment(x: torch.Tensor, policy: tuple[str, ...], generator: torch.Generator | None = None) -> torch.Tensor:
