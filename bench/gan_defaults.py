@@ -51,6 +51,8 @@ CONFIGS = {
     "+diffaugment +ema +label_smoothing 0.1": ({**DA, **EMA, "label_smoothing": 0.1}, False),
     "+diffaugment +ema lr_d 4e-4 lr_g 1e-4": ({**DA, **EMA, "lr_d": 4e-4, "lr_g": 1e-4}, False),
     "+diffaugment +ema +color": ({**EMA, "diffaugment": "color,translation,cutout"}, False),  # the paper's policy
+    # StyleGAN2-ADA's cifar config (32 px, batch 64) uses gamma 0.01; its auto rule 0.0002 * res^2 / batch gives 0.003
+    "+diffaugment +ema +r1 0.01": ({**DA, **EMA, "r1_gamma": 0.01}, False),
 }
 # runs merge into an existing JSON (--only) only when these agree
 SETTINGS = ("smoke", "resolution", "width", "steps", "batch", "extractor_steps", "train_images", "val_images")

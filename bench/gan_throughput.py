@@ -214,6 +214,7 @@ def run(args) -> None:
             rt = {k: runtime[k] for k in ("precision", "channels_last", "cuda_graphs")} | change
             cfg = TrainConfig(steps=10**9, batch=batch, loss=g["loss"], diffaugment=g["diffaugment"] or "",
                               ema_decay=float(g["ema_decay"]), label_smoothing=float(g["label_smoothing"]),
+                              r1_gamma=float(g["r1_gamma"]),
                               log_every=10**9, **rt)
             try:
                 row[key] = ours_throughput(images, labels, gan, cfg, device, args.seconds)

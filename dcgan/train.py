@@ -53,6 +53,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     loss: str = "bce"                    # bce (non-saturating) | hinge
     label_smoothing: float = 0.0         # one-sided, bce only: real target 1 - s
+    r1_gamma: float = 0.0                # R1 penalty weight on D's gradient at real (augmented) images; 0: off
     diffaugment: str = ""                # "translation,cutout", a subset, or "" for none
     ema_decay: float = 0.999             # 0: no EMA, sampling uses the raw generator
     precision: str = "fp32"              # fp32 | bf16 (autocast)
@@ -70,6 +71,8 @@ class TrainConfig:
         if not 0 <= self.label_smoothing < 0.5 or (self.label_smoothing and self.loss != "bce"):
             raise ValueError(f"label_smoothing must be in [0, 0.5) and needs loss bce, got {self.label_smoothing}"
                              f" with {self.loss}")
+        if not 0 <= self.r1_gamma < math.inf:
+            raise ValueError(f"r1_gamma must be finite and >= 0, got {self.r1_gamma}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.steps < 1 or self.batch < 1 or self.log_every < 1:
@@ -94,6 +97,14 @@ class Callbacks:
 class _Window:
     t0: float = field(default_factory=time.perf_counter)
     step0: int = 0
+
+
+def r1_penalty(d_real: torch.Tensor, real_in: torch.Tensor, gamma: float) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): gamma / 2 * E ||grad_x D(x)||^2 at the real images D saw (augmented, as in
+    StyleGAN2-ADA), as a differentiable term of D's loss. With BatchNorm in D the gradient of the summed logits
+    also runs through the batch statistics (as in every batched implementation); spectral_norm has no BatchNorm."""
+    (grad,) = torch.autograd.grad(d_real.float().sum(), real_in, create_graph=True)
+    return gamma / 2 * grad.float().square().flatten(1).sum(1).mean()
 
 
 def _world() -> tuple[int, int]:
@@ -314,11 +325,14 @@ class Trainer:
         # D step: maximise log D(x) + log(1 - D(G(z))) (bce) or the hinge margin
         with self.autocast:
             fake = self.G(z, y)                                                 # (B, 1, R, R)
-            d_real = self.D(self._aug(real), y)                                  # (B,) logits
+            real_in = self._aug(real)
+            if cfg.r1_gamma:
+                real_in = real_in.detach().requires_grad_(True)
+            d_real = self.D(real_in, y)                                         # (B,) logits
             d_fake = self.D(self._aug(fake.detach()), y)
             loss_d = d_loss(d_real, d_fake, cfg.loss, cfg.label_smoothing)
         self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
+        (loss_d + r1_penalty(d_real, real_in, cfg.r1_gamma) if cfg.r1_gamma else loss_d).backward()
         self._allreduce(self.D.parameters())
         self.opt_d.step()
         # G step: maximise log D(G(z)) (non-saturating) or D(G(z)) (hinge); D's weights are not trained here

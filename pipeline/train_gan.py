@@ -188,6 +188,7 @@ def build_trainer(gan_params: dict, runtime: dict, data, seed: int) -> Trainer:
                           lr_g=float(gan_params["lr_g"]), lr_d=float(gan_params["lr_d"]),
                           betas=tuple(float(beta) for beta in gan_params["betas"]), loss=gan_params["loss"],
                           label_smoothing=float(gan_params["label_smoothing"]),
+                          r1_gamma=float(gan_params["r1_gamma"]),
                           diffaugment=gan_params["diffaugment"] or "", ema_decay=float(gan_params["ema_decay"]),
                           precision=runtime["precision"], channels_last=runtime["channels_last"],
                           cuda_graphs=runtime["cuda_graphs"], log_every=int(gan_params["log_every"]),

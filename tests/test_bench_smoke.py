@@ -94,7 +94,7 @@ def check_gan_defaults(out: Path) -> None:
     res = read_json(out / "gan_defaults_32.json")
     assert res["smoke"] is True and res["steps"] == 2 and res["train_images"] == 12 and res["val_images"] == 4
     assert finite(res["fid_real_train_vs_val"], 0)
-    assert len(res["configs"]) == 9 and {"dcgan (paper)", "+diffaugment +ema +color"} <= set(res["configs"])
+    assert len(res["configs"]) == 10 and {"dcgan (paper)", "+diffaugment +ema +r1 0.01"} <= set(res["configs"])
     for c in res["configs"].values():
         (run,) = c["runs"]
         assert set(run["fid_by_step"]) == {"1", "2"} and all(finite(v, 0) for v in run["fid_by_step"].values())

@@ -1,6 +1,7 @@
 """The DCGAN training loop (dcgan/train.py) on tiny tensors: objectives, EMA, resume, divergence checks,
 bf16 and channels_last, and its CUDA calls (seeding, graph capture and its fallback) with torch.cuda stubbed."""
 import contextlib
+import copy
 import math
 import warnings
 
@@ -21,7 +22,7 @@ def trainer(gan=None, res=32, classes=2, seed=3, **cfg):
 
 
 OPTIONS = [dict(), dict(loss="hinge"), dict(label_smoothing=0.1), dict(diffaugment="translation,cutout"),
-           dict(diffaugment="cutout"), dict(ema_decay=0.0), dict(lr_g=1e-3, lr_d=5e-5)]
+           dict(diffaugment="cutout"), dict(ema_decay=0.0), dict(lr_g=1e-3, lr_d=5e-5), dict(r1_gamma=0.5)]
 
 
 def record_calls(module: torch.nn.Module) -> list[tuple[tuple, torch.Tensor]]:
@@ -69,6 +70,34 @@ def test_every_option_is_the_objective_and_step_size_the_trainer_runs(opts, sn):
     assert largest_adam_step(g_before, t.G.parameters()) == pytest.approx(t.cfg.lr_g, rel=1e-3)
     assert largest_adam_step(d_before, t.D.parameters()) == pytest.approx(t.cfg.lr_d, rel=1e-3)
     assert (t.G_ema is None) == (t.cfg.ema_decay == 0)
+
+
+@pytest.mark.parametrize("sn", [False, True])
+def test_r1_is_the_gradient_penalty_at_the_real_images_d_saw(sn):
+    """With r1_gamma the D step's gradient is that of the objective plus gamma/2 E||grad_x D(x)||^2, written out
+    here on a copy of D and the (augmented) inputs D saw, and differs from the objective's alone; loss_d logs the
+    objective only. r1_gamma=0 leaves D's gradient as it was."""
+    gan = GanConfig(resolution=16, width=0.25, num_classes=2, spectral_norm=sn)
+    grads = {}
+    for gamma in (0.0, 5.0):
+        t = trainer(gan, res=16, log_every=1, diffaugment="translation,cutout", r1_gamma=gamma)
+        d0 = copy.deepcopy(t.D)
+        d_calls = record_calls(t.D)
+        step = t.opt_d.step
+        t.opt_d.step = lambda: (grads.setdefault(gamma, [p.grad.clone() for p in t.D.parameters()]), step())
+        t.run(1)
+        (real_in, y), (fake_in, _) = d_calls[0][0], d_calls[1][0]
+        x = real_in.clone().requires_grad_(True)
+        d_real, d_fake = d0(x, y), d0(fake_in, y)
+        (grad_x,) = torch.autograd.grad(d_real.sum(), x, create_graph=True)
+        objective = expected_losses(d_real, d_fake, d_fake, "bce", 0.0)[0]
+        want = torch.autograd.grad(objective + gamma / 2 * grad_x.square().sum((1, 2, 3)).mean(), list(d0.parameters()))
+        for got, w in zip(grads[gamma], want):
+            assert torch.allclose(got, w, rtol=1e-4, atol=1e-6)
+        assert t.history[-1]["loss_d"] == pytest.approx(float(objective.detach()), rel=1e-5)
+    assert any(not torch.allclose(a, b) for a, b in zip(grads[0.0], grads[5.0]))
+    with pytest.raises(ValueError, match="r1_gamma"):
+        TrainConfig(r1_gamma=-1.0)
 
 
 def test_label_smoothing_needs_bce():
