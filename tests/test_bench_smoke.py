@@ -188,7 +188,8 @@ def check_study(out: Path) -> None:
         k: v for k, v in res["gan"][0].items() if k not in ("experiment", "rev")}   # the same GAN, from the run cache
     scaled_real = next(r for r in scaled["rows"] if r["training_set"] == "real")
     assert f"| cnn | real | {rows['cnn', 'real']['roc_auc']:.3f} → {scaled_real['roc_auc']:.3f} |" in md
-    assert f"With a larger CNN (fraction-1-scaled): ROC AUC {scaled_real['roc_auc']:.3f}" in md
+    assert (f"With the CNN settings of fraction-1-scaled (in their sections), real: ROC AUC "
+            f"{scaled_real['roc_auc']:.3f}") in md
     # a fraction run by an earlier study project is carried over from its JSON, marked as such
     previous = out.parent / "previous.json"
     previous.write_text(json.dumps({**res, "rows": [{**r, "fraction": 0.1} for r in res["rows"]],
@@ -298,21 +299,24 @@ def test_study_only_runs_the_experiments_it_names(monkeypatch):
 
 
 def test_study_table_names_a_shared_real_arm_once(monkeypatch):
-    """Two scale-up experiments with the same CNN settings share one real-only arm (DVC's run cache): the
-    anchor line gives its figures once, naming both; a different figure gets its own entry. One that changes
-    only the GAN has the study's own real-only arm, and is left out."""
+    """Two scale-up experiments with the same CNN settings share their real-only arms (DVC's run cache): the
+    anchor line gives each arm's figures once, naming both; a different figure gets its own entry. One that
+    changes only the GAN has the study's own real-only arms, and is left out; arms with synthetic images are
+    not real-only."""
     table = load_script("study_table", monkeypatch)
 
     def exp(name, auc, fraction=1.0, settings=None):
         return {"fraction": fraction, "gan": {"experiment": name},
                 "settings": {"downstream.cnn.width": 32} if settings is None else settings,
-                "rows": [{"classifier": "cnn", "training_set": ts, "roc_auc": auc, "accuracy": 0.8}
-                         for ts in ("real", "real_classic")]}
+                "rows": [{"classifier": "cnn", "training_set": ts, "roc_auc": auc + 0.01 * i, "accuracy": 0.8}
+                         for i, ts in enumerate(("real", "real_classic", "real_synthetic"))]}
 
     res = {"scale_up": [exp("scaled", 0.928), exp("wide-gan", 0.928), exp("other", 0.95), exp("low", 0.9, 0.1),
                         exp("gan-only", 0.924, settings={"gan.loss": "hinge"})]}
-    assert table.scaled_real_cnn(res) == {("0.928", "0.800"): ["scaled", "wide-gan"],
-                                          ("0.950", "0.800"): ["other"]}
+    assert table.real_only_cnn(res) == {("real", "0.928", "0.800"): ["scaled", "wide-gan"],
+                                        ("real_classic", "0.938", "0.800"): ["scaled", "wide-gan"],
+                                        ("real", "0.950", "0.800"): ["other"],
+                                        ("real_classic", "0.960", "0.800"): ["other"]}
 
 
 def load_script(name: str, monkeypatch):
