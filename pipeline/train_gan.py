@@ -1,10 +1,14 @@
-"""train_gan stage: prepared train split -> paths.gan_model/{generator.pt, checkpoint.pt} and
-paths.gan_reports/ (sample grids, losses.csv and fid.csv for DVC plots, summary.json).
+"""train_gan stage: prepared train split -> paths.gan_model/generator.pt and paths.gan_reports/ (sample
+grids, losses.csv and fid.csv for DVC plots, summary.json).
 
 With gan.fid_every > 0 the domain FID (extractor stage) of the EMA generator against the val split is
 checked every that many epochs and generator.pt is the generator with the lowest FID.
 
-Resumes from checkpoint.pt when it belongs to the same configuration and data; otherwise starts over.
+While it trains, the stage keeps checkpoint.pt and the reports so far in paths.gan_work, which is not a DVC
+out: DVC deletes a stage's outs before running it, and a stage with `persist` outs is never restored from DVC's
+run cache (so every queued experiment would retrain its GAN). A run resumes from paths.gan_work/checkpoint.pt
+when it belongs to the same configuration and data, otherwise starts over; the finished reports are then
+copied to paths.gan_reports.
 Multi-GPU: ``torchrun --nproc_per_node N -m pipeline.train_gan`` (process 0 writes files and MLflow).
 """
 from __future__ import annotations
@@ -37,7 +41,7 @@ from pipeline.prepared import load_split
 from pipeline.runtime import configure_backends, resolve_runtime
 from pipeline.tracking import stage_run
 
-# losses.csv and the checkpoint are DVC outs: no wall-clock figures (images_per_second goes to MLflow and the bar)
+# losses.csv is a DVC out and the checkpoint's history becomes it: no wall-clock figures (images_per_second goes to MLflow and the bar)
 TIMING_KEYS = ("images_per_second",)
 LOG_COLUMNS = ("step", "epoch", *METRICS, "lr_g", "lr_d")
 FID_COLUMNS = ("step", "epoch", "fid_domain")
@@ -238,13 +242,15 @@ def train(args, runtime: dict, rank: int, world: int) -> dict:
     trainer = build_trainer(gan_params, runtime, data, seed)
     monitor = fid_monitor(args, trainer, data, runtime, seed) if int(gan_params["fid_every"]) and writer else None
     key = run_key(gan_params, runtime, seed, data.data_hash, world)
-    resumed_from = resume(trainer, monitor, model_dir / outputs.CHECKPOINT, key, writer)
+    work = args.path(params["paths"]["gan_work"])
+    staged = work / "reports"    # paths.gan_reports as it grows; published when the run ends
+    resumed_from = resume(trainer, monitor, work / outputs.CHECKPOINT, key, writer)
     if writer and not resumed_from:
-        shutil.rmtree(reports, ignore_errors=True)
+        shutil.rmtree(staged, ignore_errors=True)
     if writer:
-        (reports / outputs.GRIDS).mkdir(parents=True, exist_ok=True)
+        (staged / outputs.GRIDS).mkdir(parents=True, exist_ok=True)
         model_dir.mkdir(parents=True, exist_ok=True)
-    run = TrainingRun(trainer, gan_params, reports, model_dir / outputs.CHECKPOINT, key, data.classes, monitor, writer)
+    run = TrainingRun(trainer, gan_params, staged, work / outputs.CHECKPOINT, key, data.classes, monitor, writer)
     with stage_run("train_gan", params, args.root, {"base": params["base"], "gan": gan_params}) if writer \
             else nullcontext() as ml:
         run.ml = ml
@@ -261,14 +267,15 @@ def train(args, runtime: dict, rank: int, world: int) -> dict:
         except DivergenceError as e:
             run.bar.close()
             if writer:
-                write_log(reports / outputs.LOSSES, trainer.history)
+                run.write_logs()
+                publish(staged, reports)   # the curves that show what went wrong, where they always are
                 run.flush_metrics()
             raise SystemExit(f"train_gan: stopped: {e}") from e
         run.bar.close()
         seconds = time.perf_counter() - started  # timings go to the log and MLflow, never into summary.json (an out)
         if not writer:
             return {}
-        summary = finish(run, data, runtime, world, model_dir)
+        summary = finish(run, data, runtime, world, model_dir, reports)
         images_per_second = round((trainer.step - resumed_from) * trainer.cfg.batch / seconds, 1) if seconds else 0.0
         summary["resumed_from_step"] = resumed_from      # returned and logged, not written
         if ml and trainer.step > resumed_from:
@@ -278,9 +285,15 @@ def train(args, runtime: dict, rank: int, world: int) -> dict:
     return summary
 
 
-def finish(run: TrainingRun, data, runtime: dict, world: int, model_dir: Path) -> dict:
+def publish(staged: Path, reports: Path) -> None:
+    """paths.gan_reports becomes a copy of the staged reports (the checkpoint stays in paths.gan_work)."""
+    shutil.rmtree(reports, ignore_errors=True)
+    shutil.copytree(staged, reports)
+
+
+def finish(run: TrainingRun, data, runtime: dict, world: int, model_dir: Path, published: Path) -> dict:
     """generator.pt (the lowest-FID EMA generator when FID is checked, else the last), the final grids, the
-    logs and summary.json; their MLflow artifacts. Returns the summary."""
+    logs and summary.json, published to paths.gan_reports; their MLflow artifacts. Returns the summary."""
     trainer, monitor, reports = run.trainer, run.monitor, run.reports
     if monitor and (not monitor.history or monitor.history[-1]["step"] != trainer.step):
         run.pending.append({"step": trainer.step, "fid_domain": monitor.check(trainer, data.classes)})
@@ -306,6 +319,7 @@ def finish(run: TrainingRun, data, runtime: dict, world: int, model_dir: Path) -
                "fid_domain_best": round(monitor.best["fid"], 5) if monitor else None,
                "fid_domain_last": round(monitor.history[-1]["fid_domain"], 5) if monitor else None}
     write_json(reports / outputs.SUMMARY, summary)  # a DVC out: what the inputs decide, nothing else
+    publish(reports, published)
     if run.ml:
         run.flush_metrics()
         run.ml.log_param("gan.resolved_cuda_graphs", trainer.graph_status)

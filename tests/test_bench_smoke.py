@@ -167,6 +167,9 @@ def check_study(out: Path) -> None:
     runs = read_json(out / "kermany_study_runs.json")
     names = ["fraction-1", "fraction-1-scaled"]   # the study's one smoke fraction, then its scale-up experiment
     assert runs["smoke"] is True and sorted(runs["experiments"]) == names and runs["queued_now"] == names
+    # fraction-1-scaled changes only the CNN: its GAN is fraction-1's, restored from DVC's run cache, not retrained
+    log = (Path(runs["project"]).parent / "kermany_study.log").read_text()
+    assert log.count("Running stage 'train_gan'") == 1 and "Stage 'train_gan' is cached" in log
     table = run_smoke("study_table.py", out.parent / "table", "--project", runs["project"])
     res = read_json(table / "kermany_study.json")
     assert res["smoke"] is True and [g["experiment"] for g in res["gan"]] == ["fraction-1"]

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,7 +43,7 @@ def test_train_gan_stage_outputs_and_mlflow(prepared):
     g = load_generator(state)
     assert g.sample(3, label=1).shape == (3, 1, 32, 32)
     assert state["fixed_z"].shape == (64, 100) and state["step"] == 12
-    ckpt = torch.load(prepared / "models/gan/checkpoint.pt", weights_only=True)
+    ckpt = torch.load(prepared / "checkpoints/gan/checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 12 and ckpt["fixed_z"].equal(state["fixed_z"])
     reports = prepared / "reports/gan"
     assert log_steps(prepared) == [3, 6, 9, 12]
@@ -90,7 +91,7 @@ def test_killed_run_resumes_and_finishes_the_planned_steps(prepared):
     args = [sys.executable, "-m", "pipeline.train_gan", *stage_args(
         prepared, f"gan.steps={steps}", "gan.checkpoint_every=20", "gan.log_every=10", "mlflow.enabled=false")]
     proc = subprocess.Popen(args, cwd=prepared, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    ckpt = prepared / "models/gan/checkpoint.pt"
+    ckpt = prepared / "checkpoints/gan/checkpoint.pt"
     deadline = time.time() + 120
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -101,6 +102,9 @@ def test_killed_run_resumes_and_finishes_the_planned_steps(prepared):
     assert 0 < killed_at < steps
     assert not (prepared / "models/gan/generator.pt").exists()
     assert not list(ckpt.parent.glob(".*.tmp"))  # or if a temp file was left, it was not renamed in
+    # `dvc repro` deletes the stage's outs before running it again; the checkpoint is not one of them
+    for out in ("models/gan", "reports/gan"):
+        shutil.rmtree(prepared / out, ignore_errors=True)
 
     summary = train_gan.main(stage_args(prepared, f"gan.steps={steps}", "gan.checkpoint_every=20",
                                         "gan.log_every=10", "mlflow.enabled=false"))
@@ -118,7 +122,7 @@ def test_a_damaged_checkpoint_is_set_aside_and_training_resumes_from_the_previou
     last: the stage warns naming it, renames it aside, resumes from step 6 and finishes its 18 planned steps."""
     a = ("mlflow.enabled=false",)
     train_gan.main(stage_args(prepared, *a))
-    ckpt, prev = prepared / "models/gan/checkpoint.pt", prepared / "models/gan/checkpoint.prev.pt"
+    ckpt, prev = prepared / "checkpoints/gan/checkpoint.pt", prepared / "checkpoints/gan/checkpoint.prev.pt"
     assert torch.load(prev, weights_only=True)["step"] == 6
     if damage == "truncated":
         ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
@@ -128,7 +132,7 @@ def test_a_damaged_checkpoint_is_set_aside_and_training_resumes_from_the_previou
         torch.save({"weights": torch.zeros(3)}, ckpt)
     summary = train_gan.main(stage_args(prepared, "gan.steps=18", *a))
     assert summary["resumed_from_step"] == 6 and summary["steps"] == 18
-    assert (prepared / "models/gan/checkpoint.pt.damaged").is_file()
+    assert (prepared / "checkpoints/gan/checkpoint.pt.damaged").is_file()
     assert any("checkpoint.pt cannot be read" in str(w.message) and "checkpoint.pt.damaged" in str(w.message)
                for w in recwarn)
     assert torch.load(ckpt, weights_only=True)["step"] == 18
@@ -137,7 +141,7 @@ def test_a_damaged_checkpoint_is_set_aside_and_training_resumes_from_the_previou
 def test_with_both_checkpoints_damaged_training_starts_over(prepared, recwarn):
     train_gan.main(stage_args(prepared, "mlflow.enabled=false"))
     for name in ("checkpoint.pt", "checkpoint.prev.pt"):
-        (prepared / "models/gan" / name).write_bytes(b"\x00" * 10)
+        (prepared / "checkpoints/gan" / name).write_bytes(b"\x00" * 10)
     summary = train_gan.main(stage_args(prepared, "mlflow.enabled=false"))
     assert summary["resumed_from_step"] == 0 and summary["steps"] == 12
     assert sum("cannot be read" in str(w.message) for w in recwarn) == 2
@@ -150,11 +154,11 @@ def test_torchrun_two_cpu_processes(prepared):
         cwd=prepared, env=env(), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("train_gan: 6 steps") == 1  # one writer
-    ckpts = list((prepared / "models/gan").glob("*.pt"))
     # one writer: checkpoints at 3 and 6 (the last two kept), one generator
-    assert sorted(p.name for p in ckpts) == ["checkpoint.prev.pt", "checkpoint.pt", "generator.pt"]
-    assert torch.load(prepared / "models/gan/checkpoint.prev.pt", weights_only=True)["step"] == 3
-    ckpt = torch.load(prepared / "models/gan/checkpoint.pt", weights_only=True)
+    assert sorted(p.name for p in (prepared / "checkpoints/gan").glob("*.pt")) == ["checkpoint.prev.pt", "checkpoint.pt"]
+    assert [p.name for p in (prepared / "models/gan").glob("*.pt")] == ["generator.pt"]
+    assert torch.load(prepared / "checkpoints/gan/checkpoint.prev.pt", weights_only=True)["step"] == 3
+    ckpt = torch.load(prepared / "checkpoints/gan/checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 6 and len(ckpt["rng"]["device"]) == 2
     assert not torch.equal(ckpt["rng"]["device"][0], ckpt["rng"]["device"][1])  # each process its own noise
     summary = json.loads((prepared / "reports/gan/summary.json").read_text())
