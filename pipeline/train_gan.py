@@ -41,7 +41,8 @@ from pipeline.prepared import load_split
 from pipeline.runtime import configure_backends, resolve_runtime
 from pipeline.tracking import stage_run
 
-# losses.csv is a DVC out and the checkpoint's history becomes it: no wall-clock figures (images_per_second goes to MLflow and the bar)
+# losses.csv (a DVC out) is written from the checkpoint's history: no wall-clock figures in either
+# (images_per_second goes to MLflow and the bar)
 TIMING_KEYS = ("images_per_second",)
 LOG_COLUMNS = ("step", "epoch", *METRICS, "lr_g", "lr_d")
 FID_COLUMNS = ("step", "epoch", "fid_domain")

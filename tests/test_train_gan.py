@@ -155,7 +155,8 @@ def test_torchrun_two_cpu_processes(prepared):
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("train_gan: 6 steps") == 1  # one writer
     # one writer: checkpoints at 3 and 6 (the last two kept), one generator
-    assert sorted(p.name for p in (prepared / "checkpoints/gan").glob("*.pt")) == ["checkpoint.prev.pt", "checkpoint.pt"]
+    kept = sorted(p.name for p in (prepared / "checkpoints/gan").glob("*.pt"))
+    assert kept == ["checkpoint.prev.pt", "checkpoint.pt"]
     assert [p.name for p in (prepared / "models/gan").glob("*.pt")] == ["generator.pt"]
     assert torch.load(prepared / "checkpoints/gan/checkpoint.prev.pt", weights_only=True)["step"] == 3
     ckpt = torch.load(prepared / "checkpoints/gan/checkpoint.pt", weights_only=True)
