@@ -52,6 +52,7 @@ def smoke_inputs(work: Path, prepared: Path) -> list[str]:
 
     paths = [f"paths.prepared={prepared}", f"paths.extractor={work / 'extractor'}",
              f"paths.gan_model={work / 'gan'}", f"paths.gan_reports={work / 'gan_reports'}",
+             f"paths.gan_work={work / 'gan_work'}",
              f"paths.synthetic={work / 'synthetic'}"]
     tiny = ["extractor.width=4", "extractor.dim=16", "extractor.steps=2", "gan.width=0.125", "gan.batch=8",
             "gan.steps=1", "gan.fid_every=0", "gan.grid_every=0"]

@@ -90,7 +90,8 @@ def run(args):
     gan = [f"gan.width={args.width}", f"gan.batch={args.batch}", "gan.log_every=100", "gan.checkpoint_every=1000",
            "gan.grid_every=0", f"gan.fid_every={args.fid_every}", *args.gan_overrides]
     trained, timings["train_gan"] = stage(train_gan, *common, *gan, f"gan.steps={args.steps}",
-                                          f"paths.gan_model={paths['gan']}", f"paths.gan_reports={paths['gan_reports']}")
+                                          f"paths.gan_model={paths['gan']}", f"paths.gan_reports={paths['gan_reports']}",
+                                          f"paths.gan_work={paths['gan'] / 'work'}")
     _, timings["synthesize"] = stage(synthesize, *common, f"paths.gan_model={paths['gan']}",
                                      f"paths.synthetic={paths['synthetic']}")
     best, timings["fidelity"] = stage(fidelity, *common, f"paths.synthetic={paths['synthetic']}")
@@ -107,7 +108,8 @@ def run(args):
 
     # the degenerate generator: one training step, no FID selection
     stage(train_gan, *common, *gan, "gan.steps=1", "gan.fid_every=0", f"paths.gan_model={paths['degenerate']}",
-          f"paths.gan_reports={paths['degenerate'] / 'reports'}")
+          f"paths.gan_reports={paths['degenerate'] / 'reports'}",
+          f"paths.gan_work={paths['degenerate'] / 'work'}")
     stage(synthesize, *common, f"paths.gan_model={paths['degenerate']}", f"paths.synthetic={paths['degenerate_synthetic']}")
     degenerate, _ = stage(fidelity, *common, f"paths.synthetic={paths['degenerate_synthetic']}",
                           f"paths.fidelity_reports={paths['degenerate'] / 'fidelity'}",

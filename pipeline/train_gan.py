@@ -46,16 +46,26 @@ from pipeline.tracking import stage_run
 TIMING_KEYS = ("images_per_second",)
 LOG_COLUMNS = ("step", "epoch", *METRICS, "lr_g", "lr_d")
 FID_COLUMNS = ("step", "epoch", "fid_domain")
-# Params that do not change what a checkpoint holds: one made under other values still resumes (with or
-# without CUDA graphs, with or without deterministic algorithms).
-NOT_IN_RUN_KEY = ("steps", "log_every", "checkpoint_every", "grid_every", "fid_every", "fid_samples",
-                  "cuda_graphs", "deterministic")
+# Params that change nothing a finished run writes: a checkpoint made under other values still resumes to the
+# same outputs (more steps continue a finished run; with or without CUDA graphs or deterministic algorithms).
+# Every other param (log_every, grid_every, fid_every, ...) shapes the logs, grids or the FID-chosen generator.
+NOT_IN_RUN_KEY = ("steps", "checkpoint_every", "cuda_graphs", "deterministic")
+CODE_PACKAGES = ("common", "dcgan", "evaluation", "imaging", "pipeline")   # pyproject.toml's packages
 
 
-def run_key(gan_params: dict, runtime: dict, seed: int, data_hash: str, world: int) -> str:
+def code_hash(root: Path = Path(__file__).resolve().parents[1]) -> str:
+    """The source of every module of this project's packages. A checkpoint written by other code starts over:
+    resuming it would give outputs that the code of this run does not make (and DVC would record them as its)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for package in CODE_PACKAGES for p in (root / package).rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def run_key(gan_params: dict, runtime: dict, seed: int, data_hash: str, world: int, code: str = "") -> str:
     key = {k: v for k, v in gan_params.items() if k not in NOT_IN_RUN_KEY}
     key.update({k: v for k, v in runtime.items() if k not in NOT_IN_RUN_KEY})
-    key.update(device=runtime["device"].type, seed=seed, data=data_hash, world=world)
+    key.update(device=runtime["device"].type, seed=seed, data=data_hash, world=world, code=code)
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -242,12 +252,15 @@ def train(args, runtime: dict, rank: int, world: int) -> dict:
     data = load_split(args.path(params["paths"]["prepared"]), "train")
     trainer = build_trainer(gan_params, runtime, data, seed)
     monitor = fid_monitor(args, trainer, data, runtime, seed) if int(gan_params["fid_every"]) and writer else None
-    key = run_key(gan_params, runtime, seed, data.data_hash, world)
+    key = run_key(gan_params, runtime, seed, data.data_hash, world, code_hash())
     work = args.path(params["paths"]["gan_work"])
     staged = work / "reports"    # paths.gan_reports as it grows; published when the run ends
     resumed_from = resume(trainer, monitor, work / outputs.CHECKPOINT, key, writer)
     if writer and not resumed_from:
         shutil.rmtree(staged, ignore_errors=True)
+    elif writer:   # a finished run continued: its final files are written again at the end (not if it diverges)
+        for stale in [staged / outputs.SUMMARY, staged / outputs.FINAL_GRID, *staged.glob(outputs.CLASS_SAMPLES_GLOB)]:
+            stale.unlink(missing_ok=True)
     if writer:
         (staged / outputs.GRIDS).mkdir(parents=True, exist_ok=True)
         model_dir.mkdir(parents=True, exist_ok=True)

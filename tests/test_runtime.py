@@ -131,8 +131,27 @@ def test_switching_graphs_keeps_the_run_key(no_cuda):
     key = train_gan.run_key(g, rt, 0, "h", 1)
     assert train_gan.run_key({**g, "cuda_graphs": False, "deterministic": True}, {**rt, "cuda_graphs": True,
                              "deterministic": True}, 0, "h", 1) == key
+    assert train_gan.run_key({**g, "steps": 20, "checkpoint_every": 7}, rt, 0, "h", 1) == key
     assert train_gan.run_key({**g, "loss": "hinge"}, rt, 0, "h", 1) != key
     assert train_gan.run_key(g, {**rt, "precision": "bf16"}, 0, "h", 1) != key
+    # what shapes the outputs a finished run writes: the FID checks (the generator kept), logs, grids, the code
+    for changed in ("fid_every", "fid_samples", "log_every", "grid_every"):
+        assert train_gan.run_key({**g, changed: 3}, rt, 0, "h", 1) != key, changed
+    assert train_gan.run_key(g, rt, 0, "h", 1, code="other") != key
+
+
+def test_the_code_hash_follows_every_file_of_the_packages(tmp_path):
+    for package in train_gan.CODE_PACKAGES:
+        (tmp_path / package / "sub").mkdir(parents=True)
+        (tmp_path / package / "sub" / "m.py").write_text("x = 1\n")
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "b.py").write_text("y = 1\n")
+    before = train_gan.code_hash(tmp_path)
+    (tmp_path / "bench" / "b.py").write_text("y = 2\n")   # not the stage's code
+    assert train_gan.code_hash(tmp_path) == before
+    (tmp_path / "dcgan" / "sub" / "m.py").write_text("x = 2\n")
+    assert train_gan.code_hash(tmp_path) != before
+    assert train_gan.code_hash() == train_gan.code_hash()   # the repository's own packages
 
 
 def test_stage_records_the_fallback(project, demo_archive, failing_capture, monkeypatch, no_cuda):
