@@ -37,6 +37,7 @@ from dcgan.train import TrainConfig, Trainer  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
 from pipeline.prepared import load_split  # noqa: E402
 from pipeline.runtime import configure_backends, resolve_runtime  # noqa: E402
+from pipeline.train_gan import train_config  # noqa: E402
 from _data import add_folder_args, folders, kermany, kermany_miniature  # noqa: E402  (bench/ is on sys.path)
 
 
@@ -211,11 +212,7 @@ def run(args) -> None:
                           {"cuda_graphs": False, "precision": "fp32", "channels_last": False})]
         for nc, key, change in variants:
             gan = GanConfig(resolution=64, width=1.0, num_classes=nc, spectral_norm=bool(g["spectral_norm"]))
-            rt = {k: runtime[k] for k in ("precision", "channels_last", "cuda_graphs")} | change
-            cfg = TrainConfig(steps=10**9, batch=batch, loss=g["loss"], diffaugment=g["diffaugment"] or "",
-                              ema_decay=float(g["ema_decay"]), label_smoothing=float(g["label_smoothing"]),
-                              r1_gamma=float(g["r1_gamma"]),
-                              log_every=10**9, **rt)
+            cfg = train_config(g, runtime | change, steps=10**9, batch=batch, log_every=10**9)
             try:
                 row[key] = ours_throughput(images, labels, gan, cfg, device, args.seconds)
             except Exception as e:  # a failed configuration is a result too; the others still run
@@ -231,9 +228,7 @@ def run(args) -> None:
     if args.demo:
         demo = load_split(ROOT / params["paths"]["prepared"], "train")
         gan = GanConfig(resolution=demo.images.shape[-1], width=float(g["width"]), num_classes=int(g["num_classes"]))
-        cfg = TrainConfig(steps=10**9, batch=int(g["batch"]), loss=g["loss"], diffaugment=g["diffaugment"] or "",
-                          ema_decay=float(g["ema_decay"]), precision=runtime["precision"],
-                          channels_last=runtime["channels_last"], cuda_graphs=runtime["cuda_graphs"], log_every=10**9)
+        cfg = train_config(g, runtime, steps=10**9, log_every=10**9)
         result["demo"] = {"batch": cfg.batch, "width": gan.width, "resolution": gan.resolution,
                           **ours_throughput(torch.from_numpy(demo.images), torch.from_numpy(demo.labels), gan, cfg,
                                             device, args.seconds)}

@@ -199,19 +199,24 @@ def build_trainer(gan_params: dict, runtime: dict, data, seed: int) -> Trainer:
         gan = GanConfig(resolution=data.images.shape[-1], z_dim=int(gan_params["z_dim"]),
                         width=float(gan_params["width"]), num_classes=num_classes,
                         embed_dim=int(gan_params["embed_dim"]), spectral_norm=bool(gan_params["spectral_norm"]))
-        cfg = TrainConfig(steps=int(gan_params["steps"]), batch=int(gan_params["batch"]),
-                          lr_g=float(gan_params["lr_g"]), lr_d=float(gan_params["lr_d"]),
-                          betas=tuple(float(beta) for beta in gan_params["betas"]), loss=gan_params["loss"],
-                          label_smoothing=float(gan_params["label_smoothing"]),
-                          r1_gamma=float(gan_params["r1_gamma"]),
-                          diffaugment=gan_params["diffaugment"] or "", ema_decay=float(gan_params["ema_decay"]),
-                          precision=runtime["precision"], channels_last=runtime["channels_last"],
-                          cuda_graphs=runtime["cuda_graphs"], log_every=int(gan_params["log_every"]),
-                          collapse_patience=int(gan_params["collapse_patience"]))
-        return Trainer(gan, cfg, torch.from_numpy(data.images), torch.from_numpy(data.labels) if num_classes else None,
-                       runtime["device"], seed)
+        return Trainer(gan, train_config(gan_params, runtime), torch.from_numpy(data.images),
+                       torch.from_numpy(data.labels) if num_classes else None, runtime["device"], seed)
     except ValueError as e:
         raise SystemExit(f"train_gan: {e}") from e
+
+
+def train_config(gan_params: dict, runtime: dict, **override) -> TrainConfig:
+    """gan.* params and the resolved runtime (precision, channels_last, cuda_graphs) as the trainer's settings;
+    ``override`` sets fields otherwise (the throughput benchmark's steps and batch)."""
+    g = gan_params
+    return TrainConfig(**{
+        "steps": int(g["steps"]), "batch": int(g["batch"]), "lr_g": float(g["lr_g"]), "lr_d": float(g["lr_d"]),
+        "betas": tuple(float(beta) for beta in g["betas"]), "loss": g["loss"],
+        "label_smoothing": float(g["label_smoothing"]), "r1_gamma": float(g["r1_gamma"]),
+        "diffaugment": g["diffaugment"] or "", "ema_decay": float(g["ema_decay"]),
+        "precision": runtime["precision"], "channels_last": runtime["channels_last"],
+        "cuda_graphs": runtime["cuda_graphs"], "log_every": int(g["log_every"]),
+        "collapse_patience": int(g["collapse_patience"]), **override})
 
 
 def fid_monitor(args, trainer: Trainer, data, runtime: dict, seed: int) -> FidMonitor:

@@ -251,10 +251,10 @@ def _three_steps(**cfg):
     return t, update, dtypes
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_bf16_autocast_keeps_fp32_state_and_tracks_the_fp32_run(channels_last):
-    ref, ref_update, ref_dtypes = _three_steps()
-    t, update, dtypes = _three_steps(precision="bf16", channels_last=channels_last)
+@pytest.mark.parametrize("channels_last,r1_gamma", [(False, 0.0), (True, 0.0), (False, 0.5)])
+def test_bf16_autocast_keeps_fp32_state_and_tracks_the_fp32_run(channels_last, r1_gamma):
+    ref, ref_update, ref_dtypes = _three_steps(r1_gamma=r1_gamma)
+    t, update, dtypes = _three_steps(precision="bf16", channels_last=channels_last, r1_gamma=r1_gamma)
     assert set(ref_dtypes) == {torch.float32} and set(dtypes) == {torch.bfloat16}   # autocast did run in bf16
     for m in (t.G, t.D, t.G_ema):
         assert {p.dtype for p in m.parameters()} == {torch.float32}
