@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from browser import CHROMEDRIVER, CHROMIUM, chromium, full_page_png  # noqa: E402  (tests/browser.py: the tests' Chromium)
 from _data import add_folder_args, folders, kermany_miniature  # noqa: E402  (bench/ is on sys.path)
+from common import PACKAGES  # noqa: E402
 
 SMOKE_RUNS = {"smoke-a": 2, "smoke-b": 3}  # DVC experiment name -> report.examples_per_class
 NO_BROWSER = "skipped: no chromium/chromedriver on this machine (`make browser` installs them)"
@@ -184,9 +185,6 @@ def page_facts(page: Path) -> dict:
     return {"bytes": len(html.encode()), "sections": parser.headings, "words": " ".join(parser.texts).split(),
             "images": html.count("<img "), "inline_svg_charts": html.count("<svg"),
             "svg_image_charts": html.count('src="data:image/svg+xml')}
-
-
-PACKAGES = ("common", "imaging", "dcgan", "evaluation", "pipeline")
 
 
 def code_at(rev: str, folder: Path) -> Path:

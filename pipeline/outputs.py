@@ -16,7 +16,7 @@ QUARANTINE = "quarantine.csv"
 # extractor -> paths.extractor/
 EXTRACTOR = "extractor.pt"
 
-# train_gan -> paths.gan_model/ and paths.gan_reports/
+# train_gan -> paths.gan_model/ and paths.gan_reports/ (CHECKPOINT: in paths.gan_work, for resuming)
 GENERATOR = "generator.pt"
 CHECKPOINT = "checkpoint.pt"
 LOSSES = "losses.csv"

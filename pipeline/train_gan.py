@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from common import PACKAGES
 from common.images import save_png, tile
 from common.io import atomic_file, save_torch, write_json
 from common.seeding import stage_rng
@@ -50,14 +51,13 @@ FID_COLUMNS = ("step", "epoch", "fid_domain")
 # same outputs (more steps continue a finished run; with or without CUDA graphs or deterministic algorithms).
 # Every other param (log_every, grid_every, fid_every, ...) shapes the logs, grids or the FID-chosen generator.
 NOT_IN_RUN_KEY = ("steps", "checkpoint_every", "cuda_graphs", "deterministic")
-CODE_PACKAGES = ("common", "dcgan", "evaluation", "imaging", "pipeline")   # pyproject.toml's packages
 
 
 def code_hash(root: Path = Path(__file__).resolve().parents[1]) -> str:
     """The source of every module of this project's packages. A checkpoint written by other code starts over:
     resuming it would give outputs that the code of this run does not make (and DVC would record them as its)."""
     digest = hashlib.sha256()
-    for path in sorted(p for package in CODE_PACKAGES for p in (root / package).rglob("*.py")):
+    for path in sorted(p for package in PACKAGES for p in (root / package).rglob("*.py")):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 

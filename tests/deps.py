@@ -12,8 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from common import PACKAGES
+
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("common", "imaging", "dcgan", "evaluation", "pipeline")
 # Sections that are not inputs of a stage's results: where files live (DVC tracks those paths as deps and
 # outs themselves) and where MLflow logs go.
 NOT_RESULT_PARAMS = ("paths", "mlflow")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
 
 import pytest
 import yaml
@@ -14,6 +15,13 @@ from deps import (NOT_RESULT_PARAMS, PACKAGES, ROOT, import_closure, leaves, mod
                   result_params, stage_module)
 
 pytestmark = pytest.mark.xdist_group("deps-project")
+
+
+def test_the_packages_followed_are_the_ones_pyproject_installs():
+    """common.PACKAGES bounds the import closures below and the GAN's run key: a package added to pyproject.toml
+    but not there would be code no stage lists as a dep."""
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    assert sorted(PACKAGES) == sorted(packages)
 
 
 def dvc_stages() -> dict[str, dict]:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import stage_args, tiny_params
 
+from common import PACKAGES
 from pipeline import prepare, train_gan
 from pipeline.runtime import configure_backends, resolve_device, resolve_precision, resolve_runtime
 
@@ -141,7 +142,7 @@ def test_switching_graphs_keeps_the_run_key(no_cuda):
 
 
 def test_the_code_hash_follows_every_file_of_the_packages(tmp_path):
-    for package in train_gan.CODE_PACKAGES:
+    for package in PACKAGES:
         (tmp_path / package / "sub").mkdir(parents=True)
         (tmp_path / package / "sub" / "m.py").write_text("x = 1\n")
     (tmp_path / "bench").mkdir()
