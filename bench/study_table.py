@@ -48,10 +48,13 @@ HONESTY = """\
   real set; validation and test are the same at every fraction.
 - **The CIs.** Every arm is run with {seeds} seeds. "ΔAUC [95% CI]" is the seed-averaged paired difference against
   real only (same seed: same real subset and initialisation); its CI is a paired bootstrap over *test
-  patients* (the same resample for both arms), so it covers test-set sampling with the seeds held fixed. The
-  spread over the 3 seeds (t interval) is in the JSON (`seed_spread`); it covers the variation between
-  trainings with the test set held fixed. Neither covers both, and {seeds} seeds make the t interval wide.
-  Accuracy, sensitivity and specificity use the threshold chosen on validation.
+  patients* (the same resample for both arms), so it covers test-set sampling with the seeds held fixed.
+  "(seeds [...])" is the 95% t interval over the {seeds} seeds' differences; it covers the variation between
+  trainings with the test set held fixed. Neither covers both, so the verdict calls "helped" or "hurt" only
+  when both exclude 0 on the same side. With {seeds} seeds the t interval is wide, so this rule is strict.
+  XGBoost draws nothing at random (no row or column subsampling) except real_classic's augmented copies: its
+  other arms give one model whatever the seed, and their interval over seeds is a point. Accuracy,
+  sensitivity and specificity use the threshold chosen on validation.
 - **Known shift.** The Kermany train and test folders differ (the test folder was curated separately; the
   {positive} share: {train_share:.1%} of train, {test_share:.1%} of test) and {shared_ids} patient ids occur in
   more than one published folder, which the files cannot tell apart from ids re-used per folder. The
@@ -92,8 +95,8 @@ def tabulate(exps: list[dict]) -> dict:
                 d = diffs[key].get(f"{ts}-real")
                 if d:
                     auc = d["roc_auc"]
-                    row.update(delta_auc=auc["mean"], delta_auc_ci=auc["ci"], verdict=verdict(auc),
-                               delta_auc_seed_spread=auc.get("seed_spread"))
+                    row.update(delta_auc=auc["mean"], delta_auc_ci=auc["ci"], delta_auc_seed_spread=auc.get("seed_spread"))
+                    row["verdict"] = row_verdict(row)
                 rows.append(row)
         dom = e["fidelity"]["extractors"]["medaug-domain"]["overall"]
         mem = e["fidelity"]["memorisation"]
@@ -121,7 +124,8 @@ def carry_over(res: dict, previous: dict) -> dict:
     have = {g["fraction"] for g in res["gan"]}
     gan = [{**g, "code": g.get("code", previous.get("code", "?")[:7]), "carried_over": True}
            for g in previous["gan"] if g["fraction"] not in have]
-    rows = [r for r in previous["rows"] if r["fraction"] not in have]
+    rows = [{**r, "verdict": row_verdict(r)} if "delta_auc" in r else r
+            for r in previous["rows"] if r["fraction"] not in have]
     by_fraction = lambda r: r["fraction"]   # noqa: E731
     return {**res, "rows": sorted(res["rows"] + rows, key=by_fraction),
             "gan": sorted(res["gan"] + gan, key=by_fraction)}
@@ -140,10 +144,18 @@ def fmt(x, digits: int = 3) -> str:
 
 
 def delta_cell(row: dict) -> str:
-    """ΔAUC vs real [95% CI] of a table row; empty for real only."""
+    """ΔAUC vs real [95% CI over test patients] (over seeds: [95% t]) of a table row; empty for real only."""
     if "delta_auc" not in row:
         return ""
-    return f"{fmt(row['delta_auc'])} [{fmt(row['delta_auc_ci'][0])}, {fmt(row['delta_auc_ci'][1])}]"
+    seeds = (row.get("delta_auc_seed_spread") or {}).get("ci", [None, None])
+    return (f"{fmt(row['delta_auc'])} [{fmt(row['delta_auc_ci'][0])}, {fmt(row['delta_auc_ci'][1])}] "
+            f"(seeds [{fmt(seeds[0])}, {fmt(seeds[1])}])")
+
+
+def row_verdict(row: dict) -> str:
+    """pipeline.arms.verdict on a table row's two intervals (rows carried over from an earlier JSON included)."""
+    return verdict({"ci": row["delta_auc_ci"], "seeds": row["seeds"], **(
+        {"seed_spread": row["delta_auc_seed_spread"]} if row.get("delta_auc_seed_spread") else {})})
 
 
 def markdown(res: dict) -> str:

@@ -42,8 +42,23 @@ def planned(arms: dict) -> dict[str, list[str]]:
 
 
 def verdict(diff: dict) -> str:
-    """helped / hurt / no clear difference, from the 95% CI of a paired difference."""
-    lo, hi = diff["ci"]
-    if lo is None:
+    """helped / hurt / no clear difference, from a paired difference's 95% intervals: ``ci`` and, when there,
+    ``seed_spread``'s t interval over seeds. In downstream_summary ``ci`` is the paired bootstrap over test
+    patients, which holds the trained models fixed, and the t interval holds the test set fixed: neither covers
+    both, so a sign is called only when every interval there is excludes 0 on the same side. One seed measures
+    no training variance, and its verdict says so."""
+    intervals = [diff["ci"]]
+    seeds = diff.get("n", diff.get("seeds"))
+    if "seed_spread" in diff:
+        intervals.append(diff["seed_spread"]["ci"])
+        seeds = diff["seed_spread"]["n"]
+    intervals = [(lo, hi) for lo, hi in intervals if lo is not None]
+    if not intervals:
         return "one seed: no CI"
-    return "helped" if lo > 0 else "hurt" if hi < 0 else "no clear difference"
+    if all(lo > 0 for lo, _ in intervals):
+        call = "helped"
+    elif all(hi < 0 for _, hi in intervals):
+        call = "hurt"
+    else:
+        return "no clear difference"
+    return f"{call} (1 seed)" if seeds == 1 else call

@@ -3,7 +3,8 @@
 For each classifier and real-data fraction: the mean over seeds of each training set's metrics, and the
 paired difference (same seeds) of real_synthetic, real_classic and synthetic against real only for ROC AUC,
 accuracy and balanced accuracy: the mean over seeds with a 95% CI from a paired bootstrap over test
-patients (evaluation.metrics.paired_bootstrap_difference), plus the spread over seeds (t interval).
+patients (evaluation.metrics.paired_bootstrap_difference), plus the spread over seeds (t interval), and the
+verdict, which needs both intervals on one side of 0 (pipeline.arms.verdict).
 """
 from __future__ import annotations
 
@@ -70,8 +71,11 @@ def _fmt(value) -> str:
 def markdown(summary: dict, downstream: dict) -> str:
     lines = ["# Downstream classifiers: real vs real + synthetic", "",
              f"Test: the real held-out test split; means over seeds {downstream['seeds']}. Differences are "
-             "paired by seed (same real subset and initialisation) and averaged over seeds; 95% CI from a paired "
-             "bootstrap over test patients (the same resample for both arms).", ""]
+             "paired by seed (same real subset and initialisation) and averaged over seeds. [95% CI]: a paired "
+             "bootstrap over test patients (the same resample for both arms), the trained models held fixed; "
+             "over seeds: a 95% t interval over the seeds' differences, the test set held fixed. The verdict "
+             "calls a sign only when both exclude 0 on the same side; with one seed, training variance is not "
+             "measured and the verdict says so.", ""]
     for key, rows in summary["table"].items():
         clf, frac = key.split(".fraction_")
         lines += [f"## {clf}, real-data fraction {frac}", "",
@@ -79,10 +83,13 @@ def markdown(summary: dict, downstream: dict) -> str:
                   "|---|---|---|---|---|---|---|"]
         for ts, numbers in rows.items():
             lines.append(f"| {ts} | " + " | ".join(_fmt(numbers[metric]) for metric in MARKDOWN_COLUMNS) + " |")
-        lines += ["", "| vs real only | ΔAUC [95% CI] | Δaccuracy [95% CI] | verdict (AUC) |", "|---|---|---|---|"]
+        lines += ["", "| vs real only | ΔAUC [95% CI] | ΔAUC over seeds [95% t] | Δaccuracy [95% CI] | verdict (AUC) |",
+                  "|---|---|---|---|---|"]
         for name, difference in summary["paired_differences"][key].items():
             auc, accuracy = difference[M.ROC_AUC], difference[M.ACCURACY]
+            seeds = auc.get("seed_spread", {}).get("ci", [None, None])
             lines.append(f"| {name} | {_fmt(auc['mean'])} [{_fmt(auc['ci'][0])}, {_fmt(auc['ci'][1])}] | "
+                         f"[{_fmt(seeds[0])}, {_fmt(seeds[1])}] | "
                          f"{_fmt(accuracy['mean'])} [{_fmt(accuracy['ci'][0])}, {_fmt(accuracy['ci'][1])}] | "
                          f"{verdict(auc)} |")
         lines.append("")

@@ -123,9 +123,12 @@ def fidelity_summary(fidelity: dict | None) -> dict:
 
 
 def paired_difference(difference: dict) -> dict:
-    """A paired difference against real only: ROC AUC and accuracy with their 95% CIs, and the verdict."""
+    """A paired difference against real only: ROC AUC and accuracy with their 95% CIs (over test patients), ROC
+    AUC's t interval over seeds, and the verdict (which needs both of ROC AUC's)."""
     auc, accuracy = difference[M.ROC_AUC], difference[M.ACCURACY]
+    seeds = auc.get("seed_spread", {}).get("ci", [None, None])
     return {"roc_auc": auc["mean"], "roc_auc_ci_low": auc["ci"][0], "roc_auc_ci_high": auc["ci"][1],
+            "roc_auc_seeds_ci_low": seeds[0], "roc_auc_seeds_ci_high": seeds[1],
             "accuracy": accuracy["mean"], "accuracy_ci_low": accuracy["ci"][0],
             "accuracy_ci_high": accuracy["ci"][1], "verdict": verdict(auc)}
 
@@ -158,7 +161,7 @@ def vtt_export_summary(folder: Path, shown: str) -> dict:
 
 def vtt_score_summary(scores: dict | None, key_version: str | None) -> dict:
     """The readers' scores for this export ({} when not scored, or scored against another export's key):
-    pooled accuracy with its exact CI, the binomial test, agreement, and one row per reader (a list, so reader
+    pooled accuracy with its CI, the binomial test (one reader only), agreement, and one row per reader (a list, so reader
     names never become metric names)."""
     if not scores or not scores.get("scored", True) or scores.get("key_version") != key_version:
         return {}

@@ -11,7 +11,7 @@ import yaml
 
 from conftest import stage_args, tiny_params
 from pipeline import downstream, downstream_summary, prepare, synthesize, train_extractor, train_gan
-from pipeline.arms import arm_name, planned
+from pipeline.arms import arm_name, planned, verdict
 
 pytestmark = pytest.mark.xdist_group("downstream-project")  # the tests build on one module-scoped project
 
@@ -59,6 +59,35 @@ def test_a_training_set_in_the_wrong_group_is_refused():
         planned({"cnn": {"synthetic": ["fake"]}})
     with pytest.raises(ValueError, match="unknown classifier"):
         planned({"svm": {"real": ["real"]}})
+
+
+def test_a_verdict_needs_the_patient_and_the_seed_intervals_on_one_side():
+    def diff(ci, seeds_ci, n=3):
+        return {"mean": 0.0, "ci": ci, "seeds": n, "seed_spread": {"mean": 0.0, "ci": seeds_ci, "n": n}}
+
+    assert verdict(diff([0.01, 0.03], [0.005, 0.04])) == "helped"
+    assert verdict(diff([-0.03, -0.01], [-0.04, -0.001])) == "hurt"
+    assert verdict(diff([0.01, 0.03], [-0.01, 0.05])) == "no clear difference"     # another training may differ
+    assert verdict(diff([-0.01, 0.03], [0.01, 0.02])) == "no clear difference"     # other test patients may
+    assert verdict(diff([0.01, 0.03], [0.02, 0.02])) == "helped"                   # seeds that give one model
+    assert verdict(diff([0.01, 0.03], [None, None], n=1)) == "helped (1 seed)"
+    assert verdict({"mean": 0.02, "ci": [0.01, 0.03], "n": 3}) == "helped"          # a t interval alone
+    assert verdict({"mean": 0.02, "ci": [None, None], "n": 1}) == "one seed: no CI"
+
+
+def test_predictions_keep_every_digit_of_the_scores(tmp_path):
+    """downstream_summary recomputes thresholded metrics from predictions.csv; the threshold is a validation
+    score, and a rounded test score equal to it would fall below it."""
+    import csv
+    from types import SimpleNamespace
+
+    scores = np.array([0.30000004, 1 / 3, 0.2], dtype=np.float32)
+    downstream.write_reports(tmp_path / "arm", SimpleNamespace(labels=np.array([1, 1, 0])), scores,
+                             ["NORMAL", "PNEUMONIA"], threshold=float(scores[0]))
+    with open(tmp_path / "arm" / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert np.array_equal(np.array([float(r["score"]) for r in rows]), scores.astype(float))
+    assert [r["predicted"] for r in rows] == ["PNEUMONIA", "PNEUMONIA", "NORMAL"]
 
 
 @pytest.fixture(scope="module")
