@@ -139,7 +139,8 @@ def arm_result(params: dict, arm: dict, classifier, test, scores: np.ndarray, co
 
 
 def write_reports(folder: Path, test, scores: np.ndarray, classes: list[str], threshold: float) -> None:
-    """roc.csv and predictions.csv (DVC plots; downstream_summary reads the scores)."""
+    """roc.csv and predictions.csv (DVC plots; downstream_summary reads the scores, so they keep every digit: a
+    rounded score can cross the threshold, which is one of the validation scores)."""
     from sklearn.metrics import roc_curve
     fpr, tpr, _ = roc_curve(test.labels, scores)
     with atomic_dir(folder) as tmp:
@@ -150,7 +151,7 @@ def write_reports(folder: Path, test, scores: np.ndarray, classes: list[str], th
         with open(tmp / outputs.PREDICTIONS, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["actual", "predicted", "score"])
-            writer.writerows((classes[actual], classes[int(score >= threshold)], round(float(score), 6))
+            writer.writerows((classes[actual], classes[int(score >= threshold)], float(score))
                              for actual, score in zip(test.labels, scores))
 
 
