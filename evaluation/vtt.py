@@ -11,7 +11,8 @@ entropy cannot predict them.
 
 Scoring: accuracy, sensitivity for synthetic, specificity, an exact binomial test against 50%, accuracy by
 confidence, Cohen's (two readers) or Fleiss' (more) kappa, and a Mann-Whitney U test of a 10-point realism
-score between real and synthetic images. Realism comes from the answer and its 1-5 confidence: "synthetic,
+score between real and synthetic images. Pooled over several readers, who all rate the same images, the
+accuracy's CI resamples readers and images and realism is compared per image (``_pooled``). Realism comes from the answer and its 1-5 confidence: "synthetic,
 confidence 5" -> 1 ... "synthetic, confidence 1" -> 5, "real, confidence 1" -> 6 ... "real, confidence 5" -> 10.
 """
 from __future__ import annotations
@@ -195,6 +196,7 @@ def _rates(rows: list[dict]) -> dict:
             "specificity": sum(r["answer"] == REAL for r in real) / len(real) if real else None,
             "binomial_p_vs_chance": float(test.pvalue) if test else None,
             "accuracy_95ci": list(test.proportion_ci(0.95, method="exact")) if test else None,
+            "accuracy_95ci_method": "exact binomial (Clopper-Pearson)",
             "accuracy_by_confidence": by_conf,
             "realism_real_median": float(np.median(rs)) if rs else None,
             "realism_synthetic_median": float(np.median(ss)) if ss else None,
@@ -224,10 +226,44 @@ def fleiss_kappa(table: np.ndarray) -> float:
     return 1.0 if p_e == 1 else float((p_bar - p_e) / (1 - p_e))
 
 
+POOLED_BOOTSTRAP = 2000   # resamples of readers and images for the pooled accuracy's CI
+
+
+def _pooled(readers: dict[str, list[dict]]) -> dict:
+    """Every reader's answers together. All readers rate the same images, so their answers are not independent:
+    an image that fools one reader tends to fool the others, and a reader's leaning runs through all of theirs.
+    With several readers, the accuracy's CI therefore comes from resampling readers and images together (a
+    two-way bootstrap, seeded: the same answers give the same CI); the binomial test, which takes every answer
+    as independent, is left out (each reader's own is in ``readers``); and realism is compared between real and
+    synthetic images on each image's mean over the readers."""
+    rows = [r for answers in readers.values() for r in answers]
+    out = _rates(rows)
+    if len(readers) < 2:
+        return out
+    names, ids = sorted(readers), sorted({r["id"] for r in rows})
+    by = {(n, r["id"]): r for n, answers in readers.items() for r in answers}
+    correct = np.array([[by[n, i]["answer"] == by[n, i]["truth"] for i in ids] for n in names], dtype=float)
+    rng = np.random.default_rng(0)
+    draws = [correct[np.ix_(rng.integers(0, len(names), len(names)), rng.integers(0, len(ids), len(ids)))].mean()
+             for _ in range(POOLED_BOOTSTRAP)]
+    realism_of = {i: float(np.mean([realism(by[n, i]["answer"], by[n, i]["confidence"]) for n in names]))
+                  for i in ids}
+    rs = [realism_of[i] for i in ids if by[names[0], i]["truth"] == REAL]
+    ss = [realism_of[i] for i in ids if by[names[0], i]["truth"] == SYNTHETIC]
+    mw = stats.mannwhitneyu(rs, ss, alternative="two-sided") if rs and ss else None
+    return out | {"binomial_p_vs_chance": None,
+                  "accuracy_95ci": [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))],
+                  "accuracy_95ci_method": f"bootstrap over readers and images ({POOLED_BOOTSTRAP} resamples)",
+                  "realism_real_median": float(np.median(rs)) if rs else None,
+                  "realism_synthetic_median": float(np.median(ss)) if ss else None,
+                  "realism_mann_whitney_u": float(mw.statistic) if mw else None,
+                  "realism_mann_whitney_p": float(mw.pvalue) if mw else None,
+                  "realism_unit": "image (mean over readers)"}
+
+
 def score(readers: dict[str, list[dict]]) -> dict:
     """``readers``: reader name -> validated rows (check_responses). Per reader, pooled, and agreement."""
-    out = {"readers": {name: _rates(rows) for name, rows in readers.items()},
-           "pooled": _rates([r for rows in readers.values() for r in rows])}
+    out = {"readers": {name: _rates(rows) for name, rows in readers.items()}, "pooled": _pooled(readers)}
     names = sorted(readers)
     if len(names) >= 2:
         answers = {n: {r["id"]: r["answer"] for r in readers[n]} for n in names}

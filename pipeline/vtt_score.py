@@ -6,7 +6,8 @@ Checks every file first (unknown ids, duplicates, missing answers, another expor
 naming the file and lines), checks the key against the SHA-256 commitment in the blinded manifest, then
 reports per reader and pooled: accuracy (exact 95% CI), sensitivity for synthetic, specificity, an exact
 binomial test against 50%, accuracy by confidence, inter-reader agreement (Cohen's kappa for two readers,
-Fleiss' for more) and a Mann-Whitney U test of realism ratings between real and synthetic images.
+Fleiss' for more) and a Mann-Whitney U test of realism ratings between real and synthetic images. Pooled over
+several readers (who rate the same images), the CI resamples readers and images and there is no binomial test.
 Writes paths.vtt_metrics (metrics/vtt.json) and logs it to the pipeline's MLflow run, then renders the run
 report again (reports/index.html and summary.json, with the scores) and puts the headline metrics, VTT
 accuracy included, on the MLflow parent run. The report is built by pipeline/reporting.py, the helper the report
@@ -74,9 +75,10 @@ def main(argv=None) -> dict:
     if args.path(params["paths"]["report"]).exists():  # the pipeline has run: add the scores to its report
         reporting.run(args)
     pooled = result["pooled"]
+    p = pooled["binomial_p_vs_chance"]
     print(f"vtt_score: {len(readers)} reader(s), pooled accuracy {pooled['accuracy']:.3f} "
-          f"(95% CI {pooled['accuracy_95ci'][0]:.3f}-{pooled['accuracy_95ci'][1]:.3f}, binomial p vs 50% "
-          f"{pooled['binomial_p_vs_chance']:.3g}) -> {out}")
+          f"(95% CI {pooled['accuracy_95ci'][0]:.3f}-{pooled['accuracy_95ci'][1]:.3f}, "
+          + (f"binomial p vs 50% {p:.3g}" if p is not None else pooled["accuracy_95ci_method"]) + f") -> {out}")
     return result
 
 

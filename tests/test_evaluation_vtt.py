@@ -4,6 +4,7 @@ import re
 
 import numpy as np
 import pytest
+from scipy import stats
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
@@ -58,6 +59,22 @@ def test_two_readers_who_disagree_cohen_kappa():
     assert s["pooled"]["n"] == 16 and s["pooled"]["accuracy"] == pytest.approx(14 / 16)
     c = vtt.check_responses("c.csv", responses("c", ALL_REAL), KEY, "v1")
     assert vtt.score({"a": a, "c": c})["agreement"]["kappa"] == pytest.approx(0.0)  # po = pe = 0.5
+
+
+def test_pooled_answers_are_not_taken_as_independent():
+    """Two readers who rate the same 8 images: the pooled CI resamples readers and images, so it is wider than
+    a binomial CI over 16 independent answers, and no pooled binomial p-value is given."""
+    a = vtt.check_responses("a.csv", responses("a", PERFECT), KEY, "v1")
+    b = vtt.check_responses("b.csv", responses("b", SWAPPED), KEY, "v1")
+    pooled = vtt.score({"a": a, "b": b})["pooled"]
+    assert pooled["accuracy"] == pytest.approx(14 / 16) and pooled["binomial_p_vs_chance"] is None
+    lo, hi = pooled["accuracy_95ci"]
+    independent = stats.binomtest(14, 16).proportion_ci(0.95, method="exact")
+    assert lo <= 14 / 16 <= hi and hi - lo > independent.high - independent.low
+    assert pooled["accuracy_95ci"] == vtt.score({"a": a, "b": b})["pooled"]["accuracy_95ci"]   # seeded
+    assert pooled["realism_unit"] == "image (mean over readers)"
+    one = vtt.score({"a": a})
+    assert one["pooled"]["accuracy_95ci"] == one["readers"]["a"]["accuracy_95ci"]   # one reader: the exact CI
 
 
 def test_three_readers_fleiss_kappa():
