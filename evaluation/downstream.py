@@ -27,6 +27,15 @@ def _check(X, y=None):
     return X
 
 
+def _check_fit(X, y, X_val, y_val):
+    """Training and validation arrays, once validation holds both classes: the epoch or number of trees and
+    the threshold are chosen there by ROC AUC and Youden's J, which one class leaves undefined."""
+    if len(np.unique(np.asarray(y_val))) < 2:
+        raise ValueError(f"the validation split holds one class only ({len(X_val)} images): ROC AUC and the "
+                         "threshold cannot be chosen on it; it needs images of both classes")
+    return _check(X, y), _check(X_val, y_val)
+
+
 def classic_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """The baseline a GAN must beat, drawn per image from ``generator`` on the images' device: a horizontal flip,
     a rotation up to 10 degrees (bilinear, corners black like the letterbox bars), intensity scaled by up to
@@ -98,7 +107,7 @@ class CNNClassifier:
         """Train on (X, y); keep the epoch with the best validation ROC AUC and the Youden threshold there."""
         from evaluation.metrics import classification_metrics
 
-        X, Xv = _check(X, y), _check(X_val, y_val)
+        X, Xv = _check_fit(X, y, X_val, y_val)
         device = torch.device(self.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.random_state)
@@ -174,7 +183,7 @@ class XGBoostClassifier:
     def fit(self, X, y, X_val, y_val) -> "XGBoostClassifier":
         from xgboost import XGBClassifier
 
-        X, Xv, y = _check(X, y), _check(X_val, y_val), np.asarray(y)
+        (X, Xv), y = _check_fit(X, y, X_val, y_val), np.asarray(y)
         if self.augment_copies:  # XGBoost cannot augment on the fly: add augmented copies
             gen = torch.Generator().manual_seed(self.random_state)
             extra = [classic_augment(torch.as_tensor(X, dtype=torch.float32), gen).numpy()

@@ -158,6 +158,17 @@ def test_xgboost_learns_and_chooses_rounds_and_threshold_on_validation(phantom_s
     assert not rows_of(features, val_features) & rows_of(pixel_features(xt))
 
 
+@pytest.mark.parametrize("name", ["CNNClassifier", "XGBoostClassifier"])
+def test_a_validation_split_of_one_class_is_refused_by_name(name):
+    """Epoch, trees and threshold are chosen on validation by ROC AUC and Youden's J: one class leaves them
+    undefined (the CNN used to fail on a missing state dict)."""
+    from evaluation import downstream
+
+    x, y = separable_float16(16)
+    with pytest.raises(ValueError, match="validation split holds one class only"):
+        getattr(downstream, name)().fit(x, y, x[:4], np.zeros(4, dtype=int))
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_cnn_trains_under_each_precision(precision):
     x, y = separable_float16(48)
