@@ -7,11 +7,13 @@
 vtt.n real images from the held-out real split (vtt.real_split, default test: never used to choose
 anything) and as many synthetic images with the same class counts, so neither the class nor anything but
 the pixels says which is which. Selection is seeded. Ids, order, salts and the key version are drawn from
-base.seed, the secret in the MEDAUG_VTT_SECRET environment variable when it is set, and the images
+base.seed, the secret in the MEDAUG_VTT_SECRET environment variable when vtt.secret is true, and the images
 themselves (evaluation.vtt.blind): the same inputs give the same export byte for byte, and a set with any
 other image gets other ids and a new key version, so answers cannot be scored against the wrong set.
-Without the secret, whoever holds the project's params, code and data can rebuild the key: set
-MEDAUG_VTT_SECRET (and keep it) for a study whose readers might. Zip blinded/ and send it as it is.
+Without the secret, whoever holds the project's params, code and data can rebuild the key: set vtt.secret
+and MEDAUG_VTT_SECRET (and keep it) for a study whose readers might. DVC does not see environment variables,
+so the param says whether the export is keyed, and the stage stops when the variable disagrees with it.
+Zip blinded/ and send it as it is.
 """
 from __future__ import annotations
 
@@ -127,6 +129,19 @@ def export_summary(items: list, manifest: dict, vtt_params: dict, secret: str) -
             "blinding": f"base.seed and {SECRET_ENV}" if secret else "base.seed only"}
 
 
+def blinding_secret(vtt_params: dict) -> str:
+    """MEDAUG_VTT_SECRET, present exactly when vtt.secret says: DVC reruns the stage when the param changes, not
+    when the variable does, and its run cache could restore an unkeyed export for a keyed run (or the reverse)."""
+    secret = os.environ.get(SECRET_ENV, "")
+    if vtt_params["secret"] and not secret:
+        raise SystemExit(f"vtt_export: vtt.secret is true but {SECRET_ENV} is not set: set it to a long random "
+                         "string, and keep it")
+    if secret and not vtt_params["secret"]:
+        raise SystemExit(f"vtt_export: {SECRET_ENV} is set but vtt.secret is false: set vtt.secret to true (so "
+                         "DVC records that the export is keyed), or unset the variable")
+    return secret
+
+
 def main(argv=None) -> dict:
     args = parse_stage_args(__doc__, argv)
     params = args.params
@@ -137,7 +152,7 @@ def main(argv=None) -> dict:
     n = int(vtt_params["n"])
     pick_real, pick_syn = pick_images(real, syn_labels, n, stage_rng(seed, "vtt_export"), vtt_params["real_split"])
     size = int(vtt_params["display_size"])
-    secret = os.environ.get(SECRET_ENV, "")
+    secret = blinding_secret(vtt_params)
     entropy = derive_seed(seed, "vtt_export", "blinding").generate_state(8).tobytes() + secret.encode()
     items, blinding = blind_items(real, pick_real, syn_images, syn_labels, syn_rows, pick_syn, vtt_params["real_split"],
                                   size, entropy)
@@ -154,8 +169,8 @@ def main(argv=None) -> dict:
             ml.set_tag("vtt_key_version", key_version)
             ml.log_artifact(str(out / outputs.SUMMARY))
     if not secret:
-        print(f"vtt_export: blinding from base.seed only: set {SECRET_ENV} if the readers could see this "
-              "project's params, code and data")
+        print(f"vtt_export: blinding from base.seed only: set vtt.secret and {SECRET_ENV} if the readers could see "
+              "this project's params, code and data")
     print(f"vtt_export: {len(items)} images ({n} real, {n} synthetic) -> {out / outputs.BLINDED}; key "
           f"{out / outputs.VTT_KEY} (set {key_version}, sha256 {manifest['key_sha256'][:16]}...)")
     return summary

@@ -71,6 +71,19 @@ def test_export_leaks_nothing(exported, demo_archive):
     assert "truth" not in page
 
 
+def test_the_blinding_secret_is_there_exactly_when_the_params_say(monkeypatch):
+    from pipeline.vtt_export import SECRET_ENV, blinding_secret
+
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    assert blinding_secret({"secret": False}) == ""
+    with pytest.raises(SystemExit, match="vtt.secret is true but MEDAUG_VTT_SECRET is not set"):
+        blinding_secret({"secret": True})
+    monkeypatch.setenv(SECRET_ENV, "a long random string")
+    assert blinding_secret({"secret": True}) == "a long random string"
+    with pytest.raises(SystemExit, match="MEDAUG_VTT_SECRET is set but vtt.secret is false"):
+        blinding_secret({"secret": False})
+
+
 def test_vtt_score_command_end_to_end(exported, tmp_path):
     from pipeline import vtt_score
 
