@@ -156,15 +156,26 @@ def dicom_intensity(ds) -> Intensity:
 
 
 def read_image(path: str | os.PathLike) -> Decoded:
-    """PNG/JPEG/TIFF/BMP through Pillow: colour collapses to grey; 8 or 16 bits keep their range."""
-    from PIL import Image, UnidentifiedImageError
+    """PNG/JPEG/TIFF/BMP through Pillow: colour collapses to grey; 8 or 16 bits keep their range.
+
+    The EXIF Orientation is applied. A TIFF whose PhotometricInterpretation is WhiteIsZero (TIFF's
+    MONOCHROME1) is shown inverted: Pillow inverts 1- and 8-bit ones as it reads them, wider ones here.
+    Files of several pages or frames are quarantined (``multi_frame``), as multi-frame DICOM files are.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     if path.stat().st_size == 0:
         raise Quarantined("empty_file", "the file is empty (0 bytes)")
     try:
         with Image.open(path) as im:
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:
+                raise Quarantined("multi_frame", f"multi-page image ({frames} pages or frames): expected one "
+                                                 "radiograph per file")
+            white_is_zero = getattr(im, "tag_v2", {}).get(262) == 0 and im.mode not in ("1", "L")
             im.load()
+            ImageOps.exif_transpose(im, in_place=True)
             mode = im.mode
             if mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im).astype(np.uint16 if mode.startswith("I;16") else np.int32)
@@ -181,10 +192,11 @@ def read_image(path: str | os.PathLike) -> Decoded:
     except OSError as e:
         code = "truncated" if "truncated" in str(e).lower() else "decode_error"
         raise Quarantined(code, f"cannot decode image: {e}") from e
-    meta = {"patient_id": "", "sop_instance_uid": "", "modality": "", "photometric": f"PIL:{mode}",
+    meta = {"patient_id": "", "sop_instance_uid": "", "modality": "",
+            "photometric": f"PIL:{mode}" + (" WhiteIsZero" if white_is_zero else ""),
             "bits_stored": 16 if vrange == (0.0, 65535.0) else 8, "transfer_syntax": "",
             "orig_height": int(arr.shape[0]), "orig_width": int(arr.shape[1])}
-    return Decoded(arr, Intensity(value_range=vrange), meta)
+    return Decoded(arr, Intensity(value_range=vrange, invert=white_is_zero), meta)
 
 
 def read_any(path: str | os.PathLike) -> Decoded:

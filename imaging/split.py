@@ -46,7 +46,8 @@ def split_by_patient(patients: Sequence[str], labels: Sequence[int], hashes: Seq
     Patients (merged into groups where they share an identical image) are never divided. Within each
     stratum (a group's majority label), groups are taken largest first, ties in random order, and each
     goes to the split furthest below its target image count, so every split gets about its fraction of
-    every class.
+    every class. A split left without images (small cohorts, where no stratum reaches one group for it) then
+    takes the smallest group of the split holding most groups. Fewer groups than splits raise ValueError.
     """
     names = [s for s in SPLITS if fractions.get(s, 0) > 0]
     total = sum(float(fractions[s]) for s in names)
@@ -54,6 +55,15 @@ def split_by_patient(patients: Sequence[str], labels: Sequence[int], hashes: Seq
         raise ValueError(f"split fractions must be positive and sum to 1, got {dict(fractions)}")
     frac = np.array([float(fractions[s]) for s in names])
     groups, members, strata = _strata(patients, labels, hashes)
+    if len(members) < len(names):
+        ids = Counter(patients)
+        top, n_top = ids.most_common(1)[0]
+        raise ValueError(
+            f"splitting {len(groups)} images by patient into {', '.join(names)} needs at least {len(names)} "
+            f"patients; found {len(ids)} distinct patient id(s) ({len(members)} once patients sharing an identical "
+            f"image are joined), the most frequent {top!r} on {n_top} images. A constant PatientID (anonymisers "
+            "write e.g. 'ANONYMOUS') makes one patient: set data.patient_column (a labels CSV column) or "
+            "data.patient_regex (on the path relative to the source) to the real patient id")
     out = np.empty(len(groups), dtype=object)
     for label in sorted(strata):
         gs = strata[label]
@@ -65,6 +75,12 @@ def split_by_patient(patients: Sequence[str], labels: Sequence[int], hashes: Seq
             k = int(np.argmax(target - filled))
             filled[k] += len(members[g])
             out[members[g]] = names[k]
+    for name in names:
+        if not (out == name).any():
+            held = {n: sorted({g for g in members if out[members[g][0]] == n}, key=lambda g: (len(members[g]), g))
+                    for n in names}
+            donor = max(names, key=lambda n: len(held[n]))
+            out[members[held[donor][0]]] = name
     return out.astype(str)
 
 
@@ -105,7 +121,8 @@ def assign_splits(patients: Sequence[str], labels: Sequence[int], hashes: Sequen
         info["origin"] = {s: "patients" for s in SPLITS}
         return split_by_patient(patients, labels, hashes, fractions, rng), info
     if (pub == "").any():
-        raise ValueError(f"{int((pub == '').sum())} images have no published split while the others have one")
+        raise ValueError(f"{int((pub == '').sum())} images have no published split while the others have one (images "
+                         "outside the split folders?); expected a published split for all or none")
     counts = Counter(pub)
     if not counts.get("train"):
         raise ValueError(f"the published split has no training images ({dict(counts)}); expected a train split")

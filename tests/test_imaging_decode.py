@@ -145,3 +145,35 @@ def test_truncated_image_file(tmp_path):
     (tmp_path / "c.png").write_text("not a png")
     with pytest.raises(Quarantined, match="not_an_image"):
         read_any(tmp_path / "c.png")
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    g = stored_image(16, shape=(20, 30))
+    exif = Image.Exif()
+    exif[274] = 6  # Orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(g).save(tmp_path / "o.png", exif=exif)
+    np.testing.assert_array_equal(read_any(tmp_path / "o.png").stored, np.rot90(g, -1))
+
+
+def test_white_is_zero_tiff_is_inverted_once_at_any_depth(tmp_path):
+    cfg = PixelConfig(size=32)
+    g16, g8 = stored_image(16, shape=(32, 32)), stored_image(8, shape=(32, 32))
+    for name, arr, photometric in (("b16", g16, 1), ("w16", g16, 0), ("b8", g8, 1), ("w8", g8, 0)):
+        Image.fromarray(arr).save(tmp_path / f"{name}.tif", tiffinfo={262: photometric})
+
+    def prepared(name):
+        return ingest_file(Item(tmp_path / f"{name}.tif", f"{name}.tif"), cfg).image.astype(np.float32)
+
+    # 16 bits: the same stored values under WhiteIsZero show as the negative
+    np.testing.assert_allclose(prepared("w16"), -prepared("b16"), atol=1e-3)
+    assert read_any(tmp_path / "w16.tif").intensity.invert
+    # 8 bits: Pillow writes the WhiteIsZero file inverted and inverts it back as it reads; not once more here
+    np.testing.assert_array_equal(prepared("w8"), prepared("b8"))
+    assert not read_any(tmp_path / "w8.tif").intensity.invert
+
+
+def test_multi_page_tiff_is_quarantined_like_multi_frame_dicom(tmp_path):
+    pages = [Image.fromarray(stored_image(8, seed=s)) for s in range(2)]
+    pages[0].save(tmp_path / "m.tif", save_all=True, append_images=pages[1:])
+    got = ingest_file(Item(tmp_path / "m.tif", "m.tif"), PixelConfig(size=32))
+    assert isinstance(got, tuple) and got[1].startswith("multi_frame:") and "2 pages" in got[1]

@@ -126,6 +126,28 @@ def test_published_split_modes():
     assert info["patients_in_several_published_splits"] == 1 and s[j] == "test"
 
 
+@pytest.mark.parametrize("n_patients", [3, 4, 6])
+def test_a_small_cohort_still_fills_every_split(n_patients):
+    patients = [f"P{p}" for p in range(n_patients) for _ in range(2)]
+    labels = np.array([p % 2 for p in range(n_patients) for _ in range(2)])
+    hashes = [f"h{i}" for i in range(len(patients))]
+    splits = split_by_patient(patients, labels, hashes, FRACTIONS, np.random.default_rng(0))
+    assert set(splits) == set(FRACTIONS)
+    assert all(len({s for p2, s in zip(patients, splits) if p2 == p}) == 1 for p in patients)
+
+
+def test_one_patient_id_for_every_image_stops_and_says_how_to_set_the_patient():
+    n = 12
+    patients, labels, hashes = ["ANONYMOUS"] * n, np.arange(n) % 2, [f"h{i}" for i in range(n)]
+    message = r"1 distinct patient id.*most frequent 'ANONYMOUS' on 12 images.*data.patient_column.*data.patient_regex"
+    with pytest.raises(ValueError, match=message):
+        assign_splits(patients, labels, hashes, [None] * n, FRACTIONS, np.random.default_rng(0))
+    # a published test split is kept, but val cannot be carved from one training patient either
+    pub = ["test"] * 4 + ["train"] * (n - 4)
+    with pytest.raises(ValueError, match=r"into train, val needs at least 2 patients; found 1 distinct"):
+        assign_splits(patients, labels, hashes, pub, FRACTIONS, np.random.default_rng(0))
+
+
 def test_keep_patients_is_stratified_and_whole_patient():
     patients, labels, hashes = cohort(300, seed=5)
     keep = keep_patients(patients, labels, hashes, 0.25, np.random.default_rng(1))
