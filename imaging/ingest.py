@@ -16,7 +16,7 @@ import numpy as np
 
 from imaging.decode import Quarantined, luma, read_any
 from imaging.pixels import LOW_SPAN, BlankImage, Intensity, PixelConfig, prepare_pixels_span
-from imaging.sources import HEADER_MODES, SPLIT_NAMES, Item, Scan, SourceError, npz_arrays, patient_from_path
+from imaging.sources import HEADER_MODES, Item, Scan, SourceError, npz_arrays, patient_from_path
 from imaging.split import assign_splits, duplicates_across, keep_patients
 
 LOW_SPAN_WARN = 0.02  # share of low-contrast images (pixels.LOW_SPAN) above which the summary warns
@@ -104,15 +104,40 @@ def single_threaded_children():
                 os.environ[n] = v
 
 
+def npz_image(arr: np.ndarray, rel: str) -> tuple[np.ndarray, Intensity, int]:
+    """One image of an npz array -> (2-D stored values, how to show them, bits).
+
+    Shapes: (H, W) grey; (H, W, 1) squeezed; (H, W, 3) or (H, W, 4) colour, collapsed to grey (luma).
+    Values, by dtype: uint8 over 0..255; uint16 like a 16-bit PNG (its own stored range, see pixels.Intensity);
+    bool over 0..1; floats whose values all lie in [0, 1] as they are. Anything else (volumes, channel-first
+    arrays, signed integers, floats outside [0, 1], other types) has no one reading and raises SourceError.
+    """
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (3, 4))):
+        raise SourceError(f"{rel} has shape {arr.shape}; expected (H, W) grey, (H, W, 1), or (H, W, 3|4) colour "
+                          "images: 3-D volumes and channel-first (C, H, W) arrays are not read")
+    if arr.dtype == np.uint8:
+        intensity, bits = Intensity(value_range=(0.0, 255.0)), 8
+    elif arr.dtype == np.uint16:
+        intensity, bits = Intensity(value_range=(0.0, 65535.0)), 16
+    elif arr.dtype == np.bool_:
+        intensity, bits = Intensity(value_range=(0.0, 1.0)), 1
+    else:
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (np.nan, np.nan)
+        if not (arr.dtype.kind == "f" and 0.0 <= lo and hi <= 1.0):
+            raise SourceError(f"{rel} is {arr.dtype} with values in [{lo:g}, {hi:g}]; expected uint8 (0..255), "
+                              "uint16, bool, or floats in [0, 1]: rescale the arrays to one of these")
+        intensity, bits = Intensity(value_range=(0.0, 1.0)), arr.dtype.itemsize * 8
+    return (luma(arr) if arr.ndim == 3 else arr), intensity, bits
+
+
 def ingest_npz(path: Path, cfg: PixelConfig) -> Iterator[Record | tuple[str, str]]:
-    """MedMNIST arrays are already 8-bit display images: full-range VOI, same resampling path."""
+    """MedMNIST-style arrays (:func:`npz_image` says which are read, and how): same resampling path."""
     for rel, split, label, arr in npz_arrays(path):
-        arr = np.asarray(arr)
-        if arr.ndim == 3:  # (H, W, C) colour
-            arr = luma(arr)
-        bits = 16 if arr.dtype == np.uint16 else 8
+        arr, intensity, bits = npz_image(np.asarray(arr), rel)
         try:
-            image, voi, span = prepare_pixels_span(arr, Intensity(value_range=(0.0, 2.0**bits - 1)), cfg)
+            image, voi, span = prepare_pixels_span(arr, intensity, cfg)
         except BlankImage as e:
             yield rel, f"blank_image: nothing to show, {e}"
             continue
@@ -179,8 +204,10 @@ def assemble(scan_result: Scan, records: Iterable[Record | tuple[str, str]], *, 
             if "patient" in table.columns:
                 r.patient = next((x.patient for x in rows if x.patient), None)
             if "split" in table.columns:
-                vals = {x.split.lower() for x in rows}
-                r.source_split = SPLIT_NAMES.get(vals.pop()) if len(vals) == 1 else None
+                r.source_split, reason = table.split_of(rows, f"{mode} {r.meta.get(mode)!r}")
+                if reason:
+                    quarantine.append((r.rel, reason))
+                    continue
         kept.append(r)
     if table is not None and n_decoded and not kept:
         raise SourceError(f"{', '.join(p.name for p in table.paths)} matches none of the {n_decoded} readable images: "

@@ -315,6 +315,18 @@ class LabelTable:
             return None, f"conflicting_labels: {len(rows)} rows for {what} disagree: {vals}"
         return classes.pop(), None
 
+    def split_of(self, rows: list[Row], what: str) -> tuple[str | None, str | None]:
+        """(split, None) for rows that name one published split; (None, reason) when they name several. A value
+        that names no split stops the source (SourceError)."""
+        for r in rows:
+            if r.split.lower() not in SPLIT_NAMES:
+                raise SourceError(f"column {self.columns['split']!r} holds {r.split!r} ({r.origin}); expected "
+                                  f"train, val or test (any case; also {', '.join(sorted(SPLIT_NAMES))})")
+        splits = {SPLIT_NAMES[r.split.lower()] for r in rows}
+        if len(splits) > 1:
+            return None, f"conflicting_splits: rows for {what} give splits {sorted({r.split for r in rows})}"
+        return splits.pop(), None
+
     def label_values(self) -> Counter:
         return Counter(r.label for rows in self.rows.values() for r in rows)
 
@@ -406,13 +418,29 @@ def scan_labelled_tree(source: Path, cfg: SourceConfig) -> Scan:
                 "Set data.labels_key to the column that names the image, or point data.source at the folder the "
                 "paths are relative to")
     s.labels_from["key_matches"] = mode
-    if mode in HEADER_MODES:  # resolved per file after decoding the header
+    if mode in HEADER_MODES:  # labels resolved per file after decoding the header
         s.table = table
         s.items = items
         s.labels_from["key_matches"] = f"DICOM {mode} (read from each file's header)"
-        if "split" in table.columns:
-            s.published_split = f"column {table.columns['split']!r}"
+    else:
+        _label_by_path(s, items, table, mode, rel_to_key)
+    if "split" in table.columns:
+        s.published_split = f"column {table.columns['split']!r}"
         return s
+    splits, outside = _folder_splits(s.items)
+    # with header keys, files outside the split folders may be unlabelled extras (a README, another CSV) that
+    # decoding quarantines; a labelled one among them stops assign_splits (no split beside ones that have one)
+    if splits and outside and s.table is None:
+        raise SourceError(f"the labelled images sit in split folders {splits} and elsewhere (e.g. {outside[:3]}); "
+                          "expected all under split folders or none")
+    if splits:
+        s.published_split = "split folders " + ", ".join(f"{d}/" for d in splits)
+    return s
+
+
+def _label_by_path(s: Scan, items: list[Item], table: LabelTable, mode: str, rel_to_key: dict[str, str]) -> None:
+    """Labels, patients and splits from the CSV rows that name each file; unlabelled files are quarantined."""
+    csv_names = ", ".join(p.name for p in table.paths)
     # several files may share a name/stem (name and stem modes): none of them can be told apart
     if mode in ("name", "stem"):
         owners = Counter(rel_to_key.values())
@@ -420,7 +448,7 @@ def scan_labelled_tree(source: Path, cfg: SourceConfig) -> Scan:
         key = rel_to_key.get(it.rel)
         if key is None:
             s.quarantined.append((it.rel, f"no_label: {mode} {_mode_part(it.rel, mode)!r} is not in "
-                                          f"{', '.join(p.name for p in csv_paths)} (column {table.columns['key']!r})"))
+                                          f"{csv_names} (column {table.columns['key']!r})"))
             continue
         if mode in ("name", "stem") and owners[key] > 1:
             s.quarantined.append((it.rel, f"ambiguous_key: {owners[key]} files have the {mode} {key!r} that "
@@ -434,15 +462,10 @@ def scan_labelled_tree(source: Path, cfg: SourceConfig) -> Scan:
         it.label = label
         it.patient = next((r.patient for r in rows if r.patient), None) if "patient" in table.columns else None
         if "split" in table.columns:
-            vals = {r.split for r in rows}
-            if len(vals) > 1:
-                s.quarantined.append((it.rel, f"conflicting_splits: rows for {key!r} give splits {sorted(vals)}"))
+            it.split, reason = table.split_of(rows, repr(key))
+            if reason:
+                s.quarantined.append((it.rel, reason))
                 continue
-            v = vals.pop()
-            if v.lower() not in SPLIT_NAMES:
-                raise SourceError(f"column {table.columns['split']!r} holds {v!r} ({rows[0].origin}); expected "
-                                  f"train, val or test (any case; also {', '.join(sorted(SPLIT_NAMES))})")
-            it.split = SPLIT_NAMES[v.lower()]
         s.items.append(it)
     matched = set(rel_to_key.values())
     unmatched = [k for k in table.rows if k not in matched]
@@ -450,19 +473,21 @@ def scan_labelled_tree(source: Path, cfg: SourceConfig) -> Scan:
     if unmatched:
         s.warnings.append(f"{len(unmatched)} of the {len(table.rows)} keys in the labels CSV name no file under the "
                           f"source (e.g. {unmatched[0]!r})")
-    if "split" in table.columns:
-        s.published_split = f"column {table.columns['split']!r}"
-    else:
-        tops = {PurePosixPath(it.rel).parts[0] for it in s.items if len(PurePosixPath(it.rel).parts) > 1}
-        splits = _split_dirs(sorted(tops))
-        if splits and len(splits) == len(tops) and all(len(PurePosixPath(it.rel).parts) > 1 for it in s.items):
-            for it in s.items:
-                it.split = SPLIT_NAMES[PurePosixPath(it.rel).parts[0].lower()]
-            s.published_split = "split folders " + ", ".join(f"{d}/" for d in splits)
-        elif splits:
-            raise SourceError(f"the labelled images sit in split folders {splits} and in other folders "
-                              f"{sorted(tops - set(splits))}; expected all under split folders or none")
-    return s
+
+
+def _folder_splits(items: Sequence[Item]) -> tuple[list[str], list[str]]:
+    """When items sit in split folders (train/, test/, ...): those folders, each item in one given its split,
+    and the items outside them (left without one). ([], []) when no item sits in a split folder."""
+    tops = {PurePosixPath(it.rel).parts[0] for it in items if len(PurePosixPath(it.rel).parts) > 1}
+    splits = _split_dirs(sorted(tops))
+    outside = []
+    for it in items if splits else ():
+        top = PurePosixPath(it.rel).parts[0]
+        if top in splits and len(PurePosixPath(it.rel).parts) > 1:
+            it.split = SPLIT_NAMES[top.lower()]
+        else:
+            outside.append(it.rel)
+    return splits, outside
 
 
 def _mode_part(rel: str, mode: str) -> str:

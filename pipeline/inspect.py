@@ -19,7 +19,7 @@ import numpy as np
 from common.seeding import stage_rng
 from imaging.decode import IMAGE_SUFFIXES
 from imaging.ingest import _class_order, patient_ids
-from imaging.sources import HEADER_MODES, SPLIT_NAMES, SourceConfig, SourceError, npz_labels, scan
+from imaging.sources import HEADER_MODES, SourceConfig, SourceError, npz_labels, scan
 from imaging.split import SPLITS, assign_splits, keep_patients
 from pipeline.params import parse_stage_args
 
@@ -67,7 +67,9 @@ def label_from_table(entry: _Entry, table, mode: str) -> tuple[_Entry | None, st
     if "patient" in table.columns:
         entry.patient = next((row.patient for row in rows if row.patient), None)
     if "split" in table.columns:
-        entry.source_split = SPLIT_NAMES.get({row.split.lower() for row in rows}.pop())
+        entry.source_split, reason = table.split_of(rows, f"{mode} {entry.meta.get(mode)!r}")
+        if reason:
+            return None, reason
     return entry, None
 
 

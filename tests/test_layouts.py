@@ -2,6 +2,7 @@
 CSV columns, a few generated images. Each is read with the params the README gives for it."""
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -361,6 +362,60 @@ def test_csv_split_column_is_kept(project):
     with pytest.raises(SystemExit, match=r"column 'split' holds 'holdout'.*expected train, val or test"):
         run(project, f"data.source={src}")
 
+
+def uid_keyed(root: Path, rng, splits=("train", "train", "test"), split_column: bool = False) -> Path:
+    """DICOM files in <split>/ folders, a labels CSV keyed by SOPInstanceUID (the header resolves it), two
+    patients per split entry, two images each; with ``split_column`` the split is a CSV column instead."""
+    rows = []
+    for p in range(2 * len(splits)):
+        split = splits[p // 2]
+        (root / split).mkdir(parents=True, exist_ok=True)
+        for i in range(2):
+            ds = grey_dataset(phantom(rng, p % 2 == 1), bits_stored=8, PatientID=f"PAT{p}")
+            ds.save_as(root / split / f"p{p}_{i}.dcm", enforce_file_format=True)
+            rows.append([ds.SOPInstanceUID, "sick" if p % 2 else "well"] + ([split] if split_column else []))
+    with open(root / "labels.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["SOPInstanceUID", "label"] + (["split"] if split_column else []), *rows])
+    (root / "README.txt").write_text("not an image")  # an unlabelled extra outside the split folders
+    return root
+
+
+def test_split_folders_are_kept_when_labels_are_keyed_by_a_dicom_header_field(project):
+    src = uid_keyed(project / "uid", np.random.default_rng(7))
+    p = plan(project, f"data.source={src}")
+    s = run(project, f"data.source={src}")
+    for got in (p, s):
+        assert got["split_origin"]["test"] == "published" and got["split_origin"]["val"].startswith("carved")
+        assert got["splits"]["test"]["images"] == 4 and got["splits"]["train"]["images"] > 0
+    assert s["split_from"].startswith("published (split folders test/, train/)")
+    assert {r["path"] for r in index(project) if r["split"] == "test"} == {f"test/p{p}_{i}.dcm" for p in (4, 5)
+                                                                          for i in (0, 1)}
+    assert quarantine(project)["README.txt"].startswith("not_dicom:")
+
+
+def test_split_column_values_read_alike_whatever_the_csv_key(project, capsys):
+    src = uid_keyed(project / "uid", np.random.default_rng(8), split_column=True)
+    (src / "README.txt").unlink()
+    with open(src / "labels.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    rows[1][2] = "fold1"
+    (src / "labels.csv").write_text("\n".join(",".join(r) for r in rows) + "\n")
+    message = r"column 'split' holds 'fold1' \(labels.csv:2\); expected train, val or test"
+    with pytest.raises(SystemExit, match=message):
+        run(project, f"data.source={src}")
+    with pytest.raises(SystemExit):
+        plan(project, f"data.source={src}")
+    assert re.search(message, capsys.readouterr().err)
+    # two rows for one image that name different splits quarantine it, in inspect as in prepare
+    rows[1][2] = "train"
+    rows.append([rows[1][0], rows[1][1], "TEST"])
+    (src / "labels.csv").write_text("\n".join(",".join(r) for r in rows) + "\n")
+    p = plan(project, f"data.source={src}")
+    s = run(project, f"data.source={src}")
+    reason = quarantine(project)["train/p0_0.dcm"]
+    assert reason.startswith("conflicting_splits: rows for sop_instance_uid") and "['TEST', 'train']" in reason
+    assert p["quarantine_before_decoding"] == s["quarantine_reasons"] == {"conflicting_splits": 1}
+    assert p["splits"] == s["splits"] and s["splits"]["test"]["images"] == 4
 
 # ---------------------------------------------------------------- more than 8 bits
 

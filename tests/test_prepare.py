@@ -10,7 +10,10 @@ from PIL import Image
 from conftest import stage_args
 from imaging.demo import BROKEN
 from imaging.dicom_write import encode, grey_dataset
+from imaging.ingest import ingest_npz
 from imaging.phantoms import Anatomy, chest_phantom
+from imaging.pixels import PixelConfig
+from imaging.sources import SourceError
 from pipeline import demo_data, prepare
 
 
@@ -133,6 +136,33 @@ def test_npz_source_keeps_its_published_split(project):
                           "data.split_from=patients")
     assert summary["split_from"].startswith("patients") and summary["splits"]["test"]["images"] > 0
     assert any("published split is ignored" in w for w in summary["warnings"])
+
+
+def _npz_images(path, images):
+    np.savez(path, train_images=images, train_labels=np.zeros((len(images), 1), dtype=np.uint8))
+    return [r.image.astype(np.float32) for r in ingest_npz(path, PixelConfig(size=16))]
+
+
+def test_npz_images_are_read_by_shape_and_dtype_or_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (2, 16, 16), dtype=np.uint8)
+    want = _npz_images(tmp_path / "a.npz", grey)
+    # (H, W, 1) is grey; floats in [0, 1] and bool hold display values as they are
+    np.testing.assert_array_equal(_npz_images(tmp_path / "b.npz", grey[..., None]), want)
+    np.testing.assert_allclose(_npz_images(tmp_path / "c.npz", grey / 255.0), want, atol=2e-3)
+    binary = grey > 127
+    np.testing.assert_array_equal(_npz_images(tmp_path / "d.npz", binary),
+                                  _npz_images(tmp_path / "e.npz", binary.astype(np.uint8) * 255))
+    # (H, W, 3) is colour: grey in, the same grey out
+    np.testing.assert_allclose(_npz_images(tmp_path / "f.npz", np.repeat(grey[..., None], 3, -1)), want, atol=2e-3)
+    with pytest.raises(SourceError, match=r"a.npz:train_images\[0\] has shape \(16, 16, 16\).*volumes"):
+        _npz_images(tmp_path / "a.npz", rng.integers(0, 256, (2, 16, 16, 16), dtype=np.uint8))
+    with pytest.raises(SourceError, match=r"has shape \(3, 16, 16\).*channel-first"):
+        _npz_images(tmp_path / "a.npz", rng.integers(0, 256, (2, 3, 16, 16), dtype=np.uint8))
+    with pytest.raises(SourceError, match=r"is int16 with values in \[-5, 3000\]; expected uint8.*floats in \[0, 1\]"):
+        _npz_images(tmp_path / "a.npz", np.array([[[-5, 3000], [0, 1]]] * 2, dtype=np.int16))
+    with pytest.raises(SourceError, match=r"is float32 with values in \[0, 255\]"):
+        _npz_images(tmp_path / "a.npz", grey.astype(np.float32))
 
 
 @pytest.mark.parametrize("key", ["sop_instance_uid", "patient_id"])
