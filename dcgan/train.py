@@ -387,7 +387,8 @@ class Trainer:
             self._graph.drop()
         except Exception as e2:  # noqa: BLE001
             raise RuntimeError(f"CUDA graph capture failed ({reason}) and the device did not recover "
-                               f"({_reason(e2)}); set gan.cuda_graphs=false and resume from the last checkpoint") from e
+                               f"({_reason(e2)}); run again to resume from the last checkpoint, or set "
+                               "gan.cuda_graphs=false to train without graphs (from the start)") from e
         self._graph, self.use_graphs, self.graph_failure = None, False, reason
         self.D.requires_grad_(True)
         self.opt_d.zero_grad(set_to_none=True)

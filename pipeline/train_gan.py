@@ -7,8 +7,8 @@ checked every that many epochs and generator.pt is the generator with the lowest
 While it trains, the stage keeps checkpoint.pt and the reports so far in paths.gan_work, which is not a DVC
 out: DVC deletes a stage's outs before running it, and a stage with `persist` outs is never restored from DVC's
 run cache (so every queued experiment would retrain its GAN). A run resumes from paths.gan_work/checkpoint.pt
-when it belongs to the same configuration and data, otherwise starts over; the finished reports are then
-copied to paths.gan_reports.
+when it belongs to the same params, data, code and (with FID checks) extractor and val split, otherwise starts
+over; the finished reports are then copied to paths.gan_reports.
 Multi-GPU: ``torchrun --nproc_per_node N -m pipeline.train_gan`` (process 0 writes files and MLflow).
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ from evaluation import fidelity as fd
 from pipeline import outputs
 from pipeline.checkpoints import load_checkpoint, save_checkpoint
 from pipeline.params import parse_stage_args
-from pipeline.prepared import load_split
+from pipeline.prepared import Split, load_split
 from pipeline.runtime import configure_backends, resolve_runtime
 from pipeline.tracking import stage_run
 
@@ -47,10 +47,6 @@ from pipeline.tracking import stage_run
 TIMING_KEYS = ("images_per_second",)
 LOG_COLUMNS = ("step", "epoch", *METRICS, "lr_g", "lr_d")
 FID_COLUMNS = ("step", "epoch", "fid_domain")
-# Params that change nothing a finished run writes: a checkpoint made under other values still resumes to the
-# same outputs (more steps continue a finished run; with or without CUDA graphs or deterministic algorithms).
-# Every other param (log_every, grid_every, fid_every, ...) shapes the logs, grids or the FID-chosen generator.
-NOT_IN_RUN_KEY = ("steps", "checkpoint_every", "cuda_graphs", "deterministic")
 
 
 def code_hash(root: Path = Path(__file__).resolve().parents[1]) -> str:
@@ -62,10 +58,22 @@ def code_hash(root: Path = Path(__file__).resolve().parents[1]) -> str:
     return digest.hexdigest()[:16]
 
 
-def run_key(gan_params: dict, runtime: dict, seed: int, data_hash: str, world: int, code: str = "") -> str:
-    key = {k: v for k, v in gan_params.items() if k not in NOT_IN_RUN_KEY}
-    key.update({k: v for k, v in runtime.items() if k not in NOT_IN_RUN_KEY})
-    key.update(device=runtime["device"].type, seed=seed, data=data_hash, world=world, code=code)
+def fid_inputs(extractor_file: Path, val: Split) -> str:
+    """What the FID checks read besides the generator: the domain extractor file's bytes and the val split's
+    images and labels (they choose generator.pt and write fid.csv)."""
+    digest = hashlib.sha256(Path(extractor_file).read_bytes())
+    digest.update(val.data_hash.encode())
+    return digest.hexdigest()[:16]
+
+
+def run_key(gan_params: dict, runtime: dict, seed: int, data_hash: str, world: int, code: str = "",
+            fid: str = "") -> str:
+    """Identifies what a run writes: a checkpoint resumes only under the same key. Every gan param is in it, the
+    resolved runtime in place of ``auto``: steps and checkpoint_every close log windows (a finished run is not
+    continued, it trains afresh), CUDA graphs (capturable Adam) and deterministic algorithms do other arithmetic
+    on CUDA. ``fid``: fid_inputs() when the FID checks are on, else ""."""
+    key = {**gan_params, **runtime}
+    key.update(device=runtime["device"].type, seed=seed, data=data_hash, world=world, code=code, fid=fid)
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -219,16 +227,25 @@ def train_config(gan_params: dict, runtime: dict, **override) -> TrainConfig:
         "collapse_patience": int(g["collapse_patience"]), **override})
 
 
-def fid_monitor(args, trainer: Trainer, data, runtime: dict, seed: int) -> FidMonitor:
+def fid_monitor(extractor_file: Path, gan_params: dict, trainer: Trainer, data, val: Split, runtime: dict,
+                seed: int) -> FidMonitor:
     """The domain-FID check against the val split, with the extractor trained on this very train split."""
-    params = args.params
-    extractor = torch.load(args.path(params["paths"]["extractor"]) / outputs.EXTRACTOR, map_location="cpu",
-                           weights_only=True)
+    extractor = torch.load(extractor_file, map_location="cpu", weights_only=True)
     if extractor.get("data") != data.data_hash:
         raise SystemExit("train_gan: the domain extractor was trained on other data; run the extractor stage")
-    return FidMonitor(extractor, load_split(args.path(params["paths"]["prepared"]), "val"),
-                      int(params["gan"]["fid_samples"]), trainer.gan.z_dim, bool(trainer.gan.num_classes),
-                      runtime["device"], seed)
+    return FidMonitor(extractor, val, int(gan_params["fid_samples"]), trainer.gan.z_dim,
+                      bool(trainer.gan.num_classes), runtime["device"], seed)
+
+
+def discard_after(staged: Path, step: int, steps_per_epoch: int) -> None:
+    """Before a resume from ``step``: delete the staged files an uninterrupted run has not made by then (epoch
+    grids after it, the final grid, samples and summary of a run that got further). The logs go too; they are
+    written again from the checkpoint's history, never appended to."""
+    for path in sorted(staged.rglob("*")):
+        name = path.name.removeprefix("epoch_").removesuffix(".png")
+        kept = path.parent == staged / outputs.GRIDS and name.isdigit() and int(name) * steps_per_epoch <= step
+        if path.is_file() and not kept:
+            path.unlink()
 
 
 def resume(trainer: Trainer, monitor: FidMonitor | None, checkpoint: Path, key: str, writer: bool) -> int:
@@ -237,7 +254,7 @@ def resume(trainer: Trainer, monitor: FidMonitor | None, checkpoint: Path, key: 
     state, found = load_checkpoint(checkpoint, rename=writer)
     if state is None:
         return 0
-    if state["run_key"] == key and state["step"] <= trainer.cfg.steps:
+    if state["run_key"] == key:   # the same params (steps included): never past this run's last step
         trainer.load_state_dict(state)
         if monitor and state.get("fid_monitor"):
             monitor.load_state_dict(state["fid_monitor"])
@@ -245,8 +262,7 @@ def resume(trainer: Trainer, monitor: FidMonitor | None, checkpoint: Path, key: 
             print(f"train_gan: resuming from step {trainer.step} of {trainer.cfg.steps} ({found})")
         return trainer.step
     if writer:
-        why = "another configuration or data" if state["run_key"] != key else f"step {state['step']}"
-        print(f"train_gan: {found} is from {why}; starting over")
+        print(f"train_gan: {found} is from other params, data, code or FID inputs; starting over")
     return 0
 
 
@@ -254,18 +270,22 @@ def train(args, runtime: dict, rank: int, world: int) -> dict:
     params = args.params
     gan_params, seed, writer = params["gan"], int(params["base"]["seed"]), rank == 0
     model_dir, reports = args.path(params["paths"]["gan_model"]), args.path(params["paths"]["gan_reports"])
-    data = load_split(args.path(params["paths"]["prepared"]), "train")
+    prepared = args.path(params["paths"]["prepared"])
+    data = load_split(prepared, "train")
     trainer = build_trainer(gan_params, runtime, data, seed)
-    monitor = fid_monitor(args, trainer, data, runtime, seed) if int(gan_params["fid_every"]) and writer else None
-    key = run_key(gan_params, runtime, seed, data.data_hash, world, code_hash())
+    fid, monitor = "", None
+    if int(gan_params["fid_every"]):   # every process: the key must be the same in all of them
+        extractor_file, val = args.path(params["paths"]["extractor"]) / outputs.EXTRACTOR, load_split(prepared, "val")
+        fid = fid_inputs(extractor_file, val)
+        monitor = fid_monitor(extractor_file, gan_params, trainer, data, val, runtime, seed) if writer else None
+    key = run_key(gan_params, runtime, seed, data.data_hash, world, code_hash(), fid)
     work = args.path(params["paths"]["gan_work"])
     staged = work / "reports"    # paths.gan_reports as it grows; published when the run ends
     resumed_from = resume(trainer, monitor, work / outputs.CHECKPOINT, key, writer)
     if writer and not resumed_from:
         shutil.rmtree(staged, ignore_errors=True)
-    elif writer:   # a finished run continued: its final files are written again at the end (not if it diverges)
-        for stale in [staged / outputs.SUMMARY, staged / outputs.FINAL_GRID, *staged.glob(outputs.CLASS_SAMPLES_GLOB)]:
-            stale.unlink(missing_ok=True)
+    elif writer:   # files staged after the checkpoint (a run killed later) are made again, or not at all
+        discard_after(staged, resumed_from, trainer.steps_per_epoch)
     if writer:
         (staged / outputs.GRIDS).mkdir(parents=True, exist_ok=True)
         model_dir.mkdir(parents=True, exist_ok=True)

@@ -1,17 +1,19 @@
 """Device, precision and backend choices (pipeline/runtime.py), checked on a CPU: GPU-only settings are
-refused or honoured, never dropped; on faked GPUs each device gets what it can run. The GAN stage keeps its
-run key across graph settings and records a graph capture that fell back. (The training loop's own CUDA
-calls, stubbed, are tested in test_dcgan_train.py.)"""
+refused or honoured, never dropped; on faked GPUs each device gets what it can run. The GAN stage's run key
+covers every param (the graph settings too) and the FID checks' inputs; the stage records a graph capture that
+fell back. (The training loop's own CUDA calls, stubbed, are tested in test_dcgan_train.py.)"""
 import json
 import os
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from conftest import stage_args, tiny_params
 
 from common import PACKAGES
 from pipeline import prepare, train_gan
+from pipeline.prepared import Split
 from pipeline.runtime import configure_backends, resolve_device, resolve_precision, resolve_runtime
 
 AUTO = {"device": "auto", "precision": "auto", "channels_last": "auto", "cuda_graphs": "auto", "deterministic": False}
@@ -126,19 +128,34 @@ def test_bench_and_stage_share_the_backend_setup():
 
 
 # ---- the stage: run key and the recorded graph status --------------------------------------------------------
-def test_switching_graphs_keeps_the_run_key(no_cuda):
-    g = {"loss": "bce", "cuda_graphs": "auto", "deterministic": False, "steps": 10}
+def test_the_run_key_covers_every_param_and_the_fid_inputs(no_cuda):
+    g = {"loss": "bce", "cuda_graphs": "auto", "deterministic": False, "steps": 10, "checkpoint_every": 5}
     rt = resolve_runtime(AUTO)
     key = train_gan.run_key(g, rt, 0, "h", 1)
-    assert train_gan.run_key({**g, "cuda_graphs": False, "deterministic": True}, {**rt, "cuda_graphs": True,
-                             "deterministic": True}, 0, "h", 1) == key
-    assert train_gan.run_key({**g, "steps": 20, "checkpoint_every": 7}, rt, 0, "h", 1) == key
+    assert train_gan.run_key({**g, "cuda_graphs": False}, rt, 0, "h", 1) == key   # auto, resolved on a CPU: off
     assert train_gan.run_key({**g, "loss": "hinge"}, rt, 0, "h", 1) != key
     assert train_gan.run_key(g, {**rt, "precision": "bf16"}, 0, "h", 1) != key
-    # what shapes the outputs a finished run writes: the FID checks (the generator kept), logs, grids, the code
-    for changed in ("fid_every", "fid_samples", "log_every", "grid_every"):
+    # what a finished run writes: the FID checks (the generator kept), logs, grids, the code; more steps or other
+    # checkpoints close other log windows; CUDA graphs (capturable Adam) and deterministic algorithms do other
+    # arithmetic on CUDA, and summary.json names the graph status
+    for changed in ("fid_every", "fid_samples", "log_every", "grid_every", "steps", "checkpoint_every"):
         assert train_gan.run_key({**g, changed: 3}, rt, 0, "h", 1) != key, changed
+    for changed in ("cuda_graphs", "deterministic"):
+        assert train_gan.run_key(g, {**rt, changed: True}, 0, "h", 1) != key, changed
     assert train_gan.run_key(g, rt, 0, "h", 1, code="other") != key
+    assert train_gan.run_key(g, rt, 0, "h", 1, fid="other") != key
+
+
+def test_the_fid_inputs_follow_the_extractor_file_and_the_val_split(tmp_path):
+    extractor = tmp_path / "extractor.pt"
+    extractor.write_bytes(b"weights")
+    val = lambda label: Split(np.zeros((1, 1, 4, 4), np.float16), np.array([label]),  # noqa: E731
+                              [{"sha256": "ab", "label": str(label)}], ["normal", "pneumonia"])
+    before = train_gan.fid_inputs(extractor, val(0))
+    assert train_gan.fid_inputs(extractor, val(0)) == before
+    assert train_gan.fid_inputs(extractor, val(1)) != before
+    extractor.write_bytes(b"other weights")
+    assert train_gan.fid_inputs(extractor, val(0)) != before
 
 
 def test_the_code_hash_follows_every_file_of_the_packages(tmp_path):
@@ -176,7 +193,8 @@ def test_stage_records_the_fallback(project, demo_archive, failing_capture, monk
     exp = client.get_experiment_by_name("medaug")
     run = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("stage") == "train_gan"][0]
     assert run.data.params["gan.resolved_cuda_graphs"] == status
-    # the checkpoint resumes with graphs off: cuda_graphs is not in the run key
+    # the same settings resume the finished run; with graphs off it starts over (other arithmetic on CUDA)
+    assert train_gan.main(stage_args(project))["resumed_from_step"] == 6
     monkeypatch.setattr(train_gan, "resolve_runtime", real)
-    more = train_gan.main(stage_args(project, "gan.steps=9", "gan.cuda_graphs=false"))
-    assert more["resumed_from_step"] == 6 and more["cuda_graphs"] == "off"
+    more = train_gan.main(stage_args(project, "gan.cuda_graphs=false"))
+    assert more["resumed_from_step"] == 0 and more["cuda_graphs"] == "off"

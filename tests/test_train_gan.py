@@ -1,4 +1,5 @@
-"""train_gan stage end to end on a small prepared demo set: outputs, MLflow, resume after a kill, torchrun."""
+"""train_gan stage end to end on a small prepared demo set: outputs, MLflow, resume after a kill (and what it
+publishes), the run key, torchrun."""
 import csv
 import json
 import os
@@ -13,7 +14,8 @@ import pytest
 import torch
 from conftest import stage_args, tiny_params
 from dcgan.models import load_generator
-from pipeline import prepare, train_gan
+from dcgan.train import DivergenceError
+from pipeline import prepare, train_extractor, train_gan
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(width=0.25, steps=12, batch=8, log_every=3, checkpoint_every=6, grid_every=2, fid_every=0)
@@ -77,13 +79,39 @@ def test_num_classes_must_match_the_data(prepared):
         train_gan.main(stage_args(prepared, "gan.num_classes=3"))
 
 
-def test_unconditional_and_restart_on_config_change(prepared, capsys):
-    train_gan.main(stage_args(prepared, "gan.num_classes=0", "gan.steps=6"))
+def test_unconditional_and_restart_on_any_param_change(prepared, capsys):
+    train_gan.main(stage_args(prepared, "gan.num_classes=0", "gan.steps=5"))
     assert not (prepared / "reports/gan/samples_normal.png").exists()
+    # more steps train afresh: the finished run closed a log window at step 5, an uninterrupted one does not
     more = train_gan.main(stage_args(prepared, "gan.num_classes=0", "gan.steps=9"))
-    assert more["resumed_from_step"] == 6 and more["steps"] == 9          # steps is not part of the run key
+    assert more["resumed_from_step"] == 0 and more["steps"] == 9 and "starting over" in capsys.readouterr().out
+    assert log_steps(prepared) == [3, 6, 9]
     other = train_gan.main(stage_args(prepared, "gan.num_classes=0", "gan.steps=9", "gan.loss=hinge"))
     assert other["resumed_from_step"] == 0 and "starting over" in capsys.readouterr().out
+
+
+def test_the_fid_checks_inputs_are_in_the_run_key(prepared, capsys):
+    """The FID checks choose generator.pt and write fid.csv: another extractor file, or other val images or
+    labels, train afresh instead of restoring checks scored against the old ones."""
+    extractor = ("extractor.width=4", "extractor.dim=16", "extractor.batch=16", "mlflow.enabled=false")
+    fid = ("gan.steps=6", "gan.fid_every=1", "gan.fid_samples=20", "mlflow.enabled=false")
+    train_extractor.main(stage_args(prepared, *extractor, "extractor.steps=4"))
+    assert train_gan.main(stage_args(prepared, *fid))["resumed_from_step"] == 0
+    assert train_gan.main(stage_args(prepared, *fid))["resumed_from_step"] == 6   # same inputs: the finished run
+    train_extractor.main(stage_args(prepared, *extractor, "extractor.steps=6"))
+    capsys.readouterr()
+    assert train_gan.main(stage_args(prepared, *fid))["resumed_from_step"] == 0
+    assert "starting over" in capsys.readouterr().out
+    index = prepared / "data/prepared/index.csv"
+    with open(index, newline="") as f:
+        rows = list(csv.DictReader(f))
+    val = next(row for row in rows if row["split"] == "val")
+    val["label"] = str(1 - int(val["label"]))   # the train split, and so the extractor's check, stay the same
+    with open(index, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert train_gan.main(stage_args(prepared, *fid))["resumed_from_step"] == 0
 
 
 def test_killed_run_resumes_and_finishes_the_planned_steps(prepared):
@@ -119,7 +147,7 @@ def test_killed_run_resumes_and_finishes_the_planned_steps(prepared):
 @pytest.mark.parametrize("damage", ["truncated", "zero_bytes", "not_a_checkpoint"])
 def test_a_damaged_checkpoint_is_set_aside_and_training_resumes_from_the_previous_one(prepared, damage, recwarn):
     """12 steps with checkpoints at 6 and 12 leave checkpoint.pt (12) and checkpoint.prev.pt (6). Damage the
-    last: the stage warns naming it, renames it aside, resumes from step 6 and finishes its 18 planned steps."""
+    last: the stage warns naming it, renames it aside, resumes from step 6 and finishes its 12 planned steps."""
     a = ("mlflow.enabled=false",)
     train_gan.main(stage_args(prepared, *a))
     ckpt, prev = prepared / "checkpoints/gan/checkpoint.pt", prepared / "checkpoints/gan/checkpoint.prev.pt"
@@ -130,12 +158,36 @@ def test_a_damaged_checkpoint_is_set_aside_and_training_resumes_from_the_previou
         ckpt.write_bytes(b"")
     else:
         torch.save({"weights": torch.zeros(3)}, ckpt)
-    summary = train_gan.main(stage_args(prepared, "gan.steps=18", *a))
-    assert summary["resumed_from_step"] == 6 and summary["steps"] == 18
+    summary = train_gan.main(stage_args(prepared, *a))
+    assert summary["resumed_from_step"] == 6 and summary["steps"] == 12
     assert (prepared / "checkpoints/gan/checkpoint.pt.damaged").is_file()
     assert any("checkpoint.pt cannot be read" in str(w.message) and "checkpoint.pt.damaged" in str(w.message)
                for w in recwarn)
-    assert torch.load(ckpt, weights_only=True)["step"] == 18
+    assert torch.load(ckpt, weights_only=True)["step"] == 12
+
+
+def test_a_resumed_run_drops_what_was_staged_after_its_checkpoint(prepared, monkeypatch):
+    """A run that got past its checkpoint (here: finished, then checkpoint.pt lost) left epoch grids and final
+    files staged. Resumed from step 6 and stopped at once, the stage publishes what an uninterrupted run has made
+    by step 6: the epoch grids up to it and the curves from the checkpoint's history, nothing appended."""
+    a = ("mlflow.enabled=false",)
+    steps_per_epoch = -(-train_gan.main(stage_args(prepared, *a))["train_images"] // 8)
+    work = prepared / "checkpoints/gan"
+    (work / "checkpoint.pt").unlink()   # checkpoint.prev.pt (step 6) is the one left
+    staged = {p.name for p in (work / "reports/grids").glob("epoch_*.png")}
+    assert any(int(name[6:12]) * steps_per_epoch > 6 for name in staged)   # there is something to drop
+
+    def diverge(trainer, *args, **kwargs):
+        raise DivergenceError("diverged at once")
+
+    monkeypatch.setattr(train_gan.Trainer, "run", diverge)
+    with pytest.raises(SystemExit, match="diverged at once"):
+        train_gan.main(stage_args(prepared, *a))
+    reports = prepared / "reports/gan"
+    published = {p.relative_to(reports).as_posix() for p in reports.rglob("*") if p.is_file()}
+    grids = {f"grids/epoch_{e:06d}.png" for e in range(2, 6 // steps_per_epoch + 1, 2)}   # gan.grid_every=2
+    assert published == grids | {"losses.csv"}
+    assert log_steps(prepared) == [3, 6]
 
 
 def test_with_both_checkpoints_damaged_training_starts_over(prepared, recwarn):
