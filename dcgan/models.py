@@ -166,8 +166,10 @@ GENERATOR_FORMAT = 1
 def generator_state(g: Generator, classes: list[str], *, seed: int, step: int, ema: bool,
                     fixed_z: torch.Tensor | None = None, fixed_y: torch.Tensor | None = None) -> dict:
     """``g``'s config and weights with the class names, and where they came from (seed, step, EMA, the fixed
-    latents of the sample grids)."""
-    return {"format": GENERATOR_FORMAT, "gan_config": g.cfg.to_dict(), "state_dict": g.state_dict(),
+    latents of the sample grids). The weights are CPU copies: torch.save records each tensor's device, and a
+    generator kept while training on a GPU must give the file one restored from a checkpoint gives."""
+    weights = {k: v.detach().cpu().clone() for k, v in g.state_dict().items()}
+    return {"format": GENERATOR_FORMAT, "gan_config": g.cfg.to_dict(), "state_dict": weights,
             "classes": list(classes), "seed": seed, "step": step, "ema": ema, "fixed_z": fixed_z, "fixed_y": fixed_y}
 
 

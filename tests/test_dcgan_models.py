@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
+from common.io import save_torch
 from conftest import cpu_gen
-from dcgan.models import Discriminator, GanConfig, Generator, build
+from dcgan.models import Discriminator, GanConfig, Generator, build, generator_state
 
 
 @pytest.mark.parametrize("res", [16, 32, 64, 128])
@@ -75,3 +76,22 @@ def test_spectral_norm_replaces_d_batchnorm():
     for m in convs:  # largest singular value of the normalised weight ~ 1
         w = m.weight.flatten(1)
         assert float(torch.linalg.matrix_norm(w, 2)) == pytest.approx(1.0, rel=0.2)
+
+
+def test_the_generator_file_holds_cpu_copies_of_the_weights(tmp_path):
+    """torch.save records each tensor's device, so generator.pt holds CPU copies: a best generator kept from a
+    GPU run and one restored from a checkpoint (loaded onto the CPU) write the same bytes, and training on
+    after a check does not change the generator it kept."""
+    g = Generator(GanConfig(resolution=16, width=0.125, num_classes=2))
+    state = generator_state(g, ["a", "b"], seed=0, step=3, ema=True)
+    assert all(t.device.type == "cpu" for t in state["state_dict"].values())
+    kept = {k: v.clone() for k, v in state["state_dict"].items()}
+    with torch.no_grad():
+        for p in g.parameters():
+            p.add_(1)
+        for b in g.buffers():
+            b.add_(1)
+    assert all(torch.equal(state["state_dict"][k], v) for k, v in kept.items())
+    save_torch(tmp_path / "fresh.pt", state)
+    save_torch(tmp_path / "restored.pt", torch.load(tmp_path / "fresh.pt", map_location="cpu", weights_only=True))
+    assert (tmp_path / "fresh.pt").read_bytes() == (tmp_path / "restored.pt").read_bytes()
