@@ -15,7 +15,6 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     JPEGBaseline8Bit,
     JPEGLSLossless,
-    PYDICOM_IMPLEMENTATION_UID,
     RLELossless,
     generate_uid,
 )
@@ -24,6 +23,11 @@ CR_IMAGE_STORAGE = ComputedRadiographyImageStorage
 DX_IMAGE_STORAGE = DigitalXRayImageStorageForPresentation
 SECONDARY_CAPTURE = SecondaryCaptureImageStorage
 SYNTAXES = ("explicit", "implicit", "rle", "jpeg-ls", "jpeg2000", "jpeg-baseline")
+# (0002,0012) and (0002,0013), fixed here: left unset, pydicom writes its own version into the name, and
+# every file (demo archive, synthetic and reader-study copies) would change with a pydicom upgrade. The UID
+# is pydicom's implementation UID, spelt out so that it cannot move either.
+IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.8.498.1"
+IMPLEMENTATION_VERSION_NAME = "MEDAUG"
 
 
 def grey_dataset(stored: np.ndarray, *, bits_stored: int, photometric: str = "MONOCHROME2",
@@ -43,7 +47,8 @@ def grey_dataset(stored: np.ndarray, *, bits_stored: int, photometric: str = "MO
     ds.file_meta.MediaStorageSOPClassUID = sop_class
     ds.file_meta.MediaStorageSOPInstanceUID = sop_uid or generate_uid()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.file_meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    ds.file_meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
     ds.Modality = modality

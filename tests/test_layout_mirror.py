@@ -18,8 +18,6 @@ EXEMPT = {
                                    "test_evaluation_fidelity.py fails without it where torchvision mismatches torch",
     "imaging/demo.py": "through the demo_data stage (test_prepare.py: each broken file quarantined with its reason) "
                        "and the demo_archive fixture (test_imaging_decode.py)",
-    "imaging/dicom_write.py": "a writer for tests and stages: encode round trips in test_imaging_decode.py, the "
-                              "synthesize and vtt_export DICOMs in test_synthesis_stages.py and test_vtt.py",
     "imaging/ingest.py": "through the prepare stage on every source kind (test_prepare.py, test_layouts.py); "
                          "ingest_file's quarantine reasons in test_imaging_decode.py",
     "imaging/phantoms.py": "no test of its own; it draws the images of test_prepare.py and test_layouts.py, "
