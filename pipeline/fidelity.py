@@ -4,8 +4,8 @@ paths.fidelity_reports/ (nearest-neighbour figures).
 For each extractor in fidelity.extractors: FID, KID, precision/recall, overall and per class, with the
 sample counts; relative FID; and, with the domain extractor and in pixel space, the memorisation audit
 (synthetic vs training images, against held-out vs training images). An extractor that cannot be built
-here (Inception weights offline) gives nulls with the reason and a warning. The reference is the
-validation split by default, so choosing runs by FID never touches the test split.
+here (Inception weights offline) gives nulls with a fixed reason, and a warning with the error itself. The
+reference is the validation split by default, so choosing runs by FID never touches the test split.
 """
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ from pipeline.runtime import resolve_device
 from pipeline.tracking import numeric_metrics, stage_run
 
 NULL_METRICS = dict.fromkeys((fd.FID, fd.KID, fd.KID_STD, fd.PRECISION, fd.RECALL, "relative_fid"))
+INCEPTION_UNAVAILABLE = ("Inception weights not found: set fidelity.inception_weights to a local copy, or allow "
+                         "the download")
 
 
 def set_metrics(f_syn, f_ref, rng, kid_subsets: int) -> dict:
@@ -93,10 +95,11 @@ def extractor_kwargs(args, fid_params: dict, name: str, domain: dict) -> dict:
     return kwargs
 
 
-def unavailable(name: str, error: Exception, root: Path) -> dict:
-    """Null metrics and the reason, which goes into an out: without this machine's absolute paths."""
+def unavailable(name: str, error: Exception) -> dict:
+    """Null metrics and the reason. The reason goes into an out (and the report), so it is fixed: the error's
+    text (a DNS message, this machine's paths) goes to stderr only, in the warning."""
     warnings.warn(f"fidelity: {name} unavailable, its metrics are null: {error}", stacklevel=1)
-    reason = str(error).replace(str(root), ".").replace(str(Path.home()), "~")
+    reason = INCEPTION_UNAVAILABLE if name == fd.INCEPTION else f"{name} could not be built; the stage's log says why"
     return {"extractor": name, "overall": dict(NULL_METRICS), "unavailable": reason}
 
 
@@ -111,7 +114,7 @@ def compare_extractors(args, fid_params: dict, sets: Compared, domain: dict, dev
             f_syn = fd.features(sets.synthetic, name, device, **kwargs)
             f_ref = fd.features(sets.reference.images, name, device, **kwargs)
         except fd.ExtractorUnavailable as e:
-            extractors[name] = unavailable(name, e, args.root)
+            extractors[name] = unavailable(name, e)
             continue
         extractors[name] = evaluate(name, f_syn, f_ref, sets.synthetic_labels, sets.reference.labels,
                                     sets.train.classes, rng, int(fid_params["kid_subsets"]))

@@ -10,6 +10,7 @@ import torch
 from conftest import stage_args, tiny_params
 from dcgan.models import latents
 from dcgan.models import load_generator
+from evaluation.fidelity import DOMAIN, INCEPTION, ExtractorUnavailable
 from imaging.dicom_write import SECONDARY_CAPTURE
 from pipeline import fidelity, prepare, synthesize, train_extractor, train_gan
 
@@ -89,15 +90,29 @@ def test_synthesize_counts_seeds_and_copies(trained):
     assert counts["per_class"] == {"normal": 5, "pneumonia": 5} and counts["images"] == 10
 
 
+def test_an_unavailable_extractor_gets_a_fixed_reason_in_the_out():
+    """The reason goes into metrics/fidelity.json (a DVC out) and the report: the same on every machine, whatever
+    the error said (a DNS message, a path); the error itself goes to stderr as a warning."""
+    error = ExtractorUnavailable("inception-v3-compat: URLError: <urlopen error [Errno -3] Temporary failure in "
+                                 "name resolution> (/home/someone/.cache/torch/hub)")
+    with pytest.warns(UserWarning, match="name resolution"):
+        out = fidelity.unavailable(INCEPTION, error)
+    assert out["unavailable"] == fidelity.INCEPTION_UNAVAILABLE and out["overall"]["fid"] is None
+    assert "fidelity.inception_weights" in out["unavailable"]
+    with pytest.warns(UserWarning, match="bad state"):
+        other = fidelity.unavailable(DOMAIN, ExtractorUnavailable("bad state at /tmp/x"))["unavailable"]
+    assert other.startswith(DOMAIN) and "/tmp" not in other and "bad state" not in other
+
+
 def test_fidelity_stage_metrics(trained):
     project, _, _ = trained
     synthesize.main(stage_args(project, "synthesize.count=12"))
-    with pytest.warns(UserWarning, match="inception-v3-compat unavailable"):
+    with pytest.warns(UserWarning, match="inception-v3-compat unavailable.*missing.pth"):   # the error: stderr
         r = fidelity.main(stage_args(project, "fidelity.inception_weights=missing.pth", "fidelity.kid_subsets=5"))
     saved = json.loads((project / "metrics/fidelity.json").read_text())
     assert saved["reference_split"] == "val" and saved["n_synthetic"] == 24
     inc = saved["extractors"]["inception-v3-compat"]
-    assert inc["overall"]["fid"] is None and "missing.pth" in inc["unavailable"]
+    assert inc["overall"]["fid"] is None and inc["unavailable"] == fidelity.INCEPTION_UNAVAILABLE   # the out: fixed
     dom = saved["extractors"]["medaug-domain"]
     assert dom["overall"]["fid"] > 0 and dom["overall"]["n_synthetic"] == 24
     assert dom["overall"]["n_real"] == r["n_reference"]
