@@ -20,6 +20,7 @@ from imaging.sources import HEADER_MODES, Item, Scan, SourceError, npz_arrays, p
 from imaging.split import assign_splits, duplicates_across, keep_patients
 
 LOW_SPAN_WARN = 0.02  # share of low-contrast images (pixels.LOW_SPAN) above which the summary warns
+ONE_PATIENT_WARN = (0.1, 50)  # one patient id on more than this share of at least this many images: the summary warns
 INDEX_COLUMNS = ("row", "path", "patient_id", "label", "label_name", "split", "sha256", "patient_id_from",
                  "modality", "photometric", "bits_stored", "transfer_syntax", "orig_height", "orig_width", "voi")
 
@@ -269,6 +270,13 @@ def assemble(scan_result: Scan, records: Iterable[Record | tuple[str, str]], *, 
         warnings.append(f"{low} of {len(usable)} prepared images ({low_share:.0%}) span less than a quarter of [-1, 1]: "
                         "the VOI does not fit their values (a 16-bit file windowed over its full range?). Look at "
                         "them, and set prepare.voi (percentile or minmax) to change it")
+    top, n_top = Counter(patients).most_common(1)[0]
+    if len(usable) >= ONE_PATIENT_WARN[1] and n_top > ONE_PATIENT_WARN[0] * len(usable):
+        source = pid_from[patients.index(top)]
+        warnings.append(f"patient id {top!r} (from {source}) is on {n_top} of {len(usable)} images "
+                        f"({n_top / len(usable):.0%}), all in one split: if it is not one patient (an anonymiser's "
+                        "constant PatientID, a site code), set data.patient_column or data.patient_regex to the real "
+                        "patient id")
     if pid_from.count("file"):
         warnings.append(f"{pid_from.count('file')} images have no patient id (no patient column, no PatientID, no "
                         "data.patient_regex match): each is treated as its own patient, so images of one patient "

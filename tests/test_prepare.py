@@ -104,6 +104,23 @@ def test_class_folders_source(project):
     assert quarantine[0]["reason"].startswith("not_in_class_folder:")
 
 
+def test_one_patient_id_on_many_images_is_named_in_a_warning(project):
+    """A patient id on 12 of 60 images (an anonymiser's constant id on part of an archive, say) is not an error,
+    but the whole group lands in one split: the summary names it and how to set the patient id."""
+    rng = np.random.default_rng(1)
+    src = project / "one_patient"
+    for cls in ("NORMAL", "PNEUMONIA"):
+        (src / cls).mkdir(parents=True)
+    for i in range(60):
+        cls, stem = ("PNEUMONIA", f"person1_bacteria_{i}") if i < 12 else (("NORMAL", "PNEUMONIA")[i % 2],
+                                                                          f"person{i}_virus_0")
+        Image.fromarray((chest_phantom(rng, 48, Anatomy.sample(rng), False) * 255).astype(np.uint8)).save(
+            src / cls / f"{stem}.png")
+    summary = run_prepare(project, f"data.source={src}", "prepare.size=32")
+    assert any("patient id 'person1' (from regex) is on 12 of 60 images (20%)" in w and "data.patient_regex" in w
+               for w in summary["warnings"]), summary["warnings"]
+
+
 def test_npz_source_keeps_its_published_split(project):
     rng = np.random.default_rng(0)
     arrays = {}
