@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from pipeline.arms import REAL_ONLY, verdict  # noqa: E402
+from pipeline.arms import REAL_ONLY, seed_interval, verdict  # noqa: E402
 from _data import WORK, add_folder_args, dvc_experiments, folders  # noqa: E402
 
 SETS = ("real", "real_classic", "real_synthetic", "synthetic")
@@ -95,8 +95,9 @@ def tabulate(exps: list[dict]) -> dict:
                 d = diffs[key].get(f"{ts}-real")
                 if d:
                     auc = d["roc_auc"]
-                    row.update(delta_auc=auc["mean"], delta_auc_ci=auc["ci"], delta_auc_seed_spread=auc.get("seed_spread"))
-                    row["verdict"] = row_verdict(row)
+                    row.update(delta_auc=auc["mean"], delta_auc_ci=auc["ci"],
+                               delta_auc_seed_spread=auc.get("seed_spread"))
+                    row["verdict"] = verdict(row_difference(row))
                 rows.append(row)
         dom = e["fidelity"]["extractors"]["medaug-domain"]["overall"]
         mem = e["fidelity"]["memorisation"]
@@ -124,7 +125,7 @@ def carry_over(res: dict, previous: dict) -> dict:
     have = {g["fraction"] for g in res["gan"]}
     gan = [{**g, "code": g.get("code", previous.get("code", "?")[:7]), "carried_over": True}
            for g in previous["gan"] if g["fraction"] not in have]
-    rows = [{**r, "verdict": row_verdict(r)} if "delta_auc" in r else r
+    rows = [{**r, "verdict": verdict(row_difference(r))} if "delta_auc" in r else r
             for r in previous["rows"] if r["fraction"] not in have]
     by_fraction = lambda r: r["fraction"]   # noqa: E731
     return {**res, "rows": sorted(res["rows"] + rows, key=by_fraction),
@@ -147,15 +148,16 @@ def delta_cell(row: dict) -> str:
     """ΔAUC vs real [95% CI over test patients] (over seeds: [95% t]) of a table row; empty for real only."""
     if "delta_auc" not in row:
         return ""
-    seeds = (row.get("delta_auc_seed_spread") or {}).get("ci", [None, None])
+    seeds = seed_interval(row_difference(row))
     return (f"{fmt(row['delta_auc'])} [{fmt(row['delta_auc_ci'][0])}, {fmt(row['delta_auc_ci'][1])}] "
             f"(seeds [{fmt(seeds[0])}, {fmt(seeds[1])}])")
 
 
-def row_verdict(row: dict) -> str:
-    """pipeline.arms.verdict on a table row's two intervals (rows carried over from an earlier JSON included)."""
-    return verdict({"ci": row["delta_auc_ci"], "seeds": row["seeds"], **(
-        {"seed_spread": row["delta_auc_seed_spread"]} if row.get("delta_auc_seed_spread") else {})})
+def row_difference(row: dict) -> dict:
+    """A table row's ΔAUC as the paired difference pipeline.arms reads (rows carried over included)."""
+    return {"ci": row["delta_auc_ci"], "seeds": row["seeds"], **(
+        {"seed_spread": row["delta_auc_seed_spread"]} if row.get("delta_auc_seed_spread") else {})}
+
 
 
 def markdown(res: dict) -> str:

@@ -12,8 +12,9 @@ entropy cannot predict them.
 Scoring: accuracy, sensitivity for synthetic, specificity, an exact binomial test against 50%, accuracy by
 confidence, Cohen's (two readers) or Fleiss' (more) kappa, and a Mann-Whitney U test of a 10-point realism
 score between real and synthetic images. Pooled over several readers, who all rate the same images, the
-accuracy's CI resamples readers and images and realism is compared per image (``_pooled``). Realism comes from the answer and its 1-5 confidence: "synthetic,
-confidence 5" -> 1 ... "synthetic, confidence 1" -> 5, "real, confidence 1" -> 6 ... "real, confidence 5" -> 10.
+accuracy's CI resamples readers and images and realism is compared per image (``_pooled``). Realism comes
+from the answer and its 1-5 confidence: "synthetic, confidence 5" -> 1 ... "synthetic, confidence 1" -> 5,
+"real, confidence 1" -> 6 ... "real, confidence 5" -> 10.
 """
 from __future__ import annotations
 

@@ -41,6 +41,11 @@ def planned(arms: dict) -> dict[str, list[str]]:
     return out
 
 
+def seed_interval(diff: dict) -> list:
+    """A paired difference's 95% t interval over seeds ([None, None] when none is recorded)."""
+    return (diff.get("seed_spread") or {}).get("ci", [None, None])
+
+
 def verdict(diff: dict) -> str:
     """helped / hurt / no clear difference, from a paired difference's 95% intervals: ``ci`` and, when there,
     ``seed_spread``'s t interval over seeds. In downstream_summary ``ci`` is the paired bootstrap over test

@@ -16,7 +16,7 @@ import numpy as np
 from common.io import atomic_file, write_json
 from evaluation import metrics as M
 from pipeline import outputs
-from pipeline.arms import arm_name, planned, verdict
+from pipeline.arms import arm_name, planned, seed_interval, verdict
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split
 from pipeline.tracking import numeric_metrics, stage_run
@@ -83,11 +83,11 @@ def markdown(summary: dict, downstream: dict) -> str:
                   "|---|---|---|---|---|---|---|"]
         for ts, numbers in rows.items():
             lines.append(f"| {ts} | " + " | ".join(_fmt(numbers[metric]) for metric in MARKDOWN_COLUMNS) + " |")
-        lines += ["", "| vs real only | ΔAUC [95% CI] | ΔAUC over seeds [95% t] | Δaccuracy [95% CI] | verdict (AUC) |",
-                  "|---|---|---|---|---|"]
+        lines += ["", "| vs real only | ΔAUC [95% CI] | ΔAUC over seeds [95% t] | Δaccuracy [95% CI] | "
+                  "verdict (AUC) |", "|---|---|---|---|---|"]
         for name, difference in summary["paired_differences"][key].items():
             auc, accuracy = difference[M.ROC_AUC], difference[M.ACCURACY]
-            seeds = auc.get("seed_spread", {}).get("ci", [None, None])
+            seeds = seed_interval(auc)
             lines.append(f"| {name} | {_fmt(auc['mean'])} [{_fmt(auc['ci'][0])}, {_fmt(auc['ci'][1])}] | "
                          f"[{_fmt(seeds[0])}, {_fmt(seeds[1])}] | "
                          f"{_fmt(accuracy['mean'])} [{_fmt(accuracy['ci'][0])}, {_fmt(accuracy['ci'][1])}] | "

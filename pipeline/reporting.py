@@ -21,7 +21,7 @@ from pathlib import Path
 from common.io import atomic_file, write_json
 from evaluation import metrics as M
 from pipeline import outputs, report_figures, report_page
-from pipeline.arms import verdict
+from pipeline.arms import seed_interval, verdict
 from pipeline.prepared import dataset_hash
 from pipeline.tracking import log_to_parent, numeric_metrics, stage_run
 
@@ -126,7 +126,7 @@ def paired_difference(difference: dict) -> dict:
     """A paired difference against real only: ROC AUC and accuracy with their 95% CIs (over test patients), ROC
     AUC's t interval over seeds, and the verdict (which needs both of ROC AUC's)."""
     auc, accuracy = difference[M.ROC_AUC], difference[M.ACCURACY]
-    seeds = auc.get("seed_spread", {}).get("ci", [None, None])
+    seeds = seed_interval(auc)
     return {"roc_auc": auc["mean"], "roc_auc_ci_low": auc["ci"][0], "roc_auc_ci_high": auc["ci"][1],
             "roc_auc_seeds_ci_low": seeds[0], "roc_auc_seeds_ci_high": seeds[1],
             "accuracy": accuracy["mean"], "accuracy_ci_low": accuracy["ci"][0],
@@ -161,8 +161,8 @@ def vtt_export_summary(folder: Path, shown: str) -> dict:
 
 def vtt_score_summary(scores: dict | None, key_version: str | None) -> dict:
     """The readers' scores for this export ({} when not scored, or scored against another export's key):
-    pooled accuracy with its CI, the binomial test (one reader only), agreement, and one row per reader (a list, so reader
-    names never become metric names)."""
+    pooled accuracy with its CI, the binomial test (one reader only), agreement, and one row per reader (a list,
+    so reader names never become metric names)."""
     if not scores or not scores.get("scored", True) or scores.get("key_version") != key_version:
         return {}
     pooled = scores["pooled"]

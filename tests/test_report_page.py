@@ -58,7 +58,8 @@ def test_downstream_blocks_split_training_sets_from_paired_differences(empty):
     summary["downstream"] = {"cnn": {"fraction_0.25": {
         "real": numbers, "real_synthetic": {**numbers, "roc_auc": 0.9},
         "real_synthetic-real": {"roc_auc": 0.08766, "roc_auc_ci_low": 0.01, "roc_auc_ci_high": 0.15,
-                                "roc_auc_seeds_ci_low": 0.02, "roc_auc_seeds_ci_high": 0.14, "accuracy": 0.02, "accuracy_ci_low": -0.01, "accuracy_ci_high": 0.05,
+                                "roc_auc_seeds_ci_low": 0.02, "roc_auc_seeds_ci_high": 0.14,
+                                "accuracy": 0.02, "accuracy_ci_low": -0.01, "accuracy_ci_high": 0.05,
                                 "verdict": "helped"}}}}
     page = report_page.render(summary, figures)
     block = page[page.index("<h3>cnn, real-data fraction 0.25</h3>"):page.index('<section id="vtt">')]
