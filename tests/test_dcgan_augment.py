@@ -32,7 +32,8 @@ def test_color_is_one_brightness_and_contrast_draw_per_image():
     """On one channel, colour is out = c * (x - mean(x)) + mean(x) + b per image, with contrast c in [0.5, 1.5]
     and brightness b in [-0.5, 0.5] (saturation leaves a single channel as it is); on three channels, saturation
     also scales the channels about their mean."""
-    x = torch.rand(64, 1, 8, 8) * 2 - 1
+    inputs = cpu_gen(7)
+    x = torch.rand(64, 1, 8, 8, generator=inputs) * 2 - 1
     out = color(x, generator=cpu_gen())
     centred_in = x - x.mean(dim=(1, 2, 3), keepdim=True)
     centred_out = out - out.mean(dim=(1, 2, 3), keepdim=True)
@@ -44,11 +45,14 @@ def test_color_is_one_brightness_and_contrast_draw_per_image():
     grey = x.repeat(1, 3, 1, 1)
     out = color(grey, generator=cpu_gen())
     assert torch.allclose(out[:, 0], out[:, 1]) and torch.allclose(out[:, 1], out[:, 2])   # grey stays grey
-    rgb = torch.rand(64, 3, 8, 8)
+    rgb = torch.rand(64, 3, 8, 8, generator=inputs)
     out = color(rgb, generator=cpu_gen())
-    k = (out[:, 0] - out[:, 1]).flatten(1) / (rgb[:, 0] - rgb[:, 1]).flatten(1)   # saturation x contrast
-    assert torch.allclose(k, k[:, :1].expand_as(k), atol=1e-3) and (k >= 0).all() and (k <= 3).all()
-    assert ((k[:, 0] < 0.5) | (k[:, 0] > 1.5)).any()   # beyond what contrast alone gives: saturation acts
+    # one factor per image scales every pixel's channel difference: saturation x contrast. Fitted by least squares,
+    # not as a ratio per pixel (a ratio of two near-equal channels is all rounding: CI once failed on it)
+    d_in, d_out = (rgb[:, 0] - rgb[:, 1]).flatten(1), (out[:, 0] - out[:, 1]).flatten(1)
+    k = (d_out * d_in).sum(1) / (d_in * d_in).sum(1)
+    assert torch.allclose(d_out, k[:, None] * d_in, atol=1e-5) and (k >= 0).all() and (k <= 3).all()
+    assert ((k < 0.5) | (k > 1.5)).any()   # beyond what contrast alone gives: saturation acts
 
 
 def test_diffaugment_is_differentiable_and_policy_checked():
