@@ -78,8 +78,12 @@ def read_dicom(path: str | os.PathLike) -> Decoded:
         stored = luma(stored)  # pydicom returns RGB (YBR converted); colour collapses to grey
         bits = int(ds.get("BitsStored", 8))
         intensity = Intensity(value_range=(0.0, float(2**bits - 1)))
+        padding = 0
     else:
         intensity = dicom_intensity(ds)
+        stored, padding = fill_padding(stored, ds, intensity)
+        if intensity.invert and photometric == "MONOCHROME2":
+            photometric = "MONOCHROME2 INVERSE"  # index.csv and the prepare summary say why it was inverted
     meta = {
         "patient_id": str(ds.get("PatientID", "") or "").strip(),
         "sop_instance_uid": str(ds.get("SOPInstanceUID", "") or ""),
@@ -89,6 +93,7 @@ def read_dicom(path: str | os.PathLike) -> Decoded:
         "transfer_syntax": ts_name,
         "orig_height": int(stored.shape[0]),
         "orig_width": int(stored.shape[1]),
+        "padding_pixels": padding,
     }
     return Decoded(stored, intensity, meta)
 
@@ -130,10 +135,17 @@ def _pixels(ds, ts: str, ts_name: str, spp: int) -> np.ndarray:
 
 
 def dicom_intensity(ds) -> Intensity:
-    """Modality LUT, VOI and photometric from a greyscale DICOM data set."""
+    """Modality LUT, VOI and photometric from a greyscale DICOM data set.
+
+    Shown inverted: MONOCHROME1, and a Presentation LUT Shape of INVERSE ("output after inversion is in
+    P-Values", PS3.3 C.11.6.1.2). The DX IOD pairs INVERSE with MONOCHROME1 as one and the same inversion
+    (C.8.11.3), so the two together invert once; on MONOCHROME2 it is what makes the file display inverted.
+    """
     from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
 
-    t = Intensity(invert=str(ds.get("PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1")
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    lut_shape = str(ds.get("PresentationLUTShape", "") or "").strip().upper()
+    t = Intensity(invert=photometric == "MONOCHROME1" or lut_shape == "INVERSE")
     if ds.get("ModalityLUTSequence"):
         desc = ds.ModalityLUTSequence[0].LUTDescriptor
         xs = np.arange(int(desc[1]), int(desc[1]) + (int(desc[0]) or 65536))
@@ -153,6 +165,29 @@ def dicom_intensity(ds) -> Intensity:
         t.windows = [(float(c), float(w)) for c, w in zip(centers, widths) if float(w) > 0]
         t.voi_function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR")
     return t
+
+
+def fill_padding(stored: np.ndarray, ds, t: Intensity) -> tuple[np.ndarray, int]:
+    """Pixel Padding Value, and Pixel Padding Range Limit when present (PS3.3 C.7.5.1.1.2): stored values that
+    are not part of the image (the frame of a collimated or rotated radiograph). They take the value the image
+    proper shows darkest, so they show black and count in no VOI: min-max or percentile over a padding value far
+    from the content (-2000, 65535) would squeeze the image into a few grey levels. Returns the array and how
+    many pixels were padding (0: nothing changed; an image all padding is left to be refused as blank)."""
+    if ds.get("PixelPaddingValue") is None or stored.dtype.kind not in "iu":
+        return stored, 0
+    first = int(ds.PixelPaddingValue)
+    limit = ds.get("PixelPaddingRangeLimit")
+    last = first if limit is None else int(limit)
+    values = stored.astype(np.int64, copy=False)
+    pad = (values >= min(first, last)) & (values <= max(first, last))
+    n = int(pad.sum())
+    if n == 0 or n == pad.size:
+        return stored, 0
+    rising = (t.modality_lut[1][-1] >= t.modality_lut[1][0]) if t.modality_lut is not None else t.slope >= 0
+    content = stored[~pad]
+    out = stored.copy()
+    out[pad] = content.max() if rising == t.invert else content.min()
+    return out, n
 
 
 def read_image(path: str | os.PathLike) -> Decoded:

@@ -277,6 +277,11 @@ def assemble(scan_result: Scan, records: Iterable[Record | tuple[str, str]], *, 
                         f"({n_top / len(usable):.0%}), all in one split: if it is not one patient (an anonymiser's "
                         "constant PatientID, a site code), set data.patient_column or data.patient_regex to the real "
                         "patient id")
+    inverse = sum(1 for r in usable if r.meta.get("photometric") == "MONOCHROME2 INVERSE")
+    if inverse:
+        warnings.append(f"{inverse} images are MONOCHROME2 with Presentation LUT Shape INVERSE: shown inverted, as "
+                        "the standard says (index.csv's photometric column names them). If the report's grid shows "
+                        "them as negatives, their header is wrong")
     if pid_from.count("file"):
         warnings.append(f"{pid_from.count('file')} images have no patient id (no patient column, no PatientID, no "
                         "data.patient_regex match): each is treated as its own patient, so images of one patient "
@@ -302,6 +307,9 @@ def assemble(scan_result: Scan, records: Iterable[Record | tuple[str, str]], *, 
         "voi": dict(Counter(r.meta.get("voi", "") for r in usable)),
         "low_contrast_images": low, "low_contrast_share": low_share,
     }
+    padded = sum(1 for r in usable if r.meta.get("padding_pixels"))
+    if padded:  # DICOM Pixel Padding Value: those pixels show black and count in no VOI (decode.fill_padding)
+        summary["pixel_padding_images"] = padded
     if warnings:
         summary["warnings"] = warnings
     return Dataset(images, index, quarantine, class_names, summary)

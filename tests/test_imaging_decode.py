@@ -177,3 +177,66 @@ def test_multi_page_tiff_is_quarantined_like_multi_frame_dicom(tmp_path):
     pages[0].save(tmp_path / "m.tif", save_all=True, append_images=pages[1:])
     got = ingest_file(Item(tmp_path / "m.tif", "m.tif"), PixelConfig(size=32))
     assert isinstance(got, tuple) and got[1].startswith("multi_frame:") and "2 pages" in got[1]
+
+
+def _prepared(tmp_path, ds, name="x.dcm", voi="window"):
+    ds.save_as(tmp_path / name, enforce_file_format=True)
+    got = ingest_file(Item(tmp_path / name, name), PixelConfig(size=32, voi=voi))
+    assert not isinstance(got, tuple), got
+    return got
+
+
+def test_presentation_lut_shape_inverse_inverts_monochrome2_and_not_monochrome1_twice(tmp_path):
+    arr = stored_image(12, shape=(64, 64))   # square: no pad margin, every pixel is image
+    plain = _prepared(tmp_path, grey_dataset(arr.copy(), bits_stored=12), "m2.dcm")
+    inverse = _prepared(tmp_path, grey_dataset(arr.copy(), bits_stored=12, PresentationLUTShape="INVERSE"), "m2i.dcm")
+    np.testing.assert_allclose(inverse.image.astype(np.float32), -plain.image.astype(np.float32), atol=1e-3)
+    assert inverse.meta["photometric"] == "MONOCHROME2 INVERSE" and plain.meta["photometric"] == "MONOCHROME2"
+    mono1 = _prepared(tmp_path, grey_dataset(arr.copy(), bits_stored=12, photometric="MONOCHROME1"), "m1.dcm")
+    mono1_inverse = _prepared(tmp_path, grey_dataset(arr.copy(), bits_stored=12, photometric="MONOCHROME1",
+                                                     PresentationLUTShape="INVERSE"), "m1i.dcm")
+    np.testing.assert_array_equal(mono1_inverse.image, mono1.image)   # the DX pairing: one inversion
+    np.testing.assert_array_equal(mono1.image, inverse.image)
+
+
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+@pytest.mark.parametrize("voi", ["minmax", "percentile"])
+def test_pixel_padding_shows_darkest_and_counts_in_no_voi(tmp_path, photometric, voi):
+    """A radiograph in a frame of Pixel Padding Value 4095 (12 bits): prepared as the unframed image with a
+    black frame, not squeezed by a VOI stretched to the padding value."""
+    content = (stored_image(12, shape=(64, 64)) // 4 + 600).astype(np.uint16)   # values about 600..1630
+    framed = np.full((64, 64), 4095, np.uint16)
+    framed[16:48, 16:48] = content[16:48, 16:48]
+    bare = np.full((64, 64), 0, np.uint16)
+    bare[16:48, 16:48] = content[16:48, 16:48]
+    inner = np.s_[8:24, 8:24]   # the content at 32 px
+    pad = _prepared(tmp_path, grey_dataset(framed, bits_stored=12, photometric=photometric,
+                                           PixelPaddingValue=4095), "pad.dcm", voi)
+    no_pad = _prepared(tmp_path, grey_dataset(framed, bits_stored=12, photometric=photometric), "nopad.dcm", voi)
+    assert pad.meta["padding_pixels"] == 64 * 64 - 32 * 32 and no_pad.meta["padding_pixels"] == 0
+    span = np.ptp(pad.image[inner].astype(np.float32))
+    assert span > 1.5 > 2 * np.ptp(no_pad.image[inner].astype(np.float32))   # the old squeeze
+    assert (pad.image[:8] == -1).all()   # the frame shows black
+    # the frame takes the content's darkest stored value: the content reads as it would alone
+    alone = content[16:48, 16:48]
+    lo, hi = (alone.min(), alone.max()) if photometric == "MONOCHROME2" else (alone.max(), alone.min())
+    bare[:] = lo
+    bare[16:48, 16:48] = alone
+    ref = _prepared(tmp_path, grey_dataset(bare, bits_stored=12, photometric=photometric), "ref.dcm", voi)
+    np.testing.assert_array_equal(pad.image, ref.image)
+
+
+def test_pixel_padding_range_limit_signed(tmp_path):
+    """Signed stored values with a padding range (-2000..-1000) read through implicit VR, where the padding
+    value's VR (US or SS) comes from Pixel Representation."""
+    content = stored_image(12, shape=(48, 48)).astype(np.int16)
+    framed = content.copy()
+    framed[:, :12] = np.linspace(-2000, -1000, 48 * 12).reshape(48, 12).astype(np.int16)
+    ds = grey_dataset(np.zeros((48, 48), np.uint16), bits_stored=16, PixelRepresentation=1)
+    ds.PixelData = framed.tobytes()
+    ds.PixelPaddingValue, ds.PixelPaddingRangeLimit = -2000, -1000
+    encode(ds, "implicit")
+    got = _prepared(tmp_path, ds, voi="minmax")
+    assert got.meta["padding_pixels"] == 48 * 12
+    dec = read_dicom(tmp_path / "x.dcm")
+    assert dec.stored[:, :12].min() == content[:, 12:].min() and (dec.stored[:, 12:] == content[:, 12:]).all()

@@ -121,6 +121,30 @@ def test_one_patient_id_on_many_images_is_named_in_a_warning(project):
                for w in summary["warnings"]), summary["warnings"]
 
 
+def test_presentation_inverse_and_pixel_padding_are_reported(project):
+    """DICOM files that are inverted by their Presentation LUT Shape are named in a warning and in index.csv;
+    files with padding pixels are counted in the summary."""
+    rng = np.random.default_rng(2)
+    src = project / "dicom_classes"
+    for i in range(8):
+        cls = ("NORMAL", "PNEUMONIA")[i % 2]
+        (src / cls).mkdir(parents=True, exist_ok=True)
+        stored = (chest_phantom(rng, 48, Anatomy.sample(rng), False) * 4000).astype(np.uint16)
+        attrs = {"PatientID": f"P{i}"}
+        if i < 3:
+            attrs["PresentationLUTShape"] = "INVERSE"
+        if i >= 6:
+            stored[:4] = 4095
+            attrs["PixelPaddingValue"] = 4095
+        grey_dataset(stored, bits_stored=12, **attrs).save_as(src / cls / f"im{i}.dcm", enforce_file_format=True)
+    summary = run_prepare(project, f"data.source={src}", "prepare.size=32")
+    assert any(w.startswith("3 images are MONOCHROME2 with Presentation LUT Shape INVERSE") for w in summary["warnings"])
+    assert summary["pixel_padding_images"] == 2
+    index = read_csv(project / "data/prepared/index.csv")
+    inverse = sorted(r["path"].rsplit("/", 1)[1] for r in index if r["photometric"] == "MONOCHROME2 INVERSE")
+    assert inverse == ["im0.dcm", "im1.dcm", "im2.dcm"]
+
+
 def test_npz_source_keeps_its_published_split(project):
     rng = np.random.default_rng(0)
     arrays = {}
