@@ -375,7 +375,10 @@ def match_mode(keys: Sequence[str], rels: Sequence[str]) -> tuple[str | None, di
     for nk, k in norm.items():
         parts = nk.split("/")
         for i in range(len(parts)):
-            by_suffix.setdefault("/".join(parts[i:]), k)
+            # a path ending that several keys share names none of them (siteA/p1/x.dcm, siteB/p1/x.dcm): "" marks
+            # it, and _label_by_path quarantines its file instead of taking the first row
+            tail = "/".join(parts[i:])
+            by_suffix[tail] = k if by_suffix.get(tail, k) == k else ""
     maps: dict[str, dict[str, str]] = {m: {} for m in PATH_MODES}
     for rel in rels:
         pp = PurePosixPath(rel)
@@ -453,6 +456,12 @@ def _label_by_path(s: Scan, items: list[Item], table: LabelTable, mode: str, rel
         if mode in ("name", "stem") and owners[key] > 1:
             s.quarantined.append((it.rel, f"ambiguous_key: {owners[key]} files have the {mode} {key!r} that "
                                           f"{table.columns['key']!r} names; use a column holding relative paths"))
+            continue
+        if key == "":   # suffix mode, see match_mode
+            ends = [k for k in table.rows if ("/" + _norm_path(k)).endswith("/" + it.rel)]
+            s.quarantined.append((it.rel, f"ambiguous_key: {len(ends)} values of {table.columns['key']!r} end with "
+                                          f"this path ({ends[:2]}); point data.source at the folder they are "
+                                          "relative to"))
             continue
         rows = table.rows[key]
         label, reason = table.resolve(rows, repr(key))

@@ -363,6 +363,29 @@ def test_csv_split_column_is_kept(project):
         run(project, f"data.source={src}")
 
 
+def test_a_path_ending_two_keys_share_is_quarantined_not_given_the_first_row(project):
+    """The CSV names files of two sites (siteA/p0/img.png, siteB/p0/img.png) and the source holds one site: the
+    files of the patients both sites have are not labelled by whichever row comes first."""
+    src = project / "siteA"
+    rng = np.random.default_rng(6)
+    rows = []
+    for i in range(16):
+        (src / f"p{i}").mkdir(parents=True)
+        Image.fromarray(phantom(rng, i % 2 == 1)).save(src / f"p{i}" / "img.png")
+        rows.append([f"archive/siteA/p{i}/img.png", "sick" if i % 2 else "well"])
+        if i < 2:
+            rows.append([f"archive/siteB/p{i}/img.png", "well" if i % 2 else "sick"])   # another patient, another label
+    with open(src / "labels.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["file", "diagnosis"], *rows])
+    s = run(project, f"data.source={src}", "data.min_val_images=1")
+    assert s["labels_from"]["key_matches"] == "suffix"
+    q = quarantine(project)
+    assert sorted(q) == ["p0/img.png", "p1/img.png"]
+    assert q["p0/img.png"].startswith("ambiguous_key: 2 values of 'file' end with this path "
+                                      "(['archive/siteA/p0/img.png', 'archive/siteB/p0/img.png'])")
+    assert s["prepared"] == 14
+
+
 def uid_keyed(root: Path, rng, splits=("train", "train", "test"), split_column: bool = False) -> Path:
     """DICOM files in <split>/ folders, a labels CSV keyed by SOPInstanceUID (the header resolves it), two
     patients per split entry, two images each; with ``split_column`` the split is a CSV column instead."""
