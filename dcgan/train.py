@@ -406,11 +406,14 @@ class Trainer:
             set_capturable(opt, self.use_graphs and self.cuda)
 
     @property
+    def graph_mode(self) -> str:
+        """on | off | fallback: what the run's steps actually used."""
+        return "fallback" if self.graph_failure else "on" if self.use_graphs else "off"
+
+    @property
     def graph_status(self) -> str:
-        """on | off | fallback (<reason>): what the run's steps actually used."""
-        if self.graph_failure:
-            return f"fallback ({self.graph_failure})"
-        return "on" if self.use_graphs else "off"
+        """:attr:`graph_mode`, with the reason of a fallback: ``fallback (<reason>)``."""
+        return f"fallback ({self.graph_failure})" if self.graph_failure else self.graph_mode
 
     def _epoch_end(self) -> None:
         self.perm.copy_(torch.randperm(self.n, generator=self.perm_gen, device=self.device))

@@ -352,7 +352,7 @@ def finish(run: TrainingRun, data, runtime: dict, world: int, model_dir: Path, p
     summary = {"steps": trainer.step, "epochs": round(trainer.step / trainer.steps_per_epoch, 2),
                "train_images": len(data.images), "resolution": trainer.gan.resolution,
                "num_classes": trainer.gan.num_classes, "classes": data.classes, "device": str(runtime["device"]),
-               "precision": runtime["precision"], "cuda_graphs": trainer.graph_status,  # on | off | fallback (<reason>)
+               "precision": runtime["precision"], "cuda_graphs": trainer.graph_mode,  # the reason: log, MLflow
                "world_size": world, "final": {k: round(last[k], 5) for k in METRICS if k in last},
                "generator_step": gen_state["step"],
                "fid_domain_best": round(monitor.best["fid"], 5) if monitor else None,

@@ -185,7 +185,8 @@ def test_stage_records_the_fallback(project, demo_archive, failing_capture, monk
     assert len(fallback) == 1 and "operation not permitted when stream is capturing" in str(fallback[0].message)
     status = "fallback (RuntimeError: CUDA error: operation not permitted when stream is capturing)"
     assert summary["steps"] == 6
-    assert json.loads((project / "reports/gan/summary.json").read_text())["cuda_graphs"] == status
+    # summary.json, a DVC out, holds no exception text (a CUDA message can carry sizes and addresses)
+    assert json.loads((project / "reports/gan/summary.json").read_text())["cuda_graphs"] == "fallback"
 
     from mlflow.tracking import MlflowClient
 
