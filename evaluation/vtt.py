@@ -14,7 +14,10 @@ confidence, Cohen's (two readers) or Fleiss' (more) kappa, and a Mann-Whitney U 
 score between real and synthetic images. Pooled over several readers, who all rate the same images, the
 accuracy's CI resamples readers and images and realism is compared per image (``_pooled``). Realism comes
 from the answer and its 1-5 confidence: "synthetic, confidence 5" -> 1 ... "synthetic, confidence 1" -> 5,
-"real, confidence 1" -> 6 ... "real, confidence 5" -> 10.
+"real, confidence 1" -> 6 ... "real, confidence 5" -> 10. A CI of the accuracy that includes 50% means the
+study could not show that readers tell real from synthetic, not that they cannot; its width bounds the
+difference that could have been missed. Kappa is None (with the reason) when every answer is the same:
+agreement beyond chance is then undefined.
 """
 from __future__ import annotations
 
@@ -92,6 +95,13 @@ def blind(real: np.ndarray, real_names: list[str], real_origin: list[str], synth
     of every rendered image with its truth, name and origin."""
     if len(entropy) < 16:
         raise ValueError(f"blinding entropy must be at least 16 bytes, got {len(entropy)}")
+    # render_png resamples only images that are not size x size already: with two sizes, one class alone
+    # would be resampled, and its smoothing would tell the classes apart
+    real_hw, synthetic_hw = tuple(np.shape(real)[-2:]), tuple(np.shape(synthetic)[-2:])
+    if real_hw != synthetic_hw:
+        raise ValueError(f"real images are {real_hw[0]}x{real_hw[1]} but synthetic images are "
+                         f"{synthetic_hw[0]}x{synthetic_hw[1]}: both sets must have one size, or the resampling "
+                         "of one set alone tells them apart")
     rendered = [(render_png(x, size), REAL, n, o) for x, n, o in zip(real, real_names, real_origin)]
     rendered += [(render_png(x, size), SYNTHETIC, n, o) for x, n, o in zip(synthetic, synthetic_names, synthetic_origin)]
     digest = hashlib.sha256(entropy)
@@ -114,7 +124,8 @@ def key_rows(items: list[BlindedItem], rng: np.random.Generator) -> list[dict]:
 
 
 def reader_page(ids: list[str], key_version: str, image_dir: str = "images") -> str:
-    """The self-contained, offline reader page (evaluation/vtt_reader.html) for these ids."""
+    """The self-contained, offline reader page (evaluation/vtt_reader.html) for these ids. The page shows each
+    reader the images in an order of their own (seeded by the reader's name) and keeps progress per reader."""
     template = resources.files("evaluation").joinpath("vtt_reader.html").read_text(encoding="utf-8")
     data = json.dumps({"ids": list(ids), "key_version": key_version, "image_dir": image_dir})
     return template.replace("__STUDY_JSON__", data.replace("</", "<\\/"))
@@ -138,8 +149,13 @@ def check_responses(name: str, rows: list[dict], key: dict[str, dict], key_versi
     seen: dict[str, int] = {}
     out = []
     for line, r in enumerate(rows, start=2):
+        # a row with fewer fields than the header has None (csv.DictReader's restval) for the ones it lacks
+        short = [c for c in ("reader", "key_version", "id", "answer", "confidence") if r.get(c) is None]
+        if short:
+            problems.append(f"line {line}: too few fields (no {', '.join(short)})")
+            continue
         rid = (r.get("id") or "").strip()
-        if r.get("key_version", "").strip() != key_version:
+        if (r.get("key_version") or "").strip() != key_version:
             problems.append(f"line {line}: key version {r.get('key_version')!r} is not this export's {key_version!r}")
             continue
         if rid not in key:
@@ -160,8 +176,8 @@ def check_responses(name: str, rows: list[dict], key: dict[str, dict], key_versi
         except (TypeError, ValueError):
             problems.append(f"line {line}: confidence {r.get('confidence')!r} for {rid} is not 1-5")
             continue
-        out.append({"reader": r["reader"].strip(), "id": rid, "answer": answer, "confidence": conf,
-                    "truth": key[rid]["truth"], "comment": r.get("comment", "")})
+        out.append({"reader": (r.get("reader") or "").strip(), "id": rid, "answer": answer, "confidence": conf,
+                    "truth": key[rid]["truth"], "comment": r.get("comment") or ""})
     missing = sorted(set(key) - set(seen))
     if missing and not problems:
         problems.append(f"{len(missing)} of {len(key)} images have no answer: {', '.join(missing[:10])}"
@@ -205,26 +221,27 @@ def _rates(rows: list[dict]) -> dict:
             "realism_mann_whitney_p": float(mw.pvalue) if mw else None}
 
 
-def cohen_kappa(a: list[str], b: list[str]) -> float:
-    """Cohen's kappa (scikit-learn's); 1.0 when both readers gave one and the same answer throughout, where
-    scikit-learn's is undefined (0/0)."""
+def cohen_kappa(a: list[str], b: list[str]) -> float | None:
+    """Cohen's kappa (scikit-learn's); None when both readers gave one and the same answer throughout: chance
+    agreement is then 1 and kappa 0/0, undefined (the answers say nothing about agreement beyond chance)."""
     from sklearn.metrics import cohen_kappa_score
 
     if len(set(a) | set(b)) == 1:
-        return 1.0
+        return None
     return float(cohen_kappa_score(a, b))
 
 
-def fleiss_kappa(table: np.ndarray) -> float:
+def fleiss_kappa(table: np.ndarray) -> float | None:
     """table: (items, categories) counts of raters per category; every item rated by the same number.
     Written here: neither scipy nor scikit-learn has Fleiss' kappa (statsmodels does, a large dependency
-    for five lines); a test checks it on the textbook worked example (kappa 0.210)."""
+    for five lines); a test checks it on the textbook worked example (kappa 0.210). None when every rating is
+    in one category: chance agreement is then 1 and kappa 0/0, undefined."""
     table = np.asarray(table, dtype=float)
     n = table.sum(axis=1)[0]
     p_j = table.sum(axis=0) / table.sum()
     p_i = (np.square(table).sum(axis=1) - n) / (n * (n - 1))
     p_bar, p_e = p_i.mean(), np.square(p_j).sum()
-    return 1.0 if p_e == 1 else float((p_bar - p_e) / (1 - p_e))
+    return None if p_e == 1 else float((p_bar - p_e) / (1 - p_e))
 
 
 POOLED_BOOTSTRAP = 2000   # resamples of readers and images for the pooled accuracy's CI
@@ -263,7 +280,8 @@ def _pooled(readers: dict[str, list[dict]]) -> dict:
 
 
 def score(readers: dict[str, list[dict]]) -> dict:
-    """``readers``: reader name -> validated rows (check_responses). Per reader, pooled, and agreement."""
+    """``readers``: reader name -> validated rows (check_responses). Per reader, pooled, and agreement; an
+    undefined kappa is None, with ``kappa_undefined`` saying why."""
     out = {"readers": {name: _rates(rows) for name, rows in readers.items()}, "pooled": _pooled(readers)}
     names = sorted(readers)
     if len(names) >= 2:
@@ -276,6 +294,8 @@ def score(readers: dict[str, list[dict]]) -> dict:
             table = np.array([[sum(answers[n][i] == c for n in names) for c in (REAL, SYNTHETIC)] for i in ids])
             out["agreement"] = {"method": "fleiss_kappa", "kappa": fleiss_kappa(table), "items": len(ids),
                                 "readers": len(names)}
+        if out["agreement"]["kappa"] is None:  # only when every answer is the same one
+            out["agreement"]["kappa_undefined"] = f"every answer was {answers[names[0]][ids[0]]!r}"
     return out
 
 

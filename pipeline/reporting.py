@@ -172,7 +172,8 @@ def vtt_score_summary(scores: dict | None, key_version: str | None) -> dict:
     if "agreement" in scores:
         agreement = scores["agreement"]
         summary |= {"kappa": agreement["kappa"], "agreement_method": agreement["method"],
-                    "agreement_items": agreement["items"]}
+                    "agreement_items": agreement["items"],
+                    **{k: agreement[k] for k in ("kappa_undefined",) if k in agreement}}
     summary["per_reader"] = [{"reader": reader, **{k: numbers.get(k) for k in READER_KEYS},
                               "accuracy_ci_low": numbers["accuracy_95ci"][0],
                               "accuracy_ci_high": numbers["accuracy_95ci"][1]}

@@ -48,7 +48,8 @@ tells which is which.
 2. Type your name or reader code and start.
 3. For each image choose Real (key R) or Synthetic (key S) and your confidence from 1 (guessing) to
    5 (certain); add a comment if you wish. Enter or the right arrow moves on.
-   Your progress is kept in this browser, so you can stop and come back.
+   Your progress is kept in this browser under your name, so you can stop and come back: type the
+   same name to go on. Each reader sees the images in an order of their own.
 4. At the end, press "Download answers (CSV)" and send that file back.
 
 Please do not discuss the images with other readers until everyone has finished.

@@ -8,6 +8,8 @@ reports per reader and pooled: accuracy (exact 95% CI), sensitivity for syntheti
 binomial test against 50%, accuracy by confidence, inter-reader agreement (Cohen's kappa for two readers,
 Fleiss' for more) and a Mann-Whitney U test of realism ratings between real and synthetic images. Pooled over
 several readers (who rate the same images), the CI resamples readers and images and there is no binomial test.
+A CI that includes 50% means the study could not show that readers tell real from synthetic, not that they
+cannot. Kappa is null, with ``kappa_undefined`` saying why, when every answer is the same (MLflow gets no kappa).
 Writes paths.vtt_metrics (metrics/vtt.json) and logs it to the pipeline's MLflow run, then renders the run
 report again (reports/index.html and summary.json, with the scores) and puts the headline metrics, VTT
 accuracy included, on the MLflow parent run. The report is built by pipeline/reporting.py, the helper the report
@@ -76,9 +78,18 @@ def main(argv=None) -> dict:
         reporting.run(args)
     pooled = result["pooled"]
     p = pooled["binomial_p_vs_chance"]
+    low, high = pooled["accuracy_95ci"]
     print(f"vtt_score: {len(readers)} reader(s), pooled accuracy {pooled['accuracy']:.3f} "
-          f"(95% CI {pooled['accuracy_95ci'][0]:.3f}-{pooled['accuracy_95ci'][1]:.3f}, "
+          f"(95% CI {low:.3f}-{high:.3f}, "
           + (f"binomial p vs 50% {p:.3g}" if p is not None else pooled["accuracy_95ci_method"]) + f") -> {out}")
+    if low <= 0.5 <= high:
+        print(f"vtt_score: the CI includes 50%: this study could not show that readers tell real from synthetic "
+              f"(not that they cannot); accuracies up to {high:.3f} fit the answers")
+    if "agreement" in result:
+        agreement = result["agreement"]
+        kappa = agreement["kappa"]
+        print(f"vtt_score: {agreement['method']} " + (f"{kappa:.3f}" if kappa is not None else
+                                                      f"undefined ({agreement['kappa_undefined']})"))
     return result
 
 

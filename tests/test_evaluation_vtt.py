@@ -1,5 +1,7 @@
 """The visual Turing test library (evaluation/vtt.py): response checks, scoring against hand-computed values,
 kappa helpers, and blinding that carries no information and follows every image and the secret."""
+import csv
+import io
 import re
 
 import numpy as np
@@ -85,6 +87,16 @@ def test_three_readers_fleiss_kappa():
     assert s["agreement"]["method"] == "fleiss_kappa" and s["agreement"]["kappa"] == pytest.approx(1 / 16)
 
 
+@pytest.mark.parametrize("readers", [2, 3])
+def test_kappa_is_undefined_when_every_answer_is_the_same(readers):
+    """Every reader answers "real" throughout: chance agreement is 1, kappa 0/0. It is None with the reason,
+    not a perfect 1.0 (nor NaN, which JSON cannot hold)."""
+    s = vtt.score({n: vtt.check_responses(f"{n}.csv", responses(n, ALL_REAL), KEY, "v1") for n in "abc"[:readers]})
+    assert s["agreement"]["kappa"] is None
+    assert s["agreement"]["kappa_undefined"] == "every answer was 'real'"
+    assert s["agreement"]["method"] == ("cohen_kappa" if readers == 2 else "fleiss_kappa")
+
+
 @pytest.mark.parametrize("edit,message", [
     (lambda rows: rows.append(dict(rows[0], id="zz")), r"line 10: unknown id 'zz'"),
     (lambda rows: rows.append(dict(rows[2])), r"line 10: id r3 already answered on line 4"),
@@ -100,14 +112,31 @@ def test_bad_response_files_name_the_rows(edit, message):
         vtt.check_responses("p.csv", rows, KEY, "v1")
 
 
+@pytest.mark.parametrize("short,message", [("p", "no key_version, id, answer, confidence"),
+                                           ("p,v1,r3", "no answer, confidence")])
+def test_a_short_row_is_a_response_error_naming_its_line(short, message):
+    """csv.DictReader gives None for the fields a short row lacks: that row is named, like any other problem."""
+    text = io.StringIO()
+    w = csv.DictWriter(text, fieldnames=vtt.RESPONSE_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(r for r in responses("p", PERFECT) if r["id"] != "r3")
+    lines = text.getvalue().splitlines()
+    rows = list(csv.DictReader(io.StringIO("\n".join(lines[:3] + [short] + lines[3:]) + "\n")))
+    with pytest.raises(vtt.ResponseError, match=rf"p.csv: line 4: too few fields \({message}\)"):
+        vtt.check_responses("p.csv", rows, KEY, "v1")
+    no_comment = [dict(r, comment=None) for r in responses("p", PERFECT)]   # the optional comment left off
+    assert {r["comment"] for r in vtt.check_responses("p.csv", no_comment, KEY, "v1")} == {""}
+
+
 def test_kappa_helpers_on_textbook_values():
     # the worked example of Fleiss' kappa (10 subjects, 14 raters, 5 categories; Wikipedia): 0.210
     table = np.array([[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
                       [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]])
     assert vtt.fleiss_kappa(table) == pytest.approx(0.210, abs=5e-4)
     assert vtt.fleiss_kappa(np.array([[3, 0], [0, 3], [3, 0]])) == pytest.approx(1.0)
+    assert vtt.fleiss_kappa(np.array([[3, 0], [3, 0], [3, 0]])) is None   # one category throughout: 0/0
     assert vtt.cohen_kappa(["a", "b", "a", "b"], ["a", "b", "a", "b"]) == 1.0
-    assert vtt.cohen_kappa(["a"] * 4, ["a"] * 4) == 1.0      # one answer throughout: agreement, not 0/0
+    assert vtt.cohen_kappa(["a"] * 4, ["a"] * 4) is None      # one answer throughout: 0/0, undefined
 
 
 # ---- export ------------------------------------------------------------------------------------------------
@@ -157,3 +186,12 @@ def test_blinding_is_reproducible_and_follows_every_image_and_the_secret():
         assert not set(changed[0]) & set(ids) and changed[1] != key
     with pytest.raises(ValueError, match="16 bytes"):
         vtt.blind(real, *args, syn, ["a"] * 6, ["s"] * 6, 16, b"short")
+
+
+def test_blinding_refuses_real_and_synthetic_images_of_different_sizes():
+    """render_png resamples only images not at the display size already: with two sizes one class alone would
+    be resampled, a tell."""
+    rng = np.random.default_rng(4)
+    with pytest.raises(ValueError, match="real images are 16x16 but synthetic images are 8x8"):
+        vtt.blind(rng.uniform(-1, 1, (2, 1, 16, 16)), ["a"] * 2, ["r"] * 2, rng.uniform(-1, 1, (2, 1, 8, 8)),
+                  ["a"] * 2, ["s"] * 2, 16, bytes(16))

@@ -1,4 +1,5 @@
-"""Visual Turing test stages: vtt_export leaks nothing, vtt_score scores a reader end to end and checks the key."""
+"""Visual Turing test stages: vtt_export leaks nothing, vtt_score scores a reader end to end and checks the key;
+an undefined kappa and the accuracy's CI as the scores and the report page show them."""
 import csv
 import io
 import json
@@ -84,7 +85,15 @@ def test_the_blinding_secret_is_there_exactly_when_the_params_say(monkeypatch):
         blinding_secret({"secret": False})
 
 
-def test_vtt_score_command_end_to_end(exported, tmp_path):
+def write_responses(path, reader: str, key_version: str, answers: dict[str, str]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=vtt.RESPONSE_COLUMNS)
+        w.writeheader()
+        for i, answer in answers.items():
+            w.writerow({"reader": reader, "key_version": key_version, "id": i, "answer": answer, "confidence": 3})
+
+
+def test_vtt_score_command_end_to_end(exported, tmp_path, capsys):
     from pipeline import vtt_score
 
     project, summary = exported
@@ -99,6 +108,50 @@ def test_vtt_score_command_end_to_end(exported, tmp_path):
     result = vtt_score.main([*stage_args(project), str(path)])
     assert result["pooled"]["accuracy"] == 1.0 and result["images"] == 8
     assert json.loads((project / "metrics/vtt.json").read_text())["readers"]["dr a"]["n"] == 8
+    # two readers who answer "real" throughout: kappa undefined, written as null with the reason (and not logged)
+    both = [tmp_path / "b.csv", tmp_path / "c.csv"]
+    for path, reader in zip(both, ("dr b", "dr c")):
+        write_responses(path, reader, summary["key_version"], {r["id"]: "real" for r in key})
+    capsys.readouterr()
+    vtt_score.main([*stage_args(project), *map(str, both)])
+    agreement = json.loads((project / "metrics/vtt.json").read_text())["agreement"]
+    assert agreement == {"method": "cohen_kappa", "kappa": None, "items": 8,
+                         "kappa_undefined": "every answer was 'real'"}
+    out = capsys.readouterr().out
+    assert "cohen_kappa undefined (every answer was 'real')" in out
+    assert "the CI includes 50%: this study could not show that readers tell real from synthetic" in out
     (project / "exports/vtt/key.csv").write_text((project / "exports/vtt/key.csv").read_text().replace("real", "synthetic", 1))
     with pytest.raises(SystemExit, match="does not match the commitment"):
         vtt_score.main([*stage_args(project), str(path)])
+
+
+def test_an_undefined_kappa_and_the_accuracy_ci_on_the_report_page(tmp_path):
+    """The report's consumers of the scores: an undefined kappa (every answer "real") stays None in the summary,
+    is no MLflow metric, and the page says it is undefined and why; the page reads the CI without claiming that
+    readers cannot tell real from synthetic."""
+    from test_report_page import empty_project_inputs
+
+    from pipeline import report_figures, report_page
+    from pipeline.reporting import mlflow_metrics, summarise, vtt_score_summary
+
+    key = vtt.read_key(vtt.key_text([{"id": f"i{n}", "truth": "real" if n % 2 else "synthetic", "label_name": "a",
+                                      "origin": "x", "salt": "00"} for n in range(4)]))
+    readers = {}
+    for reader in ("dr a", "dr b"):
+        rows = [{"reader": reader, "key_version": "k1", "id": i, "answer": "real", "confidence": "3"} for i in key]
+        readers[reader] = vtt.check_responses(f"{reader}.csv", rows, key, "k1")
+    scores = {"scored": True, "key_version": "k1", "images": 4, **vtt.score(readers)}
+    inputs = empty_project_inputs(tmp_path)
+    summary = summarise(inputs)
+    figures = report_figures.draw(inputs, summary)
+    summary["vtt_export"] = {"folder": "exports/vtt", "images": 4, "real_split": "test", "display_size": 64,
+                             "dicom": False, "key_version": "k1", "key_sha256": "ab",
+                             "per_truth_and_class": {"real": {"a": 2}, "synthetic": {"a": 2}}}
+    summary["vtt"] = vtt_score_summary(scores, "k1")
+    assert summary["vtt"]["kappa"] is None and summary["vtt"]["accuracy"] == 0.5
+    assert not [name for name in mlflow_metrics(summary) if "kappa" in name]
+    page = report_page.render(summary, figures)
+    assert "Agreement between readers: cohen_kappa undefined over 4 images" in page
+    assert "cannot tell" not in page and "could not tell" not in page
+    assert "a CI that includes 0.5 means this study could not show that readers tell" in page
+    assert "A CI that includes 50% means this study could not show that" in page
