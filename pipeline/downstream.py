@@ -22,7 +22,7 @@ from common.seeding import stage_rng
 from evaluation import metrics as M
 from evaluation.downstream import CNNClassifier, XGBoostClassifier, pixel_features
 from pipeline import outputs
-from pipeline.arms import CLASSIFIERS, TRAINSETS, arm_name
+from pipeline.arms import CLASSIFIERS, GROUPS, TRAINSETS, arm_name, planned
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split, load_synthetic
 from pipeline.runtime import resolve_device, resolve_precision
@@ -168,11 +168,21 @@ def log_run(args, arm: dict, result: dict, out: Path, reports: Path, seconds: fl
             ml.log_artifact(str(reports / outputs.PREDICTIONS))
 
 
+def _arguments(ap) -> None:
+    ap.add_argument("--arm", nargs=4, required=True, metavar=("CLASSIFIER", "TRAINSET", "FRACTION", "SEED"))
+    ap.add_argument("--group", choices=tuple(GROUPS), help="the dvc.yaml stage group running the arm: a training "
+                    "set listed in the wrong group is refused before it reads inputs its stage does not declare")
+
+
 def main(argv=None) -> dict:
-    args = parse_stage_args(__doc__, argv, lambda ap: ap.add_argument(
-        "--arm", nargs=4, required=True, metavar=("CLASSIFIER", "TRAINSET", "FRACTION", "SEED")))
+    args = parse_stage_args(__doc__, argv, _arguments)
     params = args.params
     classifier_name, trainset, fraction, seed = args.extra.arm
+    if args.extra.group:
+        try:
+            planned({classifier_name: {args.extra.group: [trainset]}})
+        except ValueError as e:
+            raise SystemExit(f"downstream: {e}") from e
     fraction, seed = float(fraction), int(seed)
     name = arm_name(classifier_name, trainset, fraction, seed)
     arm = {"arm": name, "classifier": classifier_name, "trainset": trainset, "fraction": fraction, "seed": seed}

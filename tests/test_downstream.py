@@ -132,6 +132,15 @@ def test_test_split_is_never_seen_by_selection(project, monkeypatch):
     assert len(spy.predicted) == 1 and np.array_equal(spy.predicted[0], test.images)  # read once
 
 
+def test_an_arm_in_the_wrong_stage_group_is_refused_before_reading(project, monkeypatch):
+    """dvc.yaml's real-only stages do not declare the synthetic set: an arm listed there that reads it (it
+    would read a stale set, or none) stops before any input is read, naming the group to move it to."""
+    monkeypatch.setattr(downstream, "load_training_data", lambda *a: pytest.fail("inputs read"))
+    with pytest.raises(SystemExit, match=r"downstream.arms.cnn.real lists 'real_synthetic': move it to "
+                                         r"downstream.arms.cnn.synthetic"):
+        downstream.main([*stage_args(project), "--group", "real", "--arm", "cnn", "real_synthetic", "1.0", "0"])
+
+
 def arm_result(project, classifier, trainset, fraction):
     """A seed-0 arm's result: its saved JSON when another test of this module has run it (tests run in any
     order, on any worker), else a run of the arm."""

@@ -157,6 +157,20 @@ def test_forced_rerun_in_another_folder_writes_byte_identical_outputs(reproduced
             before.splitlines(True), after.splitlines(True), "before", "after", n=2))[:4000])
 
 
+def test_dvc_push_sends_the_blinded_set_but_never_the_vtt_key(reproduced, tmp_path):
+    """The answer key is cached locally (so dvc checks it out) but is a push: false out: a shared remote that
+    readers may reach never holds it."""
+    dst, env = copy_of(reproduced, tmp_path / "clone")
+    remote = tmp_path / "remote"
+    dvc(dst, env, "remote", "add", "--local", "-d", "shared", str(remote))
+    dvc(dst, env, "push")
+    outs = {o["path"]: o["md5"] for o in yaml.safe_load((dst / "dvc.lock").read_text())["stages"]["vtt_export"]["outs"]}
+    pushed = {p.parent.name + p.name for p in (remote / "files" / "md5").glob("*/*")}
+    assert outs["exports/vtt/summary.json"] in pushed and outs["exports/vtt/blinded"] in pushed   # <md5>.dir
+    assert outs["exports/vtt/key.csv"] not in pushed
+    assert (dst / ".dvc/cache/files/md5" / outs["exports/vtt/key.csv"][:2] / outs["exports/vtt/key.csv"][2:]).is_file()
+
+
 def test_a_comment_in_prepare_reruns_prepare_alone(reproduced, tmp_path):
     dst, env = copy_of(reproduced, tmp_path / "clone")
     code = dst / "pipeline/prepare.py"

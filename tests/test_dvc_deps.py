@@ -137,7 +137,7 @@ def params_read(tmp_path_factory, demo_archive):
             "fidelity": (fidelity, a)}
     for clf in ("cnn", "xgboost"):
         for group, ts in (("real", "real"), ("synthetic", "real_synthetic")):
-            runs[f"downstream_{clf}_{group}"] = (downstream, [*a, "--arm", clf, ts, "1.0", "0"])
+            runs[f"downstream_{clf}_{group}"] = (downstream, [*a, "--group", group, "--arm", clf, ts, "1.0", "0"])
     runs.update(downstream_summary=(downstream_summary, a), vtt_export=(vtt_export, a), report=(report, a))
     read = {}
     with pytest.MonkeyPatch.context() as mp, recording_params(mp) as log:
