@@ -60,11 +60,17 @@ def _git(root: Path, *args: str) -> str | None:
     return out.stdout if out.returncode == 0 else None
 
 
+CODE_PATHS = ("*.py", "*.html", "*.j2", "dvc.yaml", "pyproject.toml", "*.dvc")  # what decides a run, besides params
+
+
 def git_state(root: Path) -> dict[str, str]:
-    """Commit, and a hash of uncommitted changes to code, pipeline definition and ``dvc add``-ed data
-    pointers ("" when clean)."""
+    """Commit, and a hash of uncommitted changes to code (modules, page templates), pipeline definition and
+    ``dvc add``-ed data pointers, new files not yet added included ("" when clean)."""
     commit = (_git(root, "rev-parse", "HEAD") or "").strip()
-    diff = _git(root, "diff", "HEAD", "--", "*.py", "dvc.yaml", "pyproject.toml", "*.dvc") or ""
+    diff = _git(root, "diff", "HEAD", "--", *CODE_PATHS) or ""
+    new_files = _git(root, "ls-files", "--others", "--exclude-standard", "--", *CODE_PATHS) or ""
+    for name in sorted(new_files.splitlines()):
+        diff += f"\nnew file {name}\n" + (root / name).read_text(errors="replace")
     return {"commit": commit, "code_diff": hashlib.sha256(diff.encode()).hexdigest()[:16] if diff else ""}
 
 
