@@ -40,6 +40,7 @@ def summarise(result: dict) -> dict:
     dom = result["extractors"]["medaug-domain"]
     rows = {"overall": dom["overall"], **dom.get("per_class", {})}
     keep = ("fid", "relative_fid", "fid_real_halves", "fid_synthetic_vs_real_half", "kid", "precision", "recall",
+            "n_precision_recall", "precision_vs_half", "recall_vs_half", "precision_real_halves", "recall_real_halves",
             "n_synthetic", "n_real", "n_half")
     return {"domain": {k: {f: v.get(f) for f in keep} for k, v in rows.items()},
             "memorisation": result["memorisation"],
@@ -135,10 +136,15 @@ def run(args):
         for k, v in out[name]["domain"].items():
             print(f"  {k:10s} FID {num(v['fid'], 3)}  relative {num(v['relative_fid'], 2)}  real halves "
                   f"{num(v['fid_real_halves'], 3)}"
-                  f"  precision {v['precision']}  recall {v['recall']}  (n {v['n_synthetic']} vs {v['n_real']})")
+                  f"  precision {num(v['precision'], 3)}  recall {num(v['recall'], 3)} (n {v['n_synthetic']} vs "
+                  f"{v['n_real']}; at n_half {v['n_half']}: synthetic {num(v['precision_vs_half'], 3)} / "
+                  f"{num(v['recall_vs_half'], 3)}, real halves {num(v['precision_real_halves'], 3)} / "
+                  f"{num(v['recall_real_halves'], 3)})")
         for space, m in out[name]["memorisation"].items():
-            print(f"  memorisation ({space}): synthetic {m['fraction_synthetic_below']:.4f} vs held-out "
-                  f"{m['fraction_heldout_below']:.4f} below the held-out 1st percentile")
+            (s_low, s_high), (h_low, h_high) = m["fraction_synthetic_below_ci"], m["fraction_heldout_below_ci"]
+            print(f"  memorisation ({space}): synthetic {m['fraction_synthetic_below']:.4f} [{s_low:.4f}, {s_high:.4f}]"
+                  f" vs held-out {m['fraction_heldout_below']:.4f} [{h_low:.4f}, {h_high:.4f}] below the 1st "
+                  "percentile of the other held-out half")
     print(f"-> {dst}")
 
 

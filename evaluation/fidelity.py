@@ -135,40 +135,79 @@ def fid(f_synthetic, f_real) -> float:
     return float(fid_statistics_to_metric(s1, s2, verbose=False)[KEY_METRIC_FID])
 
 
+def precision_recall(a, b, prc_neighborhood: int = 3) -> tuple[float | None, float | None]:
+    """Precision and recall (Kynkäänniemi et al. 2019) of ``a`` against ``b``; (None, None) when either side
+    has no more than ``prc_neighborhood`` samples."""
+    if min(len(a), len(b)) <= prc_neighborhood:
+        return None, None
+    prc = prc_features_to_metric(a.float(), b.float(), prc_neighborhood=prc_neighborhood, verbose=False,
+                                 save_cpu_ram=True)
+    return float(prc[KEY_METRIC_PRECISION]), float(prc[KEY_METRIC_RECALL])
+
+
 def fidelity_metrics(f_synthetic, f_real, kid_subsets: int = 100, prc_neighborhood: int = 3,
                      seed: int = 2020) -> dict:
     """FID, KID and precision/recall between two feature sets, with the sample counts.
 
-    KID's subset size is min(1000, n_synthetic, n_real), so small sets still get a value; precision and
-    recall need more than ``prc_neighborhood`` samples on each side (else null).
+    KID's subset size is min(1000, n_synthetic, n_real), so small sets still get a value (where it is the whole
+    of one set, ``kid_std`` is the spread over the other set's subsets, not a standard error). Precision and
+    recall are taken at equal sizes, the larger set subsampled (seeded) to the smaller: their k-NN radii
+    shrink with n, so at unequal sizes even two samples of one distribution score well below 1.
     """
     a, b = _as_tensor(f_synthetic), _as_tensor(f_real)
     subset = min(1000, len(a), len(b))
     kid = kid_features_to_metric(a, b, kid_subsets=kid_subsets, kid_subset_size=subset, rng_seed=seed, verbose=False)
-    out = {FID: fid(a, b), KID: kid[KEY_METRIC_KID_MEAN], KID_STD: kid[KEY_METRIC_KID_STD], KID_SUBSET: subset,
-           PRECISION: None, RECALL: None, N_SYNTHETIC: len(a), N_REAL: len(b)}
-    if min(len(a), len(b)) > prc_neighborhood:
-        prc = prc_features_to_metric(a.float(), b.float(), prc_neighborhood=prc_neighborhood, verbose=False,
-                                     save_cpu_ram=True)
-        out[PRECISION], out[RECALL] = float(prc[KEY_METRIC_PRECISION]), float(prc[KEY_METRIC_RECALL])
-    return out
+    n = min(len(a), len(b))
+    rng = np.random.default_rng(seed)
+    pr_a, pr_b = (x[np.sort(rng.choice(len(x), n, replace=False))] if len(x) > n else x for x in (a, b))
+    precision, recall = precision_recall(pr_a, pr_b, prc_neighborhood)
+    return {FID: fid(a, b), KID: kid[KEY_METRIC_KID_MEAN], KID_STD: kid[KEY_METRIC_KID_STD], KID_SUBSET: subset,
+            PRECISION: precision, RECALL: recall, "n_precision_recall": n, N_SYNTHETIC: len(a), N_REAL: len(b)}
+
+
+def patient_halves(groups, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of two disjoint halves of equal size, no patient (``groups[i]``) in both: patients in random
+    order fill half A up to half the rows, the rest go to B, and the larger half is subsampled to the smaller.
+    Images of one patient resemble each other: split by image, each half would hold near-copies of the
+    other's images."""
+    groups = np.asarray(groups)
+    patients = rng.permutation(np.unique(groups))
+    sizes = np.array([np.sum(groups == p) for p in patients])
+    in_a = np.isin(groups, patients[np.cumsum(sizes) - sizes < len(groups) / 2])
+    rows_a, rows_b = np.flatnonzero(in_a), np.flatnonzero(~in_a)
+    n = min(len(rows_a), len(rows_b))
+    return (np.sort(rng.choice(rows_a, n, replace=False)), np.sort(rng.choice(rows_b, n, replace=False)))
 
 
 def relative_fid(f_synthetic, f_real, rng: np.random.Generator) -> dict:
-    """FID(synthetic, real half B) / FID(real half A, real half B), all three sets of the same size n/2,
-    so the ratio is ~1 for a generator as close to the data as an independent real sample is."""
+    """FID(synthetic, real half B) / FID(real half A, real half B), all three sets of one size, so the ratio is
+    ~1 for a generator as close to the data as an independent real sample is. Fewer synthetic images than a
+    half: the halves are cut to their number. Precision and recall of the synthetic set against B, beside those
+    of A against B, give their scale at the same size.
+
+    FID's small-sample bias shrinks like 1/n, so the floor falls as n grows while a generator's distance does
+    not: the ratio grows with ``n_half``. Compare relative FIDs at equal ``n_half`` only. The halves are split
+    by image: with several images per patient they share patients, which lowers the floor; split by patient,
+    each half holds fewer independent samples than a generator's images do, which raises it more (a simulated
+    perfect generator of independent images, 3 images per patient: 0.98-1.30 by image, 0.63-0.69 by patient)."""
     a, b = _as_tensor(f_synthetic), _as_tensor(f_real)
-    half = len(b) // 2
-    if half < 2:
-        raise ValueError(f"relative FID needs at least 4 real images, got {len(b)}")
     perm = rng.permutation(len(b))
-    real_a, real_b = b[perm[:half]], b[perm[half:2 * half]]
-    syn = a[rng.choice(len(a), min(half, len(a)), replace=False)]
+    half = min(len(b) // 2, len(a))
+    if half < 2:
+        raise ValueError(f"relative FID needs at least 4 real and 2 synthetic images, got {len(b)} and {len(a)}")
+    rows_a, rows_b = perm[:len(b) // 2], perm[len(b) // 2:2 * (len(b) // 2)]
+    if half < len(rows_a):   # as many real images per half as there are synthetic ones
+        rows_a, rows_b = rows_a[:half], rows_b[:half]
+    real_a, real_b = b[rows_a], b[rows_b]
+    syn = a[np.sort(rng.choice(len(a), half, replace=False))]
     between_real = fid(real_a, real_b)
     to_real = fid(syn, real_b)
+    precision, recall = precision_recall(syn, real_b)
+    precision_real, recall_real = precision_recall(real_a, real_b)
     return {"relative_fid": to_real / between_real if between_real > 0 else None,
             "fid_synthetic_vs_real_half": to_real, "fid_real_halves": between_real, "n_half": half,
-            "n_synthetic_used": len(syn)}
+            "n_synthetic_used": len(syn), "precision_vs_half": precision, "recall_vs_half": recall,
+            "precision_real_halves": precision_real, "recall_real_halves": recall_real}
 
 
 def nearest(query, base, batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
@@ -184,18 +223,44 @@ def nearest(query, base, batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     return torch.cat(dists).numpy(), torch.cat(idx).numpy()
 
 
-def memorisation_audit(synthetic, train, heldout, percentile: float = 1.0) -> dict:
+def _share_ci(k: int, n: int) -> list[float]:
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(0.95)   # exact (Clopper-Pearson)
+    return [float(ci.low), float(ci.high)]
+
+
+def memorisation_audit(synthetic, train, heldout, percentile: float = 1.0, groups=None,
+                       rng: np.random.Generator | None = None) -> dict:
     """For each synthetic image, the distance to its nearest real training image, against the same
     distance for held-out real images (which the generator never saw). Inputs: one representation per
-    image (features or pixels), (N, ...) arrays. Reports the fraction of synthetic images closer to a
-    training image than the ``percentile``-th percentile of the held-out distances, next to the same
-    fraction for the held-out images themselves (``percentile``/100 by construction)."""
+    image (features or pixels), (N, ...) arrays. The held-out images are split in two (by patient, ``groups``,
+    when given): the ``percentile``-th percentile of one half's distances is the threshold, and the share of
+    the other half below it is the held-out rate, measured like the synthetic one rather than equal to the
+    percentile by construction. Both shares carry exact binomial 95% CIs (the held-out one treats images as
+    independent; images of one patient are not quite). Fewer than 4 held-out images: the threshold comes from
+    all of them and the held-out rate is the percentile by construction (``heldout_split`` false)."""
     d_syn, i_syn = nearest(synthetic, train)
     d_real, _ = nearest(heldout, train)
-    thr = float(np.percentile(d_real, percentile))
-    return {"threshold": thr, "percentile": percentile,
-            "fraction_synthetic_below": float(np.mean(d_syn < thr)),
-            "fraction_heldout_below": float(np.mean(d_real < thr)),
+    split = len(d_real) >= 4
+    if split:
+        rng = rng if rng is not None else np.random.default_rng(0)
+        if groups is None:
+            perm = rng.permutation(len(d_real))
+            rows_t, rows_m = perm[:len(d_real) // 2], perm[len(d_real) // 2:]
+        else:
+            rows_t, rows_m = patient_halves(groups, rng)
+        d_thr, d_measure = d_real[rows_t], d_real[rows_m]
+    else:
+        d_thr = d_measure = d_real
+    thr = float(np.percentile(d_thr, percentile))
+    below_syn, below_real = int(np.sum(d_syn < thr)), int(np.sum(d_measure < thr))
+    return {"threshold": thr, "percentile": percentile, "heldout_split": split,
+            "fraction_synthetic_below": below_syn / len(d_syn),
+            "fraction_synthetic_below_ci": _share_ci(below_syn, len(d_syn)),
+            "fraction_heldout_below": below_real / len(d_measure),
+            "fraction_heldout_below_ci": _share_ci(below_real, len(d_measure)),
             "median_synthetic_distance": float(np.median(d_syn)), "median_heldout_distance": float(np.median(d_real)),
-            "n_synthetic": len(d_syn), "n_heldout": len(d_real), "n_train": len(train),
+            "n_synthetic": len(d_syn), "n_heldout": len(d_real), "n_heldout_threshold": len(d_thr),
+            "n_heldout_measured": len(d_measure), "n_train": len(train),
             "distances": d_syn, "nearest_train": i_syn}

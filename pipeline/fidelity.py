@@ -123,13 +123,17 @@ def compare_extractors(args, fid_params: dict, sets: Compared, domain: dict, dev
     return extractors, domain_features
 
 
-def memorisation_audits(domain_features, sets: Compared, percentile: float) -> dict[str, dict]:
-    """space (features when the domain extractor ran, pixels) -> the memorisation audit."""
+def memorisation_audits(domain_features, sets: Compared, percentile: float, seed: int) -> dict[str, dict]:
+    """space (features when the domain extractor ran, pixels) -> the memorisation audit, the held-out images
+    split by patient into a threshold half and a measured half (one split for both spaces)."""
+    patients = [row["patient_id"] for row in sets.reference.rows]
     audits = {}
     if domain_features is not None:
-        audits["features"] = fd.memorisation_audit(*domain_features, percentile=percentile)
+        audits["features"] = fd.memorisation_audit(*domain_features, percentile=percentile, groups=patients,
+                                                   rng=stage_rng(seed, "fidelity", "memorisation"))
     audits["pixels"] = fd.memorisation_audit(sets.synthetic.astype(np.float32), sets.train.images.astype(np.float32),
-                                             sets.reference.images.astype(np.float32), percentile=percentile)
+                                             sets.reference.images.astype(np.float32), percentile=percentile,
+                                             groups=patients, rng=stage_rng(seed, "fidelity", "memorisation"))
     return audits
 
 
@@ -155,9 +159,10 @@ def print_results(result: dict, seconds: float, percentile: float) -> None:
                   f"({overall[fd.N_SYNTHETIC]} vs {overall[fd.N_REAL]})")
     print(f"fidelity: {seconds:.0f} s")
     for space, audit in result["memorisation"].items():
-        print(f"fidelity: memorisation ({space}): {audit['fraction_synthetic_below']:.3%} of synthetic images closer "
-              f"to a training image than percentile {percentile:g} of held-out images "
-              f"({audit['fraction_heldout_below']:.3%} of held-out images)")
+        (s_low, s_high), (h_low, h_high) = audit["fraction_synthetic_below_ci"], audit["fraction_heldout_below_ci"]
+        print(f"fidelity: memorisation ({space}): {audit['fraction_synthetic_below']:.2%} [{s_low:.2%}, {s_high:.2%}] "
+              f"of synthetic images closer to a training image than percentile {percentile:g} of held-out images, "
+              f"against {audit['fraction_heldout_below']:.2%} [{h_low:.2%}, {h_high:.2%}] of other held-out images")
 
 
 def main(argv=None) -> dict:
@@ -174,7 +179,7 @@ def main(argv=None) -> dict:
               "n_reference": len(sets.reference.images), "n_train": len(sets.train.images),
               "classes": sets.train.classes, "extractors": extractors}
     percentile = float(fid_params["memorisation_percentile"])
-    audits = memorisation_audits(domain_features, sets, percentile)
+    audits = memorisation_audits(domain_features, sets, percentile, seed)
     reports.mkdir(parents=True, exist_ok=True)
     for space, audit in audits.items():
         pairs_figure(reports / outputs.nearest_pairs(space), sets.synthetic, sets.train.images, audit,

@@ -88,7 +88,35 @@ def test_memorisation_audit_flags_copies_not_fresh_samples():
     m_fresh = fd.memorisation_audit(fresh, train, held)
     assert m_copy["fraction_synthetic_below"] == 1.0 and (m_copy["nearest_train"] == np.arange(200)).all()
     assert m_fresh["fraction_synthetic_below"] < 0.05
-    assert m_fresh["fraction_heldout_below"] == pytest.approx(0.01, abs=0.005)
+    # the held-out rate is measured on the half that did not set the threshold: an estimate of 1%, with its CI
+    low, high = m_fresh["fraction_heldout_below_ci"]
+    assert m_fresh["heldout_split"] and m_fresh["n_heldout_threshold"] == m_fresh["n_heldout_measured"] == 150
+    assert low <= m_fresh["fraction_heldout_below"] <= high and low <= 0.01 <= high
+    low, high = m_copy["fraction_synthetic_below_ci"]
+    assert high == 1.0 and low > 0.98
+
+
+def test_held_out_halves_share_no_patient():
+    """The memorisation threshold comes from one half of the held-out images and the held-out rate from the
+    other: split by patient, so no patient's near-identical images sit on both sides."""
+    groups = np.repeat(np.arange(40), np.random.default_rng(0).integers(1, 6, 40))
+    a, b = fd.patient_halves(groups, np.random.default_rng(1))
+    assert len(a) == len(b) > len(groups) / 4 and not set(groups[a]) & set(groups[b])
+    train, held = gauss(300, seed=1), gauss(len(groups), seed=2)
+    m = fd.memorisation_audit(gauss(100, seed=3), train, held, groups=groups, rng=np.random.default_rng(1))
+    assert m["n_heldout_threshold"] == m["n_heldout_measured"] == len(a)
+
+
+def test_precision_recall_at_equal_sizes_and_their_real_scale():
+    """Precision/recall's k-NN radii shrink with n: they are taken at equal sizes, and beside relative FID at
+    the half size, with the same two numbers for two real halves (their value for a perfect generator)."""
+    m = fd.fidelity_metrics(gauss(4000, seed=1), gauss(200, seed=2), kid_subsets=5)
+    assert m["n_precision_recall"] == 200 and m[fd.N_SYNTHETIC] == 4000
+    r = fd.relative_fid(gauss(2000, seed=3), gauss(2000, seed=4), np.random.default_rng(0))
+    assert abs(r["precision_vs_half"] - r["precision_real_halves"]) < 0.05
+    assert abs(r["recall_vs_half"] - r["recall_real_halves"]) < 0.05
+    short = fd.relative_fid(gauss(300, seed=3), gauss(2000, seed=4), np.random.default_rng(0))
+    assert short["n_half"] == short["n_synthetic_used"] == 300   # the halves cut to the synthetic count
 
 
 def test_missing_inception_weights_are_reported_not_crashed(tmp_path):
