@@ -114,7 +114,11 @@ def fidelity_summary(fidelity: dict | None) -> dict:
                                        for cls, numbers in result.get("per_class", {}).items()}
     setup = {k: fidelity[k] for k in ("reference_split", "n_synthetic", "n_reference", "n_train")}
     memorisation = {space: {"synthetic_below": audit["fraction_synthetic_below"],
+                            "synthetic_below_ci_low": audit["fraction_synthetic_below_ci"][0],
+                            "synthetic_below_ci_high": audit["fraction_synthetic_below_ci"][1],
                             "heldout_below": audit["fraction_heldout_below"],
+                            "heldout_below_ci_low": audit["fraction_heldout_below_ci"][0],
+                            "heldout_below_ci_high": audit["fraction_heldout_below_ci"][1],
                             "median_synthetic_distance": audit.get("median_synthetic_distance"),
                             "median_heldout_distance": audit.get("median_heldout_distance")}
                     for space, audit in fidelity.get("memorisation", {}).items()}
