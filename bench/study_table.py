@@ -60,6 +60,13 @@ HONESTY = """\
   more than one published folder, which the files cannot tell apart from ids re-used per folder. The
   published split is kept as released. A threshold chosen on validation (from the train folder) therefore
   tends to give high sensitivity and low specificity on the test folder; ROC AUC does not depend on it.
+- **Fidelity figures.** The study's runs ran code a035e4e: their precision/recall compare every synthetic image
+  with every validation image (unequal sizes; k-NN radii shrink with n), and their held-out memorisation share
+  is that of the images that set the threshold (the 1st percentile: 1% by construction). Since 1ff3f11 the
+  stage takes precision/recall at equal sizes, beside two real halves' values as their scale, and measures the
+  held-out share on another half of the validation patients, both shares with CIs
+  (bench/results/fidelity_kermany_cpu.json shows them for a 3000-step generator). Relative FIDs compare across
+  the fractions: one validation split, one n_half.
 """
 
 
