@@ -238,21 +238,19 @@ def memorisation_audit(synthetic, train, heldout, percentile: float = 1.0, group
     when given): the ``percentile``-th percentile of one half's distances is the threshold, and the share of
     the other half below it is the held-out rate, measured like the synthetic one rather than equal to the
     percentile by construction. Both shares carry exact binomial 95% CIs (the held-out one treats images as
-    independent; images of one patient are not quite). Fewer than 4 held-out images: the threshold comes from
-    all of them and the held-out rate is the percentile by construction (``heldout_split`` false)."""
+    independent; images of one patient are not quite). Halves of fewer than 2 images (fewer than 4 held-out
+    images, or one patient): the threshold comes from all of them and the held-out rate is the percentile by
+    construction (``heldout_split`` false)."""
     d_syn, i_syn = nearest(synthetic, train)
     d_real, _ = nearest(heldout, train)
-    split = len(d_real) >= 4
-    if split:
-        rng = rng if rng is not None else np.random.default_rng(0)
-        if groups is None:
-            perm = rng.permutation(len(d_real))
-            rows_t, rows_m = perm[:len(d_real) // 2], perm[len(d_real) // 2:]
-        else:
-            rows_t, rows_m = patient_halves(groups, rng)
-        d_thr, d_measure = d_real[rows_t], d_real[rows_m]
+    rng = rng if rng is not None else np.random.default_rng(0)
+    if groups is None:
+        perm = rng.permutation(len(d_real))
+        rows_t, rows_m = perm[:len(d_real) // 2], perm[len(d_real) // 2:]
     else:
-        d_thr = d_measure = d_real
+        rows_t, rows_m = patient_halves(groups, rng)
+    split = min(len(rows_t), len(rows_m)) >= 2   # not with fewer than 4 images or, by patient, one patient
+    d_thr, d_measure = (d_real[rows_t], d_real[rows_m]) if split else (d_real, d_real)
     thr = float(np.percentile(d_thr, percentile))
     below_syn, below_real = int(np.sum(d_syn < thr)), int(np.sum(d_measure < thr))
     return {"threshold": thr, "percentile": percentile, "heldout_split": split,

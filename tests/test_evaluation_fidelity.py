@@ -105,6 +105,8 @@ def test_held_out_halves_share_no_patient():
     train, held = gauss(300, seed=1), gauss(len(groups), seed=2)
     m = fd.memorisation_audit(gauss(100, seed=3), train, held, groups=groups, rng=np.random.default_rng(1))
     assert m["n_heldout_threshold"] == m["n_heldout_measured"] == len(a)
+    one = fd.memorisation_audit(gauss(100, seed=3), train, held, groups=np.zeros(len(groups), int))
+    assert not one["heldout_split"] and one["n_heldout_measured"] == len(groups)   # one patient: no halves
 
 
 def test_precision_recall_at_equal_sizes_and_their_real_scale():
