@@ -166,7 +166,6 @@ def row_difference(row: dict) -> dict:
         {"seed_spread": row["delta_auc_seed_spread"]} if row.get("delta_auc_seed_spread") else {})}
 
 
-
 def markdown(res: dict) -> str:
     names = ", ".join(f"{g['experiment']} (rev {g['rev']}, code {g['code']}"
                       + (", carried over from an earlier study project" if g.get("carried_over") else "") + ")"

@@ -230,12 +230,13 @@ def _share_ci(k: int, n: int) -> list[float]:
     return [float(ci.low), float(ci.high)]
 
 
-def memorisation_audit(synthetic, train, heldout, percentile: float = 1.0, groups=None,
-                       rng: np.random.Generator | None = None) -> dict:
+def memorisation_audit(synthetic, train, heldout, percentile: float = 1.0,
+                       halves: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """For each synthetic image, the distance to its nearest real training image, against the same
     distance for held-out real images (which the generator never saw). Inputs: one representation per
-    image (features or pixels), (N, ...) arrays. The held-out images are split in two (by patient, ``groups``,
-    when given): the ``percentile``-th percentile of one half's distances is the threshold, and the share of
+    image (features or pixels), (N, ...) arrays. The held-out images are split in two (``halves``: the rows of
+    each, e.g. :func:`patient_halves`; by default a seeded split by image): the ``percentile``-th percentile of
+    one half's distances is the threshold, and the share of
     the other half below it is the held-out rate, measured like the synthetic one rather than equal to the
     percentile by construction. Both shares carry exact binomial 95% CIs (the held-out one treats images as
     independent; images of one patient are not quite). Halves of fewer than 2 images (fewer than 4 held-out
@@ -243,12 +244,10 @@ def memorisation_audit(synthetic, train, heldout, percentile: float = 1.0, group
     construction (``heldout_split`` false)."""
     d_syn, i_syn = nearest(synthetic, train)
     d_real, _ = nearest(heldout, train)
-    rng = rng if rng is not None else np.random.default_rng(0)
-    if groups is None:
-        perm = rng.permutation(len(d_real))
-        rows_t, rows_m = perm[:len(d_real) // 2], perm[len(d_real) // 2:]
-    else:
-        rows_t, rows_m = patient_halves(groups, rng)
+    if halves is None:
+        perm = np.random.default_rng(0).permutation(len(d_real))
+        halves = perm[:len(d_real) // 2], perm[len(d_real) // 2:]
+    rows_t, rows_m = halves
     split = min(len(rows_t), len(rows_m)) >= 2   # not with fewer than 4 images or, by patient, one patient
     d_thr, d_measure = (d_real[rows_t], d_real[rows_m]) if split else (d_real, d_real)
     thr = float(np.percentile(d_thr, percentile))

@@ -126,14 +126,14 @@ def compare_extractors(args, fid_params: dict, sets: Compared, domain: dict, dev
 def memorisation_audits(domain_features, sets: Compared, percentile: float, seed: int) -> dict[str, dict]:
     """space (features when the domain extractor ran, pixels) -> the memorisation audit, the held-out images
     split by patient into a threshold half and a measured half (one split for both spaces)."""
-    patients = [row["patient_id"] for row in sets.reference.rows]
+    halves = fd.patient_halves([row["patient_id"] for row in sets.reference.rows],
+                               stage_rng(seed, "fidelity", "memorisation"))
     audits = {}
     if domain_features is not None:
-        audits["features"] = fd.memorisation_audit(*domain_features, percentile=percentile, groups=patients,
-                                                   rng=stage_rng(seed, "fidelity", "memorisation"))
+        audits["features"] = fd.memorisation_audit(*domain_features, percentile=percentile, halves=halves)
     audits["pixels"] = fd.memorisation_audit(sets.synthetic.astype(np.float32), sets.train.images.astype(np.float32),
                                              sets.reference.images.astype(np.float32), percentile=percentile,
-                                             groups=patients, rng=stage_rng(seed, "fidelity", "memorisation"))
+                                             halves=halves)
     return audits
 
 

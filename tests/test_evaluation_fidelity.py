@@ -103,9 +103,10 @@ def test_held_out_halves_share_no_patient():
     a, b = fd.patient_halves(groups, np.random.default_rng(1))
     assert len(a) == len(b) > len(groups) / 4 and not set(groups[a]) & set(groups[b])
     train, held = gauss(300, seed=1), gauss(len(groups), seed=2)
-    m = fd.memorisation_audit(gauss(100, seed=3), train, held, groups=groups, rng=np.random.default_rng(1))
+    m = fd.memorisation_audit(gauss(100, seed=3), train, held, halves=(a, b))
     assert m["n_heldout_threshold"] == m["n_heldout_measured"] == len(a)
-    one = fd.memorisation_audit(gauss(100, seed=3), train, held, groups=np.zeros(len(groups), int))
+    one = fd.memorisation_audit(gauss(100, seed=3), train, held,
+                                halves=fd.patient_halves(np.zeros(len(groups), int), np.random.default_rng(1)))
     assert not one["heldout_split"] and one["n_heldout_measured"] == len(groups)   # one patient: no halves
 
 
