@@ -103,6 +103,8 @@ def override(key: str, value) -> str:
     """key=value in the override grammar of `dvc exp run -S` (lists as [a,b])."""
     if isinstance(value, list):
         return f"{key}=[{','.join(str(v) for v in value)}]"
+    if isinstance(value, str) and "," in value:   # unquoted, DVC reads a,b as a sweep: one experiment per value
+        return f"{key}='{value}'"
     return f"{key}={value}"
 
 

@@ -299,6 +299,9 @@ def test_study_only_runs_the_experiments_it_names(monkeypatch):
                                                      "arms=[real,real_classic]"]}
     with pytest.raises(SystemExit, match=r"\['fraction-0.5'\]: not in"):
         plan("fraction-0.5")
+    # a comma in a value is a sweep to DVC (one experiment per item) unless quoted
+    assert study.override("gan.diffaugment", "color,cutout") == "gan.diffaugment='color,cutout'"
+    assert study.override("gan.diffaugment", "cutout") == "gan.diffaugment=cutout"
 
 
 def test_study_table_names_a_shared_real_arm_once(monkeypatch):
