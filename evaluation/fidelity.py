@@ -10,6 +10,9 @@ image, against the same distance for held-out real images).
 """
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -36,6 +39,24 @@ N_SYNTHETIC, N_REAL = "n_synthetic", "n_real"
 
 class ExtractorUnavailable(RuntimeError):
     """The extractor cannot be built here (for instance, Inception weights that cannot be downloaded)."""
+
+
+# torch-fidelity's weights-inception-2015-12-05-6726825d.pth: as in torch.hub's file names, the digits are the
+# start of the file's SHA-256. Only these weights give FIDs that compare with published ones.
+INCEPTION_SHA256_PREFIX = "6726825d"
+
+
+def check_inception_weights(path: str | Path) -> None:
+    """Raise ValueError unless ``path`` holds torch-fidelity's Inception weights (by SHA-256): other weights (a
+    fine-tuned copy, torchvision's, a truncated download) would load and give FIDs on another scale, silently."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    if not digest.hexdigest().startswith(INCEPTION_SHA256_PREFIX):
+        raise ValueError(f"{path} is not torch-fidelity's Inception weights (weights-inception-2015-12-05-"
+                         f"{INCEPTION_SHA256_PREFIX}.pth): its SHA-256 is {digest.hexdigest()}; FIDs from other "
+                         "weights do not compare with published FIDs")
 
 
 def extractor_state(net: DomainNet, **extra) -> dict:

@@ -91,7 +91,13 @@ def load_inputs(args, reference_split: str) -> tuple[Compared, dict]:
 def extractor_kwargs(args, fid_params: dict, name: str, domain: dict) -> dict:
     kwargs = {"domain_state": domain} if name == fd.DOMAIN else {}
     if name == fd.INCEPTION and fid_params["inception_weights"]:
-        kwargs["feature_extractor_weights_path"] = str(args.path(fid_params["inception_weights"]))
+        weights = args.path(fid_params["inception_weights"])
+        if weights.is_file():   # a missing file: null metrics with the reason (unavailable), like no download
+            try:
+                fd.check_inception_weights(weights)
+            except ValueError as e:
+                raise SystemExit(f"fidelity: fidelity.inception_weights: {e}") from e
+        kwargs["feature_extractor_weights_path"] = str(weights)
     return kwargs
 
 

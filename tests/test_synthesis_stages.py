@@ -1,5 +1,7 @@
 """extractor, train_gan with FID checks, synthesize and fidelity stages on the small demo set."""
+import argparse
 import csv
+import hashlib
 import json
 
 import numpy as np
@@ -102,6 +104,19 @@ def test_an_unavailable_extractor_gets_a_fixed_reason_in_the_out():
     with pytest.warns(UserWarning, match="bad state"):
         other = fidelity.unavailable(DOMAIN, ExtractorUnavailable("bad state at /tmp/x"))["unavailable"]
     assert other.startswith(DOMAIN) and "/tmp" not in other and "bad state" not in other
+
+
+def test_inception_weights_other_than_torch_fidelitys_are_refused(tmp_path, monkeypatch):
+    """A weights file that is not torch-fidelity's (by SHA-256) would give FIDs on another scale: refused, naming
+    its hash; the reference file passes (its prefix stood in by this file's)."""
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"not the reference weights")
+    args = argparse.Namespace(path=lambda p: tmp_path / p)
+    with pytest.raises(SystemExit, match="not torch-fidelity's Inception weights.*SHA-256 is [0-9a-f]{64}"):
+        fidelity.extractor_kwargs(args, {"inception_weights": "inception.pth"}, INCEPTION, {})
+    monkeypatch.setattr(fidelity.fd, "INCEPTION_SHA256_PREFIX", hashlib.sha256(weights.read_bytes()).hexdigest()[:8])
+    kwargs = fidelity.extractor_kwargs(args, {"inception_weights": "inception.pth"}, INCEPTION, {})
+    assert kwargs == {"feature_extractor_weights_path": str(weights)}
 
 
 def test_fidelity_stage_metrics(trained):
