@@ -111,8 +111,9 @@ class RecordingDict(dict):
         return dict.__getitem__(self, key)
 
     def get(self, key, default=None):
-        if key in self:
-            self._read(key)
+        # a key params.yaml lacks is recorded too: its default is in the code, where DVC cannot see it, and a
+        # value set later would not rerun a stage that lists only the keys params.yaml had
+        self._read(key)
         return dict.get(self, key, default)
 
     def __iter__(self):

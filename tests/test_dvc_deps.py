@@ -12,8 +12,8 @@ import tomllib
 import pytest
 import yaml
 from conftest import stage_args, tiny_params
-from deps import (NOT_RESULT_PARAMS, PACKAGES, ROOT, import_closure, leaves, module_file, recording_params,
-                  result_params, stage_module)
+from deps import (NOT_RESULT_PARAMS, PACKAGES, ROOT, RecordingDict, import_closure, leaves, module_file,
+                  recording_params, result_params, stage_module)
 
 pytestmark = pytest.mark.xdist_group("deps-project")
 
@@ -191,6 +191,15 @@ def test_every_path_a_stage_reads_is_a_declared_dep_or_out(stage_reads):
             problems[name] = (used - declared, set())
     assert not problems, describe(problems, "data deps and outs")
     assert "synthetic" in {k.split(".")[1] for k in stage_reads["downstream_cnn_synthetic"] if k.startswith("paths.")}
+
+
+def test_a_default_for_a_key_params_yaml_lacks_is_a_read():
+    """``.get(key, default)`` of a key params.yaml does not have hides the default in the code: it is recorded, so
+    the params test names it (put the key in params.yaml and the stage's params)."""
+    log: set[str] = set()
+    params = RecordingDict({"gan": {"steps": 4}}, "", log)
+    assert params["gan"].get("warmup", 0) == 0 and params["gan"].get("steps") == 4
+    assert log == {"gan.warmup", "gan.steps"}
 
 
 def test_a_params_read_is_recorded(params_read):
