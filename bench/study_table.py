@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from pipeline.arms import REAL_ONLY, seed_interval, verdict  # noqa: E402
+from pipeline.arms import REAL_ONLY, identical_models, seed_interval, verdict  # noqa: E402
 from _data import WORK, add_folder_args, dvc_experiments, folders  # noqa: E402
 
 SETS = ("real", "real_classic", "real_synthetic", "synthetic")
@@ -52,9 +52,11 @@ HONESTY = """\
   "(seeds [...])" is the 95% t interval over the {seeds} seeds' differences; it covers the variation between
   trainings with the test set held fixed. Neither covers both, so the verdict calls "helped" or "hurt" only
   when both exclude 0 on the same side. With {seeds} seeds the t interval is wide, so this rule is strict.
-  XGBoost draws nothing at random (no row or column subsampling) except real_classic's augmented copies: its
-  other arms give one model whatever the seed, and their interval over seeds is a point. Accuracy,
-  sensitivity and specificity use the threshold chosen on validation.
+  XGBoost draws nothing at random (no row or column subsampling) except real_classic's augmented copies, so
+  without augmentation it is deterministic: its {seeds} seeds give one model, marked "(seeds: one model)" (a
+  zero-width seed interval in summaries written before that mark), and its only interval is the bootstrap
+  over test patients, on which its verdict rests alone. Accuracy, sensitivity and specificity use the
+  threshold chosen on validation.
 - **Known shift.** The Kermany train and test folders differ (the test folder was curated separately; the
   {positive} share: {train_share:.1%} of train, {test_share:.1%} of test) and {shared_ids} patient ids occur in
   more than one published folder, which the files cannot tell apart from ids re-used per folder. The
@@ -152,12 +154,15 @@ def fmt(x, digits: int = 3) -> str:
 
 
 def delta_cell(row: dict) -> str:
-    """ΔAUC vs real [95% CI over test patients] (over seeds: [95% t]) of a table row; empty for real only."""
+    """ΔAUC vs real [95% CI over test patients] (over seeds: [95% t], or "one model" where the seeds trained one
+    model on both sides) of a table row; empty for real only."""
     if "delta_auc" not in row:
         return ""
-    seeds = seed_interval(row_difference(row))
-    return (f"{fmt(row['delta_auc'])} [{fmt(row['delta_auc_ci'][0])}, {fmt(row['delta_auc_ci'][1])}] "
-            f"(seeds [{fmt(seeds[0])}, {fmt(seeds[1])}])")
+    difference = row_difference(row)
+    seeds = seed_interval(difference)
+    over_seeds = ("seeds: one model" if identical_models(difference)
+                  else f"seeds [{fmt(seeds[0])}, {fmt(seeds[1])}]")
+    return f"{fmt(row['delta_auc'])} [{fmt(row['delta_auc_ci'][0])}, {fmt(row['delta_auc_ci'][1])}] ({over_seeds})"
 
 
 def row_difference(row: dict) -> dict:

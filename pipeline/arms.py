@@ -46,15 +46,24 @@ def seed_interval(diff: dict) -> list:
     return (diff.get("seed_spread") or {}).get("ci", [None, None])
 
 
+def identical_models(diff: dict) -> bool:
+    """Whether a paired difference's seeds trained one model on both sides (identical test predictions, as
+    downstream_summary records it in ``seed_spread``): its interval over seeds is a point that measures nothing."""
+    return bool((diff.get("seed_spread") or {}).get("identical_models"))
+
+
 def verdict(diff: dict) -> str:
     """helped / hurt / no clear difference, from a paired difference's 95% intervals: ``ci`` and, when there,
     ``seed_spread``'s t interval over seeds. In downstream_summary ``ci`` is the paired bootstrap over test
     patients, which holds the trained models fixed, and the t interval holds the test set fixed: neither covers
     both, so a sign is called only when every interval there is excludes 0 on the same side. One seed measures
-    no training variance, and its verdict says so."""
+    no training variance, and its verdict says so. Seeds that trained one model on both sides
+    (``identical_models``) have no training variance to measure: the sign rests on ``ci`` alone, and the verdict
+    says "(one model: seeds identical)" rather than claim replication."""
     intervals = [diff["ci"]]
     seeds = diff.get("n", diff.get("seeds"))
-    if "seed_spread" in diff:
+    one_model = identical_models(diff)
+    if "seed_spread" in diff and not one_model:
         intervals.append(diff["seed_spread"]["ci"])
         seeds = diff["seed_spread"]["n"]
     intervals = [(lo, hi) for lo, hi in intervals if lo is not None]
@@ -66,4 +75,6 @@ def verdict(diff: dict) -> str:
         call = "hurt"
     else:
         return "no clear difference"
+    if one_model:
+        return f"{call} (one model: seeds identical)"
     return f"{call} (1 seed)" if seeds == 1 else call

@@ -5,6 +5,11 @@ paired difference (same seeds) of real_synthetic, real_classic and synthetic aga
 accuracy and balanced accuracy: the mean over seeds with a 95% CI from a paired bootstrap over test
 patients (evaluation.metrics.paired_bootstrap_difference), plus the spread over seeds (t interval), and the
 verdict, which needs both intervals on one side of 0 (pipeline.arms.verdict).
+
+Seeds whose test predictions are identical trained one model (XGBoost draws nothing at random unless the
+training set is augmented): the training set's row says ``identical_seeds``, and where both sides of a paired
+difference are one model its ``seed_spread`` says ``identical_models`` (its numbers kept: a point). The interval
+over seeds then measures nothing; the verdict rests on the bootstrap alone and says so.
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ import numpy as np
 from common.io import atomic_file, write_json
 from evaluation import metrics as M
 from pipeline import outputs
-from pipeline.arms import arm_name, planned, seed_interval, verdict
+from pipeline.arms import arm_name, identical_models, planned, seed_interval, verdict
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split
 from pipeline.tracking import numeric_metrics, stage_run
@@ -28,21 +33,27 @@ MARKDOWN_COLUMNS = ("roc_auc", "accuracy", "balanced_accuracy", "sensitivity", "
 def summarise(arms: dict[str, dict], downstream: dict, predictions: dict[str, np.ndarray] | None = None, test=None,
               seed: int = 0) -> dict:
     """``predictions``: arm -> test scores (in test-split order); with ``test`` (labels, patients) the paired
-    differences get patient-bootstrap CIs, else only the t interval over seeds."""
+    differences get patient-bootstrap CIs, else only the t interval over seeds. With ``predictions``, a training
+    set whose seeds predicted identically is flagged ``identical_seeds`` (one model), and a paired difference
+    with one model on both sides ``seed_spread.identical_models``."""
     table, diffs = {}, {}
     for clf, trainsets in planned(downstream["arms"]).items():
         for frac in downstream["fractions"]:
             key = f"{clf}.fraction_{float(frac)}"  # dotted: nested in MLflow's flat metric names
             table[key], diffs[key] = {}, {}
+            names = {ts: [arm_name(clf, ts, frac, arm_seed) for arm_seed in downstream["seeds"]] for ts in trainsets}
+            one_model = {ts: predictions is not None and same_predictions([predictions[arm] for arm in names[ts]])
+                         for ts in trainsets}
             for ts in trainsets:
-                runs = [arms[arm_name(clf, ts, frac, arm_seed)] for arm_seed in downstream["seeds"]]
+                runs = [arms[arm] for arm in names[ts]]
                 table[key][ts] = {metric: _mean([run["metrics"][metric] for run in runs]) for metric in M.METRICS}
                 table[key][ts]["seeds"] = len(runs)
+                if one_model[ts]:
+                    table[key][ts]["identical_seeds"] = True
             for ts in trainsets:
                 if ts == "real" or "real" not in trainsets:
                     continue
-                set_arms = [arm_name(clf, ts, frac, arm_seed) for arm_seed in downstream["seeds"]]
-                real_arms = [arm_name(clf, "real", frac, arm_seed) for arm_seed in downstream["seeds"]]
+                set_arms, real_arms = names[ts], names["real"]
                 over_seeds = {metric: M.paired_difference([arms[arm]["metrics"][metric] for arm in set_arms],
                                                           [arms[arm]["metrics"][metric] for arm in real_arms])
                               for metric in COMPARED}
@@ -52,11 +63,18 @@ def summarise(arms: dict[str, dict], downstream: dict, predictions: dict[str, np
                         [arms[arm]["threshold"] for arm in set_arms], [arms[arm]["threshold"] for arm in real_arms],
                         [row["patient_id"] for row in test.rows], names=COMPARED,
                         n_boot=int(downstream["bootstrap"]["samples"]), seed=seed)
-                    diffs[key][f"{ts}-real"] = {metric: {**boot[metric], "seed_spread": over_seeds[metric]}
+                    flag = {"identical_models": True} if one_model[ts] and one_model["real"] else {}
+                    diffs[key][f"{ts}-real"] = {metric: {**boot[metric], "seed_spread": {**over_seeds[metric], **flag}}
                                                 for metric in COMPARED}
                 else:
                     diffs[key][f"{ts}-real"] = over_seeds
     return {"table": table, "paired_differences": diffs}
+
+
+def same_predictions(scores: list) -> bool:
+    """Whether two or more seeds' test scores are identical: the seeds trained one model, and an interval over
+    them measures nothing."""
+    return len(scores) > 1 and all(np.array_equal(scores[0], other) for other in scores[1:])
 
 
 def _mean(values):
@@ -75,7 +93,9 @@ def markdown(summary: dict, downstream: dict) -> str:
              "bootstrap over test patients (the same resample for both arms), the trained models held fixed; "
              "over seeds: a 95% t interval over the seeds' differences, the test set held fixed. The verdict "
              "calls a sign only when both exclude 0 on the same side; with one seed, training variance is not "
-             "measured and the verdict says so.", ""]
+             "measured and the verdict says so. Seeds that predicted identically on both sides trained one model "
+             "(XGBoost without random augmentation): no interval over seeds, and the verdict rests on the "
+             "bootstrap alone and says so.", ""]
     for key, rows in summary["table"].items():
         clf, frac = key.split(".fraction_")
         lines += [f"## {clf}, real-data fraction {frac}", "",
@@ -88,8 +108,10 @@ def markdown(summary: dict, downstream: dict) -> str:
         for name, difference in summary["paired_differences"][key].items():
             auc, accuracy = difference[M.ROC_AUC], difference[M.ACCURACY]
             seeds = seed_interval(auc)
+            over_seeds = ("one model (seeds identical)" if identical_models(auc)
+                          else f"[{_fmt(seeds[0])}, {_fmt(seeds[1])}]")
             lines.append(f"| {name} | {_fmt(auc['mean'])} [{_fmt(auc['ci'][0])}, {_fmt(auc['ci'][1])}] | "
-                         f"[{_fmt(seeds[0])}, {_fmt(seeds[1])}] | "
+                         f"{over_seeds} | "
                          f"{_fmt(accuracy['mean'])} [{_fmt(accuracy['ci'][0])}, {_fmt(accuracy['ci'][1])}] | "
                          f"{verdict(auc)} |")
         lines.append("")

@@ -21,7 +21,7 @@ from pathlib import Path
 from common.io import atomic_file, write_json
 from evaluation import metrics as M
 from pipeline import outputs, report_figures, report_page
-from pipeline.arms import seed_interval, verdict
+from pipeline.arms import identical_models, seed_interval, verdict
 from pipeline.prepared import dataset_hash
 from pipeline.tracking import log_to_parent, numeric_metrics, stage_run
 
@@ -128,11 +128,13 @@ def fidelity_summary(fidelity: dict | None) -> dict:
 
 def paired_difference(difference: dict) -> dict:
     """A paired difference against real only: ROC AUC and accuracy with their 95% CIs (over test patients), ROC
-    AUC's t interval over seeds, and the verdict (which needs both of ROC AUC's)."""
+    AUC's t interval over seeds, and the verdict (which needs both of ROC AUC's). ``roc_auc_identical_models``,
+    only where true: the seeds trained one model on both sides, and the interval over seeds measures nothing."""
     auc, accuracy = difference[M.ROC_AUC], difference[M.ACCURACY]
     seeds = seed_interval(auc)
     return {"roc_auc": auc["mean"], "roc_auc_ci_low": auc["ci"][0], "roc_auc_ci_high": auc["ci"][1],
             "roc_auc_seeds_ci_low": seeds[0], "roc_auc_seeds_ci_high": seeds[1],
+            **({"roc_auc_identical_models": True} if identical_models(auc) else {}),
             "accuracy": accuracy["mean"], "accuracy_ci_low": accuracy["ci"][0],
             "accuracy_ci_high": accuracy["ci"][1], "verdict": verdict(auc)}
 

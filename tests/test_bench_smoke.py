@@ -325,6 +325,37 @@ def test_study_table_names_a_shared_real_arm_once(monkeypatch):
                                         ("real_classic", "0.960", "0.800"): ["other"]}
 
 
+def test_study_table_says_when_seeds_gave_one_model(monkeypatch):
+    """XGBoost without augmentation gives one model whatever the seed: where the experiment's summary marks it,
+    its ΔAUC shows no interval over seeds and its verdict rests on the bootstrap over test patients alone. A
+    summary without the mark (written before it) prints as it did."""
+    table = load_script("study_table", monkeypatch)
+    point = {"mean": 0.02, "ci": [0.02, 0.02], "n": 3}
+    numbers = {"roc_auc": 0.9, "accuracy": 0.8, "sensitivity": 0.95, "specificity": 0.6, "seeds": 3}
+    downstream = {"table": {"xgboost.fraction_1.0": {ts: numbers for ts in ("real", "real_synthetic", "synthetic")}},
+                  "paired_differences": {"xgboost.fraction_1.0": {
+                      "real_synthetic-real": {"roc_auc": {"mean": 0.02, "ci": [0.01, 0.03], "seeds": 3,
+                                                          "seed_spread": {**point, "identical_models": True}}},
+                      "synthetic-real": {"roc_auc": {"mean": 0.02, "ci": [0.01, 0.03], "seeds": 3,
+                                                     "seed_spread": point}}}}}
+    split = {"images": 10, "patients": 5, "PNEUMONIA": 6}
+    experiment = {"fraction": 1.0, "name": "fraction-1", "rev": "0123456789", "code": "abcdef0123",
+                  "downstream": downstream, "prepared": {"classes": ["NORMAL", "PNEUMONIA"],
+                                                         "splits": {s: split for s in ("train", "val", "test")}},
+                  "fidelity": {"extractors": {"medaug-domain": {"overall": {"fid": 9.0, "relative_fid": 3.0,
+                                                                            "precision": 0.5, "recall": 0.4}}},
+                               "memorisation": {"features": {"fraction_synthetic_below": 0.01,
+                                                             "fraction_heldout_below": 0.01, "percentile": 1}}}}
+    md = table.markdown(table.tabulate([experiment]))
+    assert ("| 1 | real_synthetic | 0.900 | 0.800 | 0.950 | 0.600 | 0.020 [0.010, 0.030] (seeds: one model) | "
+            "helped (one model: seeds identical) |") in md
+    assert ("| 1 | synthetic | 0.900 | 0.800 | 0.950 | 0.600 | 0.020 [0.010, 0.030] (seeds [0.020, 0.020]) | "
+            "helped |") in md
+    honesty = " ".join(md[md.index("## What the numbers cover"):].split())
+    assert ('without augmentation it is deterministic: its 3 seeds give one model, marked "(seeds: one model)"'
+            in honesty and "its only interval is the bootstrap over test patients" in honesty)
+
+
 def load_script(name: str, monkeypatch):
     """bench/<name>.py as a module (its sys.path changes end with the test)."""
     monkeypatch.setattr(sys, "path", [str(BENCH), *sys.path])

@@ -4,12 +4,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import yaml
 
 from conftest import stage_args, tiny_params
+from evaluation.metrics import classification_metrics
 from pipeline import downstream, downstream_summary, prepare, synthesize, train_extractor, train_gan
 from pipeline.arms import arm_name, planned, verdict
 
@@ -69,10 +71,71 @@ def test_a_verdict_needs_the_patient_and_the_seed_intervals_on_one_side():
     assert verdict(diff([-0.03, -0.01], [-0.04, -0.001])) == "hurt"
     assert verdict(diff([0.01, 0.03], [-0.01, 0.05])) == "no clear difference"     # another training may differ
     assert verdict(diff([-0.01, 0.03], [0.01, 0.02])) == "no clear difference"     # other test patients may
-    assert verdict(diff([0.01, 0.03], [0.02, 0.02])) == "helped"                   # seeds that give one model
+    assert verdict(diff([0.01, 0.03], [0.02, 0.02])) == "helped"                   # equal differences, not marked
     assert verdict(diff([0.01, 0.03], [None, None], n=1)) == "helped (1 seed)"
+    one_model = diff([0.01, 0.03], [-0.01, -0.01])
+    one_model["seed_spread"]["identical_models"] = True                             # its point measures nothing
+    assert verdict(one_model) == "helped (one model: seeds identical)"
+    assert verdict({**one_model, "ci": [-0.01, 0.03]}) == "no clear difference"
     assert verdict({"mean": 0.02, "ci": [0.01, 0.03], "n": 3}) == "helped"          # a t interval alone
     assert verdict({"mean": 0.02, "ci": [None, None], "n": 1}) == "one seed: no CI"
+
+
+def one_model_study(vary: bool) -> tuple[dict, dict, dict, SimpleNamespace]:
+    """Three seeds of xgboost on real and real_synthetic: real's seeds predict identically; real_synthetic's too
+    unless ``vary``. real_synthetic separates the classes, real barely does (a clear ΔAUC > 0)."""
+    rng = np.random.default_rng(0)
+    labels = np.tile([0, 1], 40)
+    test = SimpleNamespace(labels=labels, rows=[{"patient_id": f"p{i // 2}"} for i in range(len(labels))])
+    real = labels * 0.2 + rng.random(len(labels))                # ROC AUC a little over 0.5
+    helped = labels + 0.5 * rng.random(len(labels))               # separates the classes
+    downstream = {"arms": {"xgboost": {"real": ["real"], "synthetic": ["real_synthetic"]}}, "fractions": [1.0],
+                  "seeds": [0, 1, 2], "bootstrap": {"samples": 200}}
+    arms, predictions = {}, {}
+    for seed in downstream["seeds"]:
+        jitter = rng.random(len(labels)) * 1.5 if vary else 0.0  # another model (and ROC AUC) per seed
+        for ts, scores in (("real", real), ("real_synthetic", helped + jitter)):
+            name = arm_name("xgboost", ts, 1.0, seed)
+            predictions[name] = scores.copy()                     # equal arrays, not one object
+            arms[name] = {"metrics": classification_metrics(labels, scores, 0.5), "threshold": 0.5}
+    return arms, downstream, predictions, test
+
+
+def test_seeds_that_trained_one_model_claim_no_interval_over_seeds():
+    """Deterministic arms (XGBoost without random augmentation) give the same predictions whatever the seed:
+    the seeds are one model, the summary says so, and the verdict rests on the bootstrap alone."""
+    arms, downstream, predictions, test = one_model_study(vary=False)
+    summary = downstream_summary.summarise(arms, downstream, predictions, test)
+    table = summary["table"]["xgboost.fraction_1.0"]
+    assert table["real"]["identical_seeds"] is True and table["real_synthetic"]["identical_seeds"] is True
+    difference = summary["paired_differences"]["xgboost.fraction_1.0"]["real_synthetic-real"]
+    for metric in downstream_summary.COMPARED:
+        spread = difference[metric]["seed_spread"]
+        assert spread["identical_models"] is True and spread["n"] == 3 and spread["ci"] == [spread["mean"]] * 2
+    auc = difference["roc_auc"]
+    assert auc["ci"][0] > 0 and verdict(auc) == "helped (one model: seeds identical)"
+    md = downstream_summary.markdown(summary, downstream)
+    assert (f"| real_synthetic-real | {auc['mean']:.3f} [{auc['ci'][0]:.3f}, {auc['ci'][1]:.3f}] | one model "
+            "(seeds identical) |") in md
+    assert "| helped (one model: seeds identical) |" in md
+    # without predictions nothing can be told: no mark
+    bare = downstream_summary.summarise(arms, downstream)
+    assert "identical_seeds" not in bare["table"]["xgboost.fraction_1.0"]["real"]
+
+
+def test_seeds_that_trained_different_models_keep_their_interval():
+    """One side's seeds varying (real_classic's augmentation, a CNN's initialisation) is training variance the
+    interval over seeds measures: no mark on the difference, though real's own seeds are one model."""
+    arms, downstream, predictions, test = one_model_study(vary=True)
+    summary = downstream_summary.summarise(arms, downstream, predictions, test)
+    table = summary["table"]["xgboost.fraction_1.0"]
+    assert table["real"]["identical_seeds"] is True and "identical_seeds" not in table["real_synthetic"]
+    auc = summary["paired_differences"]["xgboost.fraction_1.0"]["real_synthetic-real"]["roc_auc"]
+    assert "identical_models" not in auc["seed_spread"] and auc["seed_spread"]["ci"][0] < auc["seed_spread"]["ci"][1]
+    assert "seeds identical" not in verdict(auc)
+    md = downstream_summary.markdown(summary, downstream)
+    low, high = auc["seed_spread"]["ci"]
+    assert f"| [{low:.3f}, {high:.3f}] |" in md and "| one model (seeds identical) |" not in md
 
 
 def test_predictions_keep_every_digit_of_the_scores(tmp_path):
