@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from pipeline.arms import REAL_ONLY, identical_models, seed_interval, verdict  # noqa: E402
+from pipeline.arms import REAL_ONLY  # noqa: E402
+from pipeline.verdict import identical_models, seed_interval, verdict  # noqa: E402
 from _data import WORK, add_folder_args, dvc_experiments, folders  # noqa: E402
 
 SETS = ("real", "real_classic", "real_synthetic", "synthetic")

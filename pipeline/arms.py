@@ -1,6 +1,7 @@
-"""The downstream arms: their names, the training sets each classifier runs (params ``downstream.arms``)
-and the verdict on a paired difference. Shared by the downstream, downstream_summary and report stages, so
-no stage module imports another (and none of them pulls in torch or MONAI through a name).
+"""The downstream arms: their names and the training sets each classifier runs (params ``downstream.arms``).
+Shared by the downstream, downstream_summary and report stages, so no stage module imports another (and none
+of them pulls in torch or MONAI through a name). The verdict on a paired difference is in pipeline/verdict.py,
+which the arm stages do not import: a change to how results are called does not retrain a classifier.
 
 ``downstream.arms.<classifier>.real`` lists the training sets that read real images only, and
 ``...synthetic`` those that also read the synthetic set. dvc.yaml runs the two groups as separate matrix
@@ -39,42 +40,3 @@ def planned(arms: dict) -> dict[str, list[str]]:
         if sets:
             out[clf] = sets
     return out
-
-
-def seed_interval(diff: dict) -> list:
-    """A paired difference's 95% t interval over seeds ([None, None] when none is recorded)."""
-    return (diff.get("seed_spread") or {}).get("ci", [None, None])
-
-
-def identical_models(diff: dict) -> bool:
-    """Whether a paired difference's seeds trained one model on both sides (identical test predictions, as
-    downstream_summary records it in ``seed_spread``): its interval over seeds is a point that measures nothing."""
-    return bool((diff.get("seed_spread") or {}).get("identical_models"))
-
-
-def verdict(diff: dict) -> str:
-    """helped / hurt / no clear difference, from a paired difference's 95% intervals: ``ci`` and, when there,
-    ``seed_spread``'s t interval over seeds. In downstream_summary ``ci`` is the paired bootstrap over test
-    patients, which holds the trained models fixed, and the t interval holds the test set fixed: neither covers
-    both, so a sign is called only when every interval there is excludes 0 on the same side. One seed measures
-    no training variance, and its verdict says so. Seeds that trained one model on both sides
-    (``identical_models``) have no training variance to measure: the sign rests on ``ci`` alone, and the verdict
-    says "(one model: seeds identical)" rather than claim replication."""
-    intervals = [diff["ci"]]
-    seeds = diff.get("n", diff.get("seeds"))
-    one_model = identical_models(diff)
-    if "seed_spread" in diff and not one_model:
-        intervals.append(diff["seed_spread"]["ci"])
-        seeds = diff["seed_spread"]["n"]
-    intervals = [(lo, hi) for lo, hi in intervals if lo is not None]
-    if not intervals:
-        return "one seed: no CI"
-    if all(lo > 0 for lo, _ in intervals):
-        call = "helped"
-    elif all(hi < 0 for _, hi in intervals):
-        call = "hurt"
-    else:
-        return "no clear difference"
-    if one_model:
-        return f"{call} (one model: seeds identical)"
-    return f"{call} (1 seed)" if seeds == 1 else call

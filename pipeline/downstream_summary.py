@@ -4,7 +4,7 @@ For each classifier and real-data fraction: the mean over seeds of each training
 paired difference (same seeds) of real_synthetic, real_classic and synthetic against real only for ROC AUC,
 accuracy and balanced accuracy: the mean over seeds with a 95% CI from a paired bootstrap over test
 patients (evaluation.metrics.paired_bootstrap_difference), plus the spread over seeds (t interval), and the
-verdict, which needs both intervals on one side of 0 (pipeline.arms.verdict).
+verdict, which needs both intervals on one side of 0 (pipeline.verdict.verdict).
 
 Seeds whose test predictions are identical trained one model (XGBoost draws nothing at random unless the
 training set is augmented): the training set's row says ``identical_seeds``, and where both sides of a paired
@@ -21,7 +21,8 @@ import numpy as np
 from common.io import atomic_file, write_json
 from evaluation import metrics as M
 from pipeline import outputs
-from pipeline.arms import arm_name, identical_models, planned, seed_interval, verdict
+from pipeline.arms import arm_name, planned
+from pipeline.verdict import identical_models, seed_interval, verdict
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split
 from pipeline.tracking import numeric_metrics, stage_run

@@ -21,7 +21,7 @@ from pathlib import Path
 from common.io import atomic_file, write_json
 from evaluation import metrics as M
 from pipeline import outputs, report_figures, report_page
-from pipeline.arms import identical_models, seed_interval, verdict
+from pipeline.verdict import identical_models, seed_interval, verdict
 from pipeline.prepared import dataset_hash
 from pipeline.tracking import log_to_parent, numeric_metrics, stage_run
 
@@ -167,14 +167,20 @@ def vtt_export_summary(folder: Path, shown: str) -> dict:
 
 def vtt_score_summary(scores: dict | None, key_version: str | None) -> dict:
     """The readers' scores for this export ({} when not scored, or scored against another export's key):
-    pooled accuracy with its CI, the binomial test (one reader only), agreement, and one row per reader (a list,
-    so reader names never become metric names)."""
+    pooled accuracy with its CI, the binomial test (one reader only), the equivalence test (when the scores have
+    one), agreement, and one row per reader (a list, so reader names never become metric names)."""
     if not scores or not scores.get("scored", True) or scores.get("key_version") != key_version:
         return {}
     pooled = scores["pooled"]
     summary = {"accuracy": pooled["accuracy"], "accuracy_ci_low": pooled["accuracy_95ci"][0],
                "accuracy_ci_high": pooled["accuracy_95ci"][1], "binomial_p": pooled["binomial_p_vs_chance"],
                "readers": len(scores["readers"])}
+    if "equivalence" in pooled:  # scores written before vtt.equivalence_margin existed have none
+        equivalence = pooled["equivalence"]
+        low, high = equivalence["ci_90"] or (None, None)
+        summary |= {"equivalence_margin": equivalence["margin"], "equivalence_ci_low": low,
+                    "equivalence_ci_high": high, "equivalence_p": equivalence["p"],
+                    "equivalent": equivalence["equivalent"]}
     if "agreement" in scores:
         agreement = scores["agreement"]
         summary |= {"kappa": agreement["kappa"], "agreement_method": agreement["method"],
@@ -182,7 +188,9 @@ def vtt_score_summary(scores: dict | None, key_version: str | None) -> dict:
                     **{k: agreement[k] for k in ("kappa_undefined",) if k in agreement}}
     summary["per_reader"] = [{"reader": reader, **{k: numbers.get(k) for k in READER_KEYS},
                               "accuracy_ci_low": numbers["accuracy_95ci"][0],
-                              "accuracy_ci_high": numbers["accuracy_95ci"][1]}
+                              "accuracy_ci_high": numbers["accuracy_95ci"][1],
+                              "equivalent": numbers.get("equivalence", {}).get("equivalent"),
+                              "equivalence_ci": numbers.get("equivalence", {}).get("ci_90")}
                              for reader, numbers in {**scores["readers"], "pooled": pooled}.items()]
     return summary
 

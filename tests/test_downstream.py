@@ -13,7 +13,8 @@ import yaml
 from conftest import stage_args, tiny_params
 from evaluation.metrics import classification_metrics
 from pipeline import downstream, downstream_summary, prepare, synthesize, train_extractor, train_gan
-from pipeline.arms import arm_name, planned, verdict
+from pipeline.arms import arm_name, planned
+from pipeline.verdict import verdict
 
 pytestmark = pytest.mark.xdist_group("downstream-project")  # the tests build on one module-scoped project
 
