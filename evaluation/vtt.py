@@ -16,8 +16,10 @@ accuracy's CI resamples readers and images and realism is compared per image (``
 from the answer and its 1-5 confidence: "synthetic, confidence 5" -> 1 ... "synthetic, confidence 1" -> 5,
 "real, confidence 1" -> 6 ... "real, confidence 5" -> 10. A CI of the accuracy that includes 50% means the
 study could not show that readers tell real from synthetic, not that they cannot; its width bounds the
-difference that could have been missed. Kappa is None (with the reason) when every answer is the same:
-agreement beyond chance is then undefined.
+difference that could have been missed. Showing that they cannot, within a margin fixed before they answer,
+takes an equivalence test (TOST, Schuirmann 1987; ``score``'s ``margin``): equivalent to chance when the 90%
+CI (exact per reader, the bootstrap's when pooled) lies inside 0.5 +- margin. Kappa is None (with the reason) when
+every answer is the same: agreement beyond chance is then undefined.
 """
 from __future__ import annotations
 
@@ -194,7 +196,33 @@ def realism(answer: str, confidence: int) -> int:
     return 5 + confidence if answer == REAL else 6 - confidence
 
 
-def _rates(rows: list[dict]) -> dict:
+EQUIVALENCE_ALPHA = 0.05  # each one-sided test of the TOST; its CI is therefore the 90% (1 - 2 alpha) one
+
+
+def _equivalence(margin: float, ci_90: list[float] | None, p: float | None, equivalent: bool, method: str) -> dict:
+    """One equivalence result; ``smallest_margin`` is the margin these answers would just miss (any larger one
+    they show): a description of the data, not a margin to choose after the fact."""
+    return {"margin": margin, "alpha": EQUIVALENCE_ALPHA, "ci_90": ci_90, "p": p, "method": method,
+            "equivalent": bool(equivalent),
+            "smallest_margin": max(abs(ci_90[0] - 0.5), abs(ci_90[1] - 0.5)) if ci_90 else None}
+
+
+def equivalence_exact(correct: int, n: int, margin: float) -> dict:
+    """Exact binomial TOST that the accuracy lies within 0.5 +- margin: p_low = P(X >= correct | 0.5 - margin)
+    tests H0 accuracy <= 0.5 - margin, p_high = P(X <= correct | 0.5 + margin) tests H0 accuracy >= 0.5 + margin;
+    p is the larger. p < alpha exactly when the exact (Clopper-Pearson) 90% CI lies inside the margin. No
+    answers: not equivalent, p and CI None."""
+    method = "two one-sided exact binomial tests (TOST), exact 90% CI"
+    if not n:
+        return _equivalence(margin, None, None, False, method)
+    p_low = stats.binomtest(correct, n, 0.5 - margin, alternative="greater").pvalue
+    p_high = stats.binomtest(correct, n, 0.5 + margin, alternative="less").pvalue
+    p = float(max(p_low, p_high))
+    ci = stats.binomtest(correct, n, 0.5).proportion_ci(1 - 2 * EQUIVALENCE_ALPHA, method="exact")
+    return _equivalence(margin, [float(ci.low), float(ci.high)], p, p < EQUIVALENCE_ALPHA, method)
+
+
+def _rates(rows: list[dict], margin: float | None = None) -> dict:
     n = len(rows)
     correct = sum(r["answer"] == r["truth"] for r in rows)
     syn = [r for r in rows if r["truth"] == SYNTHETIC]
@@ -208,6 +236,7 @@ def _rates(rows: list[dict]) -> dict:
     rs = [realism(r["answer"], r["confidence"]) for r in real]
     ss = [realism(r["answer"], r["confidence"]) for r in syn]
     mw = stats.mannwhitneyu(rs, ss, alternative="two-sided") if rs and ss else None
+    equivalence = {"equivalence": equivalence_exact(correct, n, margin)} if margin is not None else {}
     return {"n": n, "correct": correct, "accuracy": correct / n if n else None,
             "sensitivity_synthetic": sum(r["answer"] == SYNTHETIC for r in syn) / len(syn) if syn else None,
             "specificity": sum(r["answer"] == REAL for r in real) / len(real) if real else None,
@@ -218,7 +247,7 @@ def _rates(rows: list[dict]) -> dict:
             "realism_real_median": float(np.median(rs)) if rs else None,
             "realism_synthetic_median": float(np.median(ss)) if ss else None,
             "realism_mann_whitney_u": float(mw.statistic) if mw else None,
-            "realism_mann_whitney_p": float(mw.pvalue) if mw else None}
+            "realism_mann_whitney_p": float(mw.pvalue) if mw else None, **equivalence}
 
 
 def cohen_kappa(a: list[str], b: list[str]) -> float | None:
@@ -247,15 +276,16 @@ def fleiss_kappa(table: np.ndarray) -> float | None:
 POOLED_BOOTSTRAP = 2000   # resamples of readers and images for the pooled accuracy's CI
 
 
-def _pooled(readers: dict[str, list[dict]]) -> dict:
+def _pooled(readers: dict[str, list[dict]], margin: float | None = None) -> dict:
     """Every reader's answers together. All readers rate the same images, so their answers are not independent:
     an image that fools one reader tends to fool the others, and a reader's leaning runs through all of theirs.
     With several readers, the accuracy's CI therefore comes from resampling readers and images together (a
     two-way bootstrap, seeded: the same answers give the same CI); the binomial test, which takes every answer
-    as independent, is left out (each reader's own is in ``readers``); and realism is compared between real and
-    synthetic images on each image's mean over the readers."""
+    as independent, is left out (each reader's own is in ``readers``), and so is the exact equivalence test (the
+    pooled one asks the bootstrap's 90% interval to lie inside the margin); and realism is compared between real
+    and synthetic images on each image's mean over the readers."""
     rows = [r for answers in readers.values() for r in answers]
-    out = _rates(rows)
+    out = _rates(rows, margin)
     if len(readers) < 2:
         return out
     names, ids = sorted(readers), sorted({r["id"] for r in rows})
@@ -269,6 +299,11 @@ def _pooled(readers: dict[str, list[dict]]) -> dict:
     rs = [realism_of[i] for i in ids if by[names[0], i]["truth"] == REAL]
     ss = [realism_of[i] for i in ids if by[names[0], i]["truth"] == SYNTHETIC]
     mw = stats.mannwhitneyu(rs, ss, alternative="two-sided") if rs and ss else None
+    if margin is not None:
+        ci_90 = [float(np.percentile(draws, q)) for q in (100 * EQUIVALENCE_ALPHA, 100 * (1 - EQUIVALENCE_ALPHA))]
+        out["equivalence"] = _equivalence(margin, ci_90, None, 0.5 - margin < ci_90[0] and ci_90[1] < 0.5 + margin,
+                                          f"bootstrap over readers and images ({POOLED_BOOTSTRAP} resamples): "
+                                          "90% percentile interval inside 0.5 +- margin")
     return out | {"binomial_p_vs_chance": None,
                   "accuracy_95ci": [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))],
                   "accuracy_95ci_method": f"bootstrap over readers and images ({POOLED_BOOTSTRAP} resamples)",
@@ -279,10 +314,14 @@ def _pooled(readers: dict[str, list[dict]]) -> dict:
                   "realism_unit": "image (mean over readers)"}
 
 
-def score(readers: dict[str, list[dict]]) -> dict:
+def score(readers: dict[str, list[dict]], margin: float | None = None) -> dict:
     """``readers``: reader name -> validated rows (check_responses). Per reader, pooled, and agreement; an
-    undefined kappa is None, with ``kappa_undefined`` saying why."""
-    out = {"readers": {name: _rates(rows) for name, rows in readers.items()}, "pooled": _pooled(readers)}
+    undefined kappa is None, with ``kappa_undefined`` saying why. ``margin``: the pre-registered equivalence
+    margin; each block then has an ``equivalence`` test against 0.5 +- margin (None: no test, none was fixed)."""
+    if margin is not None and not 0 < margin < 0.5:
+        raise ValueError(f"the equivalence margin must be in (0, 0.5), got {margin!r} (e.g. 0.1: 0.4-0.6 is chance)")
+    out = {"readers": {name: _rates(rows, margin) for name, rows in readers.items()},
+           "pooled": _pooled(readers, margin)}
     names = sorted(readers)
     if len(names) >= 2:
         answers = {n: {r["id"]: r["answer"] for r in readers[n]} for n in names}

@@ -52,11 +52,13 @@ def evaluate(name, f_syn, f_ref, y_syn, y_ref, classes, rng, kid_subsets) -> dic
     return {"extractor": name, **numbers}
 
 
-def pairs_figure(path, synthetic, train, audit, pairs: int) -> None:
-    """The ``pairs`` synthetic images closest to a training image, each beside that training image."""
+def pairs_figure(path, synthetic, train, audit, pairs: int) -> list[int]:
+    """The ``pairs`` synthetic images closest to a training image, each beside that training image; returns their
+    rows in the synthetic set (the report shows them, so vtt_export leaves them out)."""
     order = np.argsort(audit["distances"])[:pairs]
     tiles = np.stack([image for i in order for image in (synthetic[i], train[audit["nearest_train"][i]])])
     save_png(path, tile(tiles, 8))
+    return sorted(int(i) for i in order)
 
 
 class Compared(NamedTuple):
@@ -187,11 +189,12 @@ def main(argv=None) -> dict:
     percentile = float(fid_params["memorisation_percentile"])
     audits = memorisation_audits(domain_features, sets, percentile, seed)
     reports.mkdir(parents=True, exist_ok=True)
+    result["memorisation"] = {}
     for space, audit in audits.items():
-        pairs_figure(reports / outputs.nearest_pairs(space), sets.synthetic, sets.train.images, audit,
-                     int(fid_params["pairs"]))
-    result["memorisation"] = {space: {k: v for k, v in audit.items() if k not in ("distances", "nearest_train")}
-                              for space, audit in audits.items()}
+        shown = pairs_figure(reports / outputs.nearest_pairs(space), sets.synthetic, sets.train.images, audit,
+                             int(fid_params["pairs"]))
+        result["memorisation"][space] = {**{k: v for k, v in audit.items() if k not in ("distances", "nearest_train")},
+                                         outputs.PAIRS_SHOWN: shown}
     seconds = time.perf_counter() - started  # to the log and MLflow, not to the metrics file (an out)
     out = args.path(params["paths"]["fidelity_metrics"])
     write_json(out, result)

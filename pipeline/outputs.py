@@ -44,6 +44,9 @@ def nearest_pairs(space: str) -> str:
 
 
 NEAREST_PAIRS_GLOB = nearest_pairs("*")
+# in paths.fidelity_metrics, memorisation.<space>: the synthetic rows that space's pairs figure shows (the report
+# shows them, so vtt_export leaves them out)
+PAIRS_SHOWN = "pairs_synthetic_rows"
 
 
 # downstream -> paths.downstream_metrics/<arm>.json and paths.downstream_reports/<arm>/

@@ -6,7 +6,8 @@
 
 vtt.n real images from the held-out real split (vtt.real_split, default test: never used to choose
 anything) and as many synthetic images with the same class counts, so neither the class nor anything but
-the pixels says which is which. Selection is seeded. Ids, order, salts and the key version are drawn from
+the pixels says which is which; none of the synthetic images the report's nearest-pairs figures show (listed in
+paths.fidelity_metrics), so a reader who saw the report does not meet them again. Selection is seeded. Ids, order, salts and the key version are drawn from
 base.seed, the secret in the MEDAUG_VTT_SECRET environment variable when vtt.secret is true, and the images
 themselves (evaluation.vtt.blind): the same inputs give the same export byte for byte, and a set with any
 other image gets other ids and a new key version, so answers cannot be scored against the wrong set.
@@ -57,21 +58,31 @@ Set: {key_version}. These images are for research only and not for diagnosis.
 """
 
 
-def pick_images(real, syn_labels: np.ndarray, n: int, rng, real_split: str) -> tuple[np.ndarray, np.ndarray]:
+def shown_in_report(fidelity_metrics: Path) -> np.ndarray:
+    """The synthetic rows the report's nearest-pairs figures show (fidelity stage): a reader who has seen the
+    report would know them for synthetic."""
+    memorisation = json.loads(fidelity_metrics.read_text()).get("memorisation", {})
+    return np.array(sorted({int(i) for audit in memorisation.values() for i in audit.get(outputs.PAIRS_SHOWN, [])}),
+                    dtype=np.int64)
+
+
+def pick_images(real, syn_labels: np.ndarray, n: int, rng, real_split: str,
+                shown: np.ndarray = np.array([], dtype=np.int64)) -> tuple[np.ndarray, np.ndarray]:
     """Rows of the n real images (stratified by class) and of as many synthetic images with the same class
-    counts (any n when the GAN is unconditional)."""
+    counts (any n when the GAN is unconditional), none of the synthetic rows in ``shown``."""
     try:
         pick_real = vtt.stratified_pick(real.labels, n, rng)
     except ValueError as e:
         raise SystemExit(f"vtt_export: {real_split} split: {e}; lower vtt.n") from e
-    if not (syn_labels >= 0).all():
-        return pick_real, rng.choice(len(syn_labels), n, replace=False)
+    conditional = (syn_labels >= 0).all()
+    needed = zip(*np.unique(real.labels[pick_real], return_counts=True)) if conditional else [(None, n)]
     pick_syn = []
-    for label, count in zip(*np.unique(real.labels[pick_real], return_counts=True)):
-        pool = np.flatnonzero(syn_labels == label)
+    for label, count in needed:
+        pool = np.setdiff1d(np.flatnonzero(syn_labels == label) if conditional else np.arange(len(syn_labels)), shown)
         if len(pool) < count:
-            raise SystemExit(f"vtt_export: {count} synthetic {real.classes[label]} images needed, {len(pool)} exist; "
-                             "raise synthesize.ratio/count or lower vtt.n")
+            name = f" {real.classes[label]}" if conditional else ""
+            raise SystemExit(f"vtt_export: {count} synthetic{name} images needed, {len(pool)} exist besides the "
+                             f"{len(shown)} the report shows; raise synthesize.ratio/count or lower vtt.n")
         pick_syn.extend(rng.choice(pool, count, replace=False).tolist())
     return pick_real, np.array(pick_syn)
 
@@ -151,7 +162,9 @@ def main(argv=None) -> dict:
     real = load_split(args.path(params["paths"]["prepared"]), vtt_params["real_split"])
     syn_images, syn_labels, syn_rows = load_synthetic(args.path(params["paths"]["synthetic"]))
     n = int(vtt_params["n"])
-    pick_real, pick_syn = pick_images(real, syn_labels, n, stage_rng(seed, "vtt_export"), vtt_params["real_split"])
+    shown = shown_in_report(args.path(params["paths"]["fidelity_metrics"]))
+    pick_real, pick_syn = pick_images(real, syn_labels, n, stage_rng(seed, "vtt_export"), vtt_params["real_split"],
+                                      shown)
     size = int(vtt_params["display_size"])
     secret = blinding_secret(vtt_params)
     entropy = derive_seed(seed, "vtt_export", "blinding").generate_state(8).tobytes() + secret.encode()
@@ -162,7 +175,8 @@ def main(argv=None) -> dict:
     with atomic_dir(out) as tmp:
         manifest = write_blinded(tmp / outputs.BLINDED, items, key, key_version, size, bool(vtt_params["dicom"]))
         (tmp / outputs.VTT_KEY).write_text(key)
-        summary = export_summary(items, manifest, vtt_params, secret)
+        summary = export_summary(items, manifest, vtt_params, secret) | {"synthetic_left_out_shown_in_report":
+                                                                         len(shown)}
         write_json(tmp / outputs.SUMMARY, summary)
     with stage_run("vtt_export", params, args.root, {"base": params["base"], "vtt": vtt_params}) as ml:
         if ml:

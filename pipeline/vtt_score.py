@@ -9,7 +9,10 @@ binomial test against 50%, accuracy by confidence, inter-reader agreement (Cohen
 Fleiss' for more) and a Mann-Whitney U test of realism ratings between real and synthetic images. Pooled over
 several readers (who rate the same images), the CI resamples readers and images and there is no binomial test.
 A CI that includes 50% means the study could not show that readers tell real from synthetic, not that they
-cannot. Kappa is null, with ``kappa_undefined`` saying why, when every answer is the same (MLflow gets no kappa).
+cannot; an equivalence test (TOST, ``equivalence`` in each block) shows that they cannot beyond
+vtt.equivalence_margin, fixed before they answer: the 90% CI lies inside 0.5 +- margin. The run prints which, if
+either, the answers show. Kappa is null, with ``kappa_undefined`` saying why, when every answer is the same
+(MLflow gets no kappa).
 Writes paths.vtt_metrics (metrics/vtt.json) and logs it to the pipeline's MLflow run, then renders the run
 report again (reports/index.html and summary.json, with the scores) and puts the headline metrics, VTT
 accuracy included, on the MLflow parent run. The report is built by pipeline/reporting.py, the helper the report
@@ -60,13 +63,27 @@ def read_responses(files: list[Path], key: dict[str, dict], key_version: str) ->
     return readers
 
 
+def equivalence_line(equivalence: dict, ci_95_includes_chance: bool) -> str:
+    """The equivalence test's outcome in words; when neither a difference nor equivalence is shown, says so."""
+    m, (low, high) = equivalence["margin"], equivalence["ci_90"]
+    interval = f"90% CI {low:.3f}-{high:.3f}" + (f", TOST p {equivalence['p']:.3g}" if equivalence["p"] is not None
+                                                  else ", bootstrap")
+    if equivalence["equivalent"]:
+        return f"vtt_score: equivalence to chance shown: accuracy within 0.5 +- {m:g} ({interval})"
+    return (f"vtt_score: equivalence to chance within 0.5 +- {m:g} not shown ({interval})"
+            + ("; the study is inconclusive: too few answers to show either a difference or equivalence"
+               if ci_95_includes_chance else "")
+            + f"; these answers would show it only for a margin above {equivalence['smallest_margin']:.3f}")
+
+
 def main(argv=None) -> dict:
     args = parse_stage_args(__doc__, argv, lambda ap: ap.add_argument("responses", nargs="+", type=Path,
                                                                       help="response CSV files, one per reader"))
     params = args.params
     key, key_version = checked_key(args.path(params["paths"]["vtt"]))
     readers = read_responses(args.extra.responses, key, key_version)
-    result = {"scored": True, "key_version": key_version, "images": len(key), **vtt.score(readers)}
+    result = {"scored": True, "key_version": key_version, "images": len(key),
+              **vtt.score(readers, float(params["vtt"]["equivalence_margin"]))}
     out = args.path(params["paths"]["vtt_metrics"])
     write_json(out, result)
     with stage_run("vtt_score", params, args.root, {"base": params["base"], "vtt": params["vtt"]}) as ml:
@@ -85,6 +102,7 @@ def main(argv=None) -> dict:
     if low <= 0.5 <= high:
         print(f"vtt_score: the CI includes 50%: this study could not show that readers tell real from synthetic "
               f"(not that they cannot); accuracies up to {high:.3f} fit the answers")
+    print(equivalence_line(pooled["equivalence"], low <= 0.5 <= high))
     if "agreement" in result:
         agreement = result["agreement"]
         kappa = agreement["kappa"]

@@ -8,13 +8,14 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+import yaml
 
 from conftest import stage_args, tiny_params
 from dcgan.models import latents
 from dcgan.models import load_generator
 from evaluation.fidelity import DOMAIN, INCEPTION, ExtractorUnavailable
 from imaging.dicom_write import SECONDARY_CAPTURE
-from pipeline import fidelity, prepare, synthesize, train_extractor, train_gan
+from pipeline import fidelity, outputs, prepare, synthesize, train_extractor, train_gan
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +149,11 @@ def test_fidelity_stage_metrics(trained):
     threshold = np.percentile(to_train_ref, m["percentile"])
     assert m["threshold"] == pytest.approx(threshold, rel=1e-4)
     assert m["fraction_synthetic_below"] == np.mean(to_train_syn < threshold)
+    # the synthetic rows the pairs figure shows (vtt_export leaves them out): the ones closest to a training image
+    shown = m[outputs.PAIRS_SHOWN]
+    pairs = yaml.safe_load((project / "params.yaml").read_text())["fidelity"]["pairs"]
+    assert len(shown) == min(pairs, 24) < 24 and shown == sorted(set(shown))
+    assert to_train_syn[shown].max() <= to_train_syn[np.setdiff1d(np.arange(24), shown)].min() * (1 + 1e-4)
     assert m["median_synthetic_distance"] == pytest.approx(np.median(to_train_syn), rel=1e-4)
     assert m["n_heldout"] == len(ref) == r["n_reference"] and m["n_train"] == len(train)
     assert (project / "reports/fidelity/nearest_pairs_features.png").is_file()

@@ -3,7 +3,10 @@ an undefined kappa and the accuracy's CI as the scores and the report page show 
 import csv
 import io
 import json
+import re
+from types import SimpleNamespace
 
+import numpy as np
 import pydicom
 import pytest
 
@@ -14,15 +17,47 @@ from evaluation import vtt
 @pytest.fixture
 def exported(project, demo_archive):
     """The demo pipeline up to vtt_export (tiny GAN) in a project folder."""
-    from pipeline import prepare, synthesize, train_gan, vtt_export
+    from pipeline import fidelity, prepare, synthesize, train_extractor, train_gan, vtt_export
 
     tiny_params(project, demo_archive, gan=dict(width=0.25, steps=2, batch=8, fid_every=0, grid_every=0),
+                extractor=dict(width=4, dim=16, steps=5, batch=16),
+                fidelity=dict(kid_subsets=5, inception_weights="no-such-file.pth", pairs=4),
                 vtt=dict(n=4, display_size=64, dicom=True))
     a = stage_args(project)
-    prepare.main(a)
-    train_gan.main(a)
-    synthesize.main(a)
+    for stage in (prepare, train_extractor, train_gan, synthesize):
+        stage.main(a)
+    with pytest.warns(UserWarning, match="inception-v3-compat unavailable"):
+        fidelity.main(a)
     return project, vtt_export.main(a)
+
+
+def test_the_synthetic_images_the_report_shows_are_not_in_the_blinded_set(exported):
+    """The report's nearest-pairs figures show synthetic images (fidelity records their rows): a reader who saw
+    the report would know them, so the export draws from the others, and says how many it left out."""
+    project, summary = exported
+    memorisation = json.loads((project / "metrics/fidelity.json").read_text())["memorisation"]
+    shown = {i for audit in memorisation.values() for i in audit["pairs_synthetic_rows"]}
+    assert shown and summary["synthetic_left_out_shown_in_report"] == len(shown)
+    with open(project / "exports/vtt/key.csv", newline="") as fh:
+        picked = {int(r["origin"].split(":")[1].removeprefix("row")) for r in csv.DictReader(fh)
+                  if r["truth"] == "synthetic"}
+    assert len(picked) == 4 and not picked & shown
+
+
+def test_the_pick_never_takes_a_shown_synthetic_image():
+    """With all but the needed synthetic images of each class shown, the pick is exactly the rest; with one more
+    shown, the export stops and names the count left out."""
+    from pipeline.vtt_export import pick_images
+
+    real = SimpleNamespace(labels=np.array([0, 0, 1, 1]), classes=["normal", "pneumonia"])
+    syn_labels = np.repeat([0, 1], 10)                               # rows 0-9 normal, 10-19 pneumonia
+    shown = np.array([0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 14, 15, 16, 17])
+    _, pick_syn = pick_images(real, syn_labels, 4, np.random.default_rng(0), "test", shown)
+    assert sorted(pick_syn) == [8, 9, 18, 19]
+    with pytest.raises(SystemExit, match="2 synthetic normal images needed, 1 exist besides the 17 the report"):
+        pick_images(real, syn_labels, 4, np.random.default_rng(0), "test", np.append(shown, 8))
+    _, unconditional = pick_images(real, np.full(20, -1), 4, np.random.default_rng(0), "test", shown)
+    assert sorted(unconditional) == [8, 9, 18, 19]
 
 
 def test_export_leaks_nothing(exported, demo_archive):
@@ -107,7 +142,15 @@ def test_vtt_score_command_end_to_end(exported, tmp_path, capsys):
                         "confidence": 4, "comment": "looks, \"fine\""})
     result = vtt_score.main([*stage_args(project), str(path)])
     assert result["pooled"]["accuracy"] == 1.0 and result["images"] == 8
-    assert json.loads((project / "metrics/vtt.json").read_text())["readers"]["dr a"]["n"] == 8
+    written = json.loads((project / "metrics/vtt.json").read_text())
+    assert written["readers"]["dr a"]["n"] == 8
+    # 8 of 8 right: the equivalence test against vtt.equivalence_margin is in the JSON, not shown, not inconclusive
+    equivalence = written["readers"]["dr a"]["equivalence"]
+    assert equivalence["margin"] == 0.1 and not equivalence["equivalent"] and equivalence["p"] == pytest.approx(1.0)
+    assert written["pooled"]["equivalence"] == equivalence
+    out = capsys.readouterr().out
+    assert "vtt_score: equivalence to chance within 0.5 +- 0.1 not shown (90% CI 0.688-1.000, TOST p 1)" in out
+    assert "inconclusive" not in out
     # two readers who answer "real" throughout: kappa undefined, written as null with the reason (and not logged)
     both = [tmp_path / "b.csv", tmp_path / "c.csv"]
     for path, reader in zip(both, ("dr b", "dr c")):
@@ -120,6 +163,11 @@ def test_vtt_score_command_end_to_end(exported, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "cohen_kappa undefined (every answer was 'real')" in out
     assert "the CI includes 50%: this study could not show that readers tell real from synthetic" in out
+    # pooled over the two: the bootstrap's 90% interval, too wide for 8 images: inconclusive
+    assert json.loads((project / "metrics/vtt.json").read_text())["pooled"]["equivalence"]["p"] is None
+    assert re.search(r"within 0\.5 \+- 0\.1 not shown \(90% CI [0-9.]+-[0-9.]+, bootstrap\); the study is "
+                     r"inconclusive: too few answers to show either a difference or equivalence; these answers would "
+                     r"show it only for a margin above 0\.[0-9]{3}", out)
     (project / "exports/vtt/key.csv").write_text((project / "exports/vtt/key.csv").read_text().replace("real", "synthetic", 1))
     with pytest.raises(SystemExit, match="does not match the commitment"):
         vtt_score.main([*stage_args(project), str(path)])
