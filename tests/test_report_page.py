@@ -26,6 +26,18 @@ def empty_project_inputs(folder) -> ReportInputs:
                         gan_params={"steps": 10}, downstream_seeds=[0, 1], examples_per_class=4)
 
 
+def page_with_vtt_export(folder, per_truth: int) -> tuple[dict, dict]:
+    """The summary and figures of an empty project whose VTT export (key version k1) has ``per_truth`` real and
+    as many synthetic images of one class."""
+    inputs = empty_project_inputs(folder)
+    summary = summarise(inputs)
+    figures = report_figures.draw(inputs, summary)
+    summary["vtt_export"] = {"folder": "exports/vtt", "images": 2 * per_truth, "real_split": "test",
+                             "display_size": 64, "dicom": False, "key_version": "k1", "key_sha256": "ab",
+                             "per_truth_and_class": {"real": {"a": per_truth}, "synthetic": {"a": per_truth}}}
+    return summary, figures
+
+
 @pytest.fixture
 def empty(tmp_path):
     inputs = empty_project_inputs(tmp_path)

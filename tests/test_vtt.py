@@ -177,10 +177,10 @@ def test_an_undefined_kappa_and_the_accuracy_ci_on_the_report_page(tmp_path):
     """The report's consumers of the scores: an undefined kappa (every answer "real") stays None in the summary,
     is no MLflow metric, and the page says it is undefined and why; the page reads the CI without claiming that
     readers cannot tell real from synthetic."""
-    from test_report_page import empty_project_inputs
+    from test_report_page import page_with_vtt_export
 
-    from pipeline import report_figures, report_page
-    from pipeline.reporting import mlflow_metrics, summarise, vtt_score_summary
+    from pipeline import report_page
+    from pipeline.reporting import mlflow_metrics, vtt_score_summary
 
     key = vtt.read_key(vtt.key_text([{"id": f"i{n}", "truth": "real" if n % 2 else "synthetic", "label_name": "a",
                                       "origin": "x", "salt": "00"} for n in range(4)]))
@@ -189,12 +189,7 @@ def test_an_undefined_kappa_and_the_accuracy_ci_on_the_report_page(tmp_path):
         rows = [{"reader": reader, "key_version": "k1", "id": i, "answer": "real", "confidence": "3"} for i in key]
         readers[reader] = vtt.check_responses(f"{reader}.csv", rows, key, "k1")
     scores = {"scored": True, "key_version": "k1", "images": 4, **vtt.score(readers)}
-    inputs = empty_project_inputs(tmp_path)
-    summary = summarise(inputs)
-    figures = report_figures.draw(inputs, summary)
-    summary["vtt_export"] = {"folder": "exports/vtt", "images": 4, "real_split": "test", "display_size": 64,
-                             "dicom": False, "key_version": "k1", "key_sha256": "ab",
-                             "per_truth_and_class": {"real": {"a": 2}, "synthetic": {"a": 2}}}
+    summary, figures = page_with_vtt_export(tmp_path, 2)
     summary["vtt"] = vtt_score_summary(scores, "k1")
     assert summary["vtt"]["kappa"] is None and summary["vtt"]["accuracy"] == 0.5
     assert not [name for name in mlflow_metrics(summary) if "kappa" in name]

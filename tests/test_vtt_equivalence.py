@@ -83,19 +83,14 @@ def test_pooled_over_two_readers_uses_the_bootstrap_interval():
 
 
 def test_the_report_shows_the_equivalence_test_and_renders_scores_without_it(tmp_path):
-    from test_report_page import empty_project_inputs
+    from test_report_page import page_with_vtt_export
 
-    from pipeline import report_figures, report_page
-    from pipeline.reporting import summarise, vtt_score_summary
+    from pipeline import report_page
+    from pipeline.reporting import vtt_score_summary
 
     k = key(200)
     readers = {"dr a": reader("dr a", k, lambda n: n % 2 == 0), "dr b": reader("dr b", k, lambda n: n < 160)}
-    inputs = empty_project_inputs(tmp_path)
-    summary = summarise(inputs)
-    figures = report_figures.draw(inputs, summary)
-    summary["vtt_export"] = {"folder": "exports/vtt", "images": 200, "real_split": "test", "display_size": 64,
-                             "dicom": False, "key_version": "k1", "key_sha256": "ab",
-                             "per_truth_and_class": {"real": {"a": 100}, "synthetic": {"a": 100}}}
+    summary, figures = page_with_vtt_export(tmp_path, 100)
     for margin in (MARGIN, None):  # None: scores written before the equivalence test
         summary["vtt"] = vtt_score_summary({"scored": True, "key_version": "k1", "images": 200,
                                             **vtt.score(readers, margin)}, "k1")
