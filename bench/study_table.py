@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
@@ -130,16 +132,24 @@ def code_commit(project: Path, baseline: str) -> str:
 
 
 def carry_over(res: dict, previous: dict) -> dict:
-    """Add the fractions this project has not run from an earlier study_table JSON, each row kept with the
-    experiment, rev and code commit it came from (an earlier study project whose experiments are gone)."""
+    """Add the fractions and the scale-up experiments this project has not run from an earlier study_table JSON,
+    each kept with the experiment, rev and code commit it came from (an earlier study project whose experiments
+    are gone); verdicts are called again with this code's rule."""
     have = {g["fraction"] for g in res["gan"]}
     gan = [{**g, "code": g.get("code", previous.get("code", "?")[:7]), "carried_over": True}
            for g in previous["gan"] if g["fraction"] not in have]
-    rows = [{**r, "verdict": verdict(row_difference(r))} if "delta_auc" in r else r
-            for r in previous["rows"] if r["fraction"] not in have]
+    rows = [recalled(r) for r in previous["rows"] if r["fraction"] not in have]
+    ran = {exp["gan"]["experiment"] for exp in res["scale_up"]}
+    scale_up = [{**exp, "rows": [recalled(r) for r in exp["rows"]], "gan": {**exp["gan"], "carried_over": True}}
+                for exp in previous.get("scale_up", []) if exp["gan"]["experiment"] not in ran]
     by_fraction = lambda r: r["fraction"]   # noqa: E731
     return {**res, "rows": sorted(res["rows"] + rows, key=by_fraction),
-            "gan": sorted(res["gan"] + gan, key=by_fraction)}
+            "gan": sorted(res["gan"] + gan, key=by_fraction), "shift": res["shift"] or previous["shift"],
+            "scale_up": sorted(res["scale_up"] + scale_up, key=lambda e: (e["fraction"], e["gan"]["experiment"]))}
+
+
+def recalled(row: dict) -> dict:
+    return {**row, "verdict": verdict(row_difference(row))} if "delta_auc" in row else row
 
 
 def shift(prepared: dict) -> dict:
@@ -233,9 +243,13 @@ def scale_up_section(res: dict) -> list[str]:
         base = {(r["classifier"], r["training_set"]): r for r in res["rows"] if r["fraction"] == exp["fraction"]}
         gan = next((g for g in res["gan"] if g["fraction"] == exp["fraction"]), None)
         settings = ", ".join(f"{k}={v}" for k, v in exp["settings"].items()) or "none"
+        against = ("the study project's baseline (fraction-{f:g} ran in an earlier project)"
+                   if exp.get("settings_against") == "baseline" else "the study's").format(f=exp["fraction"])
         lines += ["", f"## Beside the study at fraction {exp['fraction']:g}: {exp['gan']['experiment']} "
-                  f"(rev {exp['gan']['rev']}, code {exp['gan']['code']})", "",
-                  f"Settings on top of the study's: {settings}. The study column is fraction-{exp['fraction']:g}.", "",
+                  f"(rev {exp['gan']['rev']}, code {exp['gan']['code']}"
+                  + (", carried over from an earlier study project" if exp["gan"].get("carried_over") else "") + ")",
+                  "", f"Settings on top of {against}: {settings}. The study column is fraction-{exp['fraction']:g}.",
+                  "",
                   "| classifier | training set | ROC AUC: study → this experiment | accuracy | sensitivity | "
                   "specificity | ΔAUC vs real [95% CI] | verdict |", "|---|---|---|---|---|---|---|---|"]
         for r in exp["rows"]:
@@ -260,16 +274,25 @@ def flat(params: dict, prefix: str = "") -> dict:
     return out
 
 
-def scale_up_results(extra: list[dict], in_study: list[dict]) -> list[dict]:
+def scale_up_results(extra: list[dict], in_study: list[dict], project: Path) -> list[dict]:
     """The tabulated scale-up experiments, each with the params it ran with that differ from the study
-    experiment of its fraction (read from both experiments, not from the settings file)."""
+    experiment of its fraction, or from the project's baseline when that experiment ran in an earlier project
+    (read from the experiments and the baseline commit, not from the settings file)."""
     out = []
     for e in sorted(extra, key=lambda e: (e["fraction"], e["name"])):
-        base = flat(next((s["params"] for s in in_study if s["fraction"] == e["fraction"]), {}))
+        study = next((s for s in in_study if s["fraction"] == e["fraction"]), None)
+        base = flat(study["params"] if study else baseline_params(project, e["baseline"]))
         settings = {k: v for k, v in flat(e["params"]).items() if base.get(k) != v and not k.startswith("paths.")}
         table = tabulate([e])
-        out.append({"fraction": e["fraction"], "settings": settings, "rows": table["rows"], "gan": table["gan"][0]})
+        out.append({"fraction": e["fraction"], "settings": settings, "rows": table["rows"], "gan": table["gan"][0],
+                    **({} if study else {"settings_against": "baseline"})})
     return out
+
+
+def baseline_params(project: Path, baseline: str) -> dict:
+    """The study project's params.yaml at an experiment's baseline commit (the study's common settings)."""
+    return yaml.safe_load(subprocess.run(["git", "show", f"{baseline}:params.yaml"], cwd=project, check=True,
+                                         capture_output=True, text=True).stdout)
 
 
 def plot(res: dict, out: Path) -> None:
@@ -327,7 +350,7 @@ def main(argv=None) -> dict:
             e["code"] = code_commit(args.project, e["baseline"])
         in_study = [e for e in exps if e["name"] == f"fraction-{e['fraction']:g}"]
         res = {"smoke": args.smoke, "machine": f"{os.cpu_count()}-core CPU", "anchor": ANCHOR, **tabulate(in_study),
-               "scale_up": scale_up_results([e for e in exps if e not in in_study], in_study)}
+               "scale_up": scale_up_results([e for e in exps if e not in in_study], in_study, args.project)}
         if previous:
             res = carry_over(res, previous)
         (args.results / "kermany_study.json").write_text(json.dumps(res, indent=1) + "\n")

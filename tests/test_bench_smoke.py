@@ -356,6 +356,34 @@ def test_study_table_says_when_seeds_gave_one_model(monkeypatch):
             in honesty and "its only interval is the bootstrap over test patients" in honesty)
 
 
+def test_study_table_carries_over_the_scale_up_experiments_of_an_earlier_project(monkeypatch):
+    """A new study project that ran one scale-up experiment only: the fractions, the known shift and the earlier
+    scale-up sections come from the earlier JSON, marked as carried over (verdicts called again); the new one is
+    compared with the carried study rows of its fraction, its settings taken against the project's baseline."""
+    table = load_script("study_table", monkeypatch)
+    row = {"fraction": 1.0, "classifier": "xgboost", "training_set": "real_synthetic", "seeds": 3, "roc_auc": 0.9,
+           "accuracy": 0.8, "sensitivity": 0.9, "specificity": 0.6, "delta_auc": 0.02, "delta_auc_ci": [0.01, 0.03],
+           "delta_auc_seed_spread": {"mean": 0.02, "ci": [-0.01, 0.05], "n": 3}, "verdict": "helped"}
+    gan = {"fraction": 1.0, "experiment": "fraction-1", "rev": "aaaaaaa", "code": "bbbbbbb", "train_images": 10,
+           "train_patients": 5, "domain_fid": 0.4, "relative_fid": 8.0, "precision": 0.9, "recall": 0.4,
+           "memorisation_synthetic_below": 0.01, "memorisation_heldout_below": 0.01, "memorisation_percentile": 1}
+    shift = {"positive": "PNEUMONIA", "train_share": 0.74, "test_share": 0.62, "shared_ids": 1}
+    previous = {"rows": [row], "gan": [gan], "shift": shift,
+                "scale_up": [{"fraction": 1.0, "settings": {"gan.width": 1.0}, "rows": [row],
+                              "gan": {**gan, "experiment": "fraction-1-wide-gan"}}]}
+    new = {"fraction": 1.0, "settings": {"gan.diffaugment": "color"}, "settings_against": "baseline",
+           "rows": [{**row, "roc_auc": 0.91}], "gan": {**gan, "experiment": "fraction-1-gan-color", "relative_fid": 6.0}}
+    res = table.carry_over({"rows": [], "gan": [], "shift": {}, "scale_up": [new]}, previous)
+    assert res["shift"] == shift and res["gan"][0]["carried_over"] and res["rows"][0]["verdict"] == "no clear difference"
+    assert [e["gan"]["experiment"] for e in res["scale_up"]] == ["fraction-1-gan-color", "fraction-1-wide-gan"]
+    assert res["scale_up"][1]["gan"]["carried_over"] and not res["scale_up"][0]["gan"].get("carried_over")
+    md = table.markdown(res)
+    assert "## Beside the study at fraction 1: fraction-1-wide-gan (rev aaaaaaa, code bbbbbbb, carried over" in md
+    assert ("Settings on top of the study project's baseline (fraction-1 ran in an earlier project): "
+            "gan.diffaugment=color. The study column is fraction-1.") in md
+    assert "| xgboost | real_synthetic | 0.900 → 0.910 |" in md and "| fraction-1-gan-color | 0.40 | 6.00 |" in md
+
+
 def load_script(name: str, monkeypatch):
     """bench/<name>.py as a module (its sys.path changes end with the test)."""
     monkeypatch.setattr(sys, "path", [str(BENCH), *sys.path])
