@@ -56,9 +56,9 @@ HONESTY = """\
   trainings with the test set held fixed. Neither covers both, so the verdict calls "helped" or "hurt" only
   when both exclude 0 on the same side. With {seeds} seeds the t interval is wide, so this rule is strict.
   XGBoost draws nothing at random (no row or column subsampling) except real_classic's augmented copies, so
-  without augmentation it is deterministic: its {seeds} seeds give one model, marked "(seeds: one model)" (a
-  zero-width seed interval in summaries written before that mark), and its only interval is the bootstrap
-  over test patients, on which its verdict rests alone. Accuracy, sensitivity and specificity use the
+  without augmentation it is deterministic: its {seeds} seeds give one model, marked "(seeds: one model)" (in
+  summaries written before downstream_summary marked it, found by the zero-width interval over seeds), and its
+  only interval is the bootstrap over test patients, on which its verdict rests alone. Accuracy, sensitivity and specificity use the
   threshold chosen on validation.
 - **Known shift.** The Kermany train and test folders differ (the test folder was curated separately; the
   {positive} share: {train_share:.1%} of train, {test_share:.1%} of test) and {shared_ids} patient ids occur in
@@ -109,8 +109,7 @@ def tabulate(exps: list[dict]) -> dict:
                     auc = d["roc_auc"]
                     row.update(delta_auc=auc["mean"], delta_auc_ci=auc["ci"],
                                delta_auc_seed_spread=auc.get("seed_spread"))
-                    row["verdict"] = verdict(row_difference(row))
-                rows.append(row)
+                rows.append(recalled(row))
         dom = e["fidelity"]["extractors"]["medaug-domain"]["overall"]
         mem = e["fidelity"]["memorisation"]
         splits = e["prepared"]["splits"]
@@ -149,7 +148,15 @@ def carry_over(res: dict, previous: dict) -> dict:
 
 
 def recalled(row: dict) -> dict:
-    return {**row, "verdict": verdict(row_difference(row))} if "delta_auc" in row else row
+    """A row with its verdict called (again, for a carried-over one); a zero-width interval over several seeds (in
+    a summary written before downstream_summary marked one model) is marked as one model."""
+    if "delta_auc" not in row:
+        return row
+    spread = row.get("delta_auc_seed_spread") or {}
+    low, high = spread.get("ci") or (None, None)
+    if spread.get("n", 0) > 1 and low is not None and low == high:
+        row = {**row, "delta_auc_seed_spread": {**spread, "identical_models": True}}
+    return {**row, "verdict": verdict(row_difference(row))}
 
 
 def shift(prepared: dict) -> dict:
@@ -177,7 +184,7 @@ def delta_cell(row: dict) -> str:
 
 
 def row_difference(row: dict) -> dict:
-    """A table row's ΔAUC as the paired difference pipeline.arms reads (rows carried over included)."""
+    """A table row's ΔAUC as the paired difference pipeline.verdict reads (rows carried over included)."""
     return {"ci": row["delta_auc_ci"], "seeds": row["seeds"], **(
         {"seed_spread": row["delta_auc_seed_spread"]} if row.get("delta_auc_seed_spread") else {})}
 
@@ -243,7 +250,7 @@ def scale_up_section(res: dict) -> list[str]:
         base = {(r["classifier"], r["training_set"]): r for r in res["rows"] if r["fraction"] == exp["fraction"]}
         gan = next((g for g in res["gan"] if g["fraction"] == exp["fraction"]), None)
         settings = ", ".join(f"{k}={v}" for k, v in exp["settings"].items()) or "none"
-        against = ("the study project's baseline (fraction-{f:g} ran in an earlier project)"
+        against = ("the study project's baseline (this project has no fraction-{f:g} experiment)"
                    if exp.get("settings_against") == "baseline" else "the study's").format(f=exp["fraction"])
         lines += ["", f"## Beside the study at fraction {exp['fraction']:g}: {exp['gan']['experiment']} "
                   f"(rev {exp['gan']['rev']}, code {exp['gan']['code']}"

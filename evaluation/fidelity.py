@@ -46,6 +46,12 @@ class ExtractorUnavailable(RuntimeError):
 INCEPTION_SHA256_PREFIX = "6726825d"
 
 
+def hub_weights() -> Path:
+    """Where torch's hub cache keeps torch-fidelity's Inception weights once downloaded."""
+    url = torch_fidelity.feature_extractor_inceptionv3.URL_INCEPTION_V3
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
+
+
 def check_inception_weights(path: str | Path) -> None:
     """Raise ValueError unless ``path`` holds torch-fidelity's Inception weights (by SHA-256): other weights (a
     fine-tuned copy, torchvision's, a truncated download) would load and give FIDs on another scale, silently."""

@@ -95,8 +95,8 @@ def markdown(summary: dict, downstream: dict) -> str:
              "over seeds: a 95% t interval over the seeds' differences, the test set held fixed. The verdict "
              "calls a sign only when both exclude 0 on the same side; with one seed, training variance is not "
              "measured and the verdict says so. Seeds that predicted identically on both sides trained one model "
-             "(XGBoost without random augmentation): no interval over seeds, and the verdict rests on the "
-             "bootstrap alone and says so.", ""]
+             "(XGBoost without random augmentation on the whole training set): no interval over seeds, and the "
+             "verdict rests on the bootstrap alone and says so.", ""]
     for key, rows in summary["table"].items():
         clf, frac = key.split(".fraction_")
         lines += [f"## {clf}, real-data fraction {frac}", "",

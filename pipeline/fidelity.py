@@ -91,14 +91,19 @@ def load_inputs(args, reference_split: str) -> tuple[Compared, dict]:
 
 
 def extractor_kwargs(args, fid_params: dict, name: str, domain: dict) -> dict:
+    """The extractor's arguments. Inception's weights (fidelity.inception_weights, else torch's hub cache when it
+    holds them) are checked to be torch-fidelity's; a missing file gives null metrics with the reason, as does no
+    download."""
     kwargs = {"domain_state": domain} if name == fd.DOMAIN else {}
-    if name == fd.INCEPTION and fid_params["inception_weights"]:
-        weights = args.path(fid_params["inception_weights"])
-        if weights.is_file():   # a missing file: null metrics with the reason (unavailable), like no download
-            try:
-                fd.check_inception_weights(weights)
-            except ValueError as e:
-                raise SystemExit(f"fidelity: fidelity.inception_weights: {e}") from e
+    if name != fd.INCEPTION:
+        return kwargs
+    weights = args.path(fid_params["inception_weights"]) if fid_params["inception_weights"] else fd.hub_weights()
+    if weights.is_file():
+        try:
+            fd.check_inception_weights(weights)
+        except ValueError as e:
+            raise SystemExit(f"fidelity: Inception weights: {e}") from e
+    if fid_params["inception_weights"] or weights.is_file():
         kwargs["feature_extractor_weights_path"] = str(weights)
     return kwargs
 

@@ -7,7 +7,7 @@
 vtt.n real images from the held-out real split (vtt.real_split, default test: never used to choose
 anything) and as many synthetic images with the same class counts, so neither the class nor anything but
 the pixels says which is which; none of the synthetic images the report's nearest-pairs figures show (listed in
-paths.fidelity_metrics), so a reader who saw the report does not meet them again. Selection is seeded. Ids, order, salts and the key version are drawn from
+paths.fidelity_metrics). Selection is seeded. Ids, order, salts and the key version are drawn from
 base.seed, the secret in the MEDAUG_VTT_SECRET environment variable when vtt.secret is true, and the images
 themselves (evaluation.vtt.blind): the same inputs give the same export byte for byte, and a set with any
 other image gets other ids and a new key version, so answers cannot be scored against the wrong set.
@@ -58,32 +58,46 @@ Set: {key_version}. These images are for research only and not for diagnosis.
 """
 
 
-def shown_in_report(fidelity_metrics: Path) -> np.ndarray:
-    """The synthetic rows the report's nearest-pairs figures show (fidelity stage): a reader who has seen the
-    report would know them for synthetic."""
-    memorisation = json.loads(fidelity_metrics.read_text()).get("memorisation", {})
-    return np.array(sorted({int(i) for audit in memorisation.values() for i in audit.get(outputs.PAIRS_SHOWN, [])}),
-                    dtype=np.int64)
+HELD_OUT_SPLITS = ("val", "test")   # the report shows train images; the GAN learnt from them
+
+
+def shown_rows(fidelity_metrics: Path, syn_labels: np.ndarray) -> np.ndarray:
+    """The synthetic rows the report's nearest-pairs figures show (listed in the fidelity stage's metrics): a
+    reader who has seen the report would know them for synthetic."""
+    if not fidelity_metrics.is_file():
+        raise SystemExit(f"vtt_export: {fidelity_metrics} is missing: run the fidelity stage first (dvc repro)")
+    fidelity = json.loads(fidelity_metrics.read_text())
+    audits = fidelity.get("memorisation", {})
+    if fidelity.get("n_synthetic") != len(syn_labels) or not audits or any(outputs.PAIRS_SHOWN not in a
+                                                                            for a in audits.values()):
+        raise SystemExit(f"vtt_export: {fidelity_metrics} does not list the synthetic images its figures show for "
+                         f"this synthetic set of {len(syn_labels)}: run the fidelity stage again (dvc repro)")
+    return np.unique(np.array([i for audit in audits.values() for i in audit[outputs.PAIRS_SHOWN]], dtype=np.int64))
 
 
 def pick_images(real, syn_labels: np.ndarray, n: int, rng, real_split: str,
-                shown: np.ndarray = np.array([], dtype=np.int64)) -> tuple[np.ndarray, np.ndarray]:
+                shown: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Rows of the n real images (stratified by class) and of as many synthetic images with the same class
-    counts (any n when the GAN is unconditional), none of the synthetic rows in ``shown``."""
+    counts (any n when the GAN is unconditional), none of the synthetic rows in ``shown``. The synthetic images
+    are the first of a seeded order of the class's rows, ``shown`` skipped: another shown row changes a pick
+    only where that row was picked."""
     try:
         pick_real = vtt.stratified_pick(real.labels, n, rng)
     except ValueError as e:
         raise SystemExit(f"vtt_export: {real_split} split: {e}; lower vtt.n") from e
+    shown = np.array([], dtype=np.int64) if shown is None else shown
     conditional = (syn_labels >= 0).all()
     needed = zip(*np.unique(real.labels[pick_real], return_counts=True)) if conditional else [(None, n)]
     pick_syn = []
     for label, count in needed:
-        pool = np.setdiff1d(np.flatnonzero(syn_labels == label) if conditional else np.arange(len(syn_labels)), shown)
+        order = rng.permutation(np.flatnonzero(syn_labels == label) if conditional else len(syn_labels))
+        pool = order[~np.isin(order, shown)]
         if len(pool) < count:
             name = f" {real.classes[label]}" if conditional else ""
             raise SystemExit(f"vtt_export: {count} synthetic{name} images needed, {len(pool)} exist besides the "
-                             f"{len(shown)} the report shows; raise synthesize.ratio/count or lower vtt.n")
-        pick_syn.extend(rng.choice(pool, count, replace=False).tolist())
+                             f"{len(order) - len(pool)} the report shows; raise synthesize.ratio/count or lower "
+                             "vtt.n or fidelity.pairs")
+        pick_syn.extend(pool[:count].tolist())
     return pick_real, np.array(pick_syn)
 
 
@@ -109,9 +123,11 @@ def write_dicoms(folder: Path, ids: list[str], by_id: dict, key_version: str) ->
         dataset.save_as(folder / f"{item_id}.dcm", enforce_file_format=True)
 
 
-def write_blinded(blinded: Path, items: list, key: str, key_version: str, size: int, dicom: bool) -> dict:
+def write_blinded(blinded: Path, items: list, key: str, key_version: str, size: int, dicom: bool,
+                  margin: float) -> dict:
     """What the readers get: the images, optional DICOM copies, the reader page, the instructions and the
-    manifest, every file with one timestamp. Returns the manifest."""
+    manifest, every file with one timestamp. Returns the manifest. The manifest commits to the key (its SHA-256)
+    and to the equivalence margin vtt_score will test, both fixed before anyone answers."""
     (blinded / "images").mkdir(parents=True)
     by_id = {it.id: it for it in items}
     ids = sorted(it.id for it in items)
@@ -125,7 +141,10 @@ def write_blinded(blinded: Path, items: list, key: str, key_version: str, size: 
                 f"PNG, 8-bit greyscale, {size}x{size}, uncompressed", "dicom": dicom,
                 "key_sha256": vtt.commitment(key),
                 "key_commitment": "SHA-256 of the answer key file (key.csv) as written; each row has a "
-                                  "random salt. Hash the key when it is shown to check it is unchanged."}
+                                  "random salt. Hash the key when it is shown to check it is unchanged.",
+                "equivalence_margin": margin,
+                "equivalence": "readers are shown unable to tell real from synthetic when accuracy is shown to "
+                               "lie within 0.5 +- equivalence_margin (two one-sided tests, alpha 0.05 each)"}
     (blinded / outputs.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     for path in blinded.rglob("*"):
         os.utime(path, (FIXED_MTIME, FIXED_MTIME))
@@ -138,6 +157,7 @@ def export_summary(items: list, manifest: dict, vtt_params: dict, secret: str) -
     return {"key_version": manifest["key_version"], "images": len(items), "per_truth_and_class": counts,
             "real_split": vtt_params["real_split"], "display_size": int(vtt_params["display_size"]),
             "dicom": bool(vtt_params["dicom"]), "key_sha256": manifest["key_sha256"],
+            "equivalence_margin": manifest["equivalence_margin"],
             "blinding": f"base.seed and {SECRET_ENV}" if secret else "base.seed only"}
 
 
@@ -159,10 +179,17 @@ def main(argv=None) -> dict:
     params = args.params
     vtt_params, seed = params["vtt"], int(params["base"]["seed"])
     out = args.path(params["paths"]["vtt"])
+    if vtt_params["real_split"] not in HELD_OUT_SPLITS:
+        raise SystemExit(f"vtt_export: vtt.real_split must be one of {HELD_OUT_SPLITS}, got "
+                         f"{vtt_params['real_split']!r}: the GAN learnt from the train split (its images may have "
+                         "near-copies among the synthetic ones) and the report shows some of them")
+    margin = float(vtt_params["equivalence_margin"])
+    if not 0 < margin < 0.5:
+        raise SystemExit(f"vtt_export: vtt.equivalence_margin must be in (0, 0.5), got {margin!r}")
     real = load_split(args.path(params["paths"]["prepared"]), vtt_params["real_split"])
     syn_images, syn_labels, syn_rows = load_synthetic(args.path(params["paths"]["synthetic"]))
     n = int(vtt_params["n"])
-    shown = shown_in_report(args.path(params["paths"]["fidelity_metrics"]))
+    shown = shown_rows(args.path(params["paths"]["fidelity_metrics"]), syn_labels)
     pick_real, pick_syn = pick_images(real, syn_labels, n, stage_rng(seed, "vtt_export"), vtt_params["real_split"],
                                       shown)
     size = int(vtt_params["display_size"])
@@ -173,7 +200,8 @@ def main(argv=None) -> dict:
     key = vtt.key_text(vtt.key_rows(items, blinding))
     key_version = blinding.bytes(4).hex()
     with atomic_dir(out) as tmp:
-        manifest = write_blinded(tmp / outputs.BLINDED, items, key, key_version, size, bool(vtt_params["dicom"]))
+        manifest = write_blinded(tmp / outputs.BLINDED, items, key, key_version, size, bool(vtt_params["dicom"]),
+                                 margin)
         (tmp / outputs.VTT_KEY).write_text(key)
         summary = export_summary(items, manifest, vtt_params, secret) | {"synthetic_left_out_shown_in_report":
                                                                          len(shown)}

@@ -10,8 +10,9 @@ Fleiss' for more) and a Mann-Whitney U test of realism ratings between real and 
 several readers (who rate the same images), the CI resamples readers and images and there is no binomial test.
 A CI that includes 50% means the study could not show that readers tell real from synthetic, not that they
 cannot; an equivalence test (TOST, ``equivalence`` in each block) shows that they cannot beyond
-vtt.equivalence_margin, fixed before they answer: the 90% CI lies inside 0.5 +- margin. The run prints which, if
-either, the answers show. Kappa is null, with ``kappa_undefined`` saying why, when every answer is the same
+vtt.equivalence_margin: the 90% CI lies inside 0.5 +- margin (pooled: the bootstrap's, and every reader's own
+test). The margin is the one the set's manifest committed to at export; another one is refused. The run prints
+which, if either, the answers show. Kappa is null, with ``kappa_undefined`` saying why, when every answer is the same
 (MLflow gets no kappa).
 Writes paths.vtt_metrics (metrics/vtt.json) and logs it to the pipeline's MLflow run, then renders the run
 report again (reports/index.html and summary.json, with the scores) and puts the headline metrics, VTT
@@ -31,14 +32,28 @@ from pipeline.params import parse_stage_args
 from pipeline.tracking import numeric_metrics, stage_run
 
 
-def checked_key(folder: Path) -> tuple[dict[str, dict], str]:
-    """The answer key (id -> row) and its version, once the key matches the blinded manifest's commitment."""
+def checked_key(folder: Path) -> tuple[dict[str, dict], dict]:
+    """The answer key (id -> row) and the blinded manifest, once the key matches the manifest's commitment."""
     manifest = json.loads((folder / outputs.BLINDED / outputs.MANIFEST).read_text())
     key_text = (folder / outputs.VTT_KEY).read_text()
     if vtt.commitment(key_text) != manifest["key_sha256"]:
         raise SystemExit(f"vtt_score: {folder / outputs.VTT_KEY} does not match the commitment in the blinded manifest "
                          "(the key was changed after export)")
-    return vtt.read_key(key_text), manifest["key_version"]
+    return vtt.read_key(key_text), manifest
+
+
+def committed_margin(manifest: dict, param: float) -> float:
+    """The equivalence margin the set was exported with (its manifest went to the readers): a margin chosen once
+    the answers are in is no test. Sets exported before the manifest carried it: the param, with a note."""
+    if "equivalence_margin" not in manifest:
+        print(f"vtt_score: this set's manifest predates the equivalence margin; testing vtt.equivalence_margin "
+              f"{param:g}, which the export did not record")
+        return param
+    if manifest["equivalence_margin"] != param:
+        raise SystemExit(f"vtt_score: vtt.equivalence_margin is {param:g} but the set was exported with "
+                         f"{manifest['equivalence_margin']:g} (its manifest, sent to the readers): the margin is "
+                         "fixed before anyone answers; set it back, or export a new set with the new margin")
+    return param
 
 
 def read_responses(files: list[Path], key: dict[str, dict], key_version: str) -> dict[str, list[dict]]:
@@ -73,17 +88,19 @@ def equivalence_line(equivalence: dict, ci_95_includes_chance: bool) -> str:
     return (f"vtt_score: equivalence to chance within 0.5 +- {m:g} not shown ({interval})"
             + ("; the study is inconclusive: too few answers to show either a difference or equivalence"
                if ci_95_includes_chance else "")
-            + f"; these answers would show it only for a margin above {equivalence['smallest_margin']:.3f}")
+            + ("" if equivalence.get("readers_equivalent") is None else
+               f"; {equivalence['readers_equivalent']} reader(s) equivalent on their own, every one is needed"))
 
 
 def main(argv=None) -> dict:
     args = parse_stage_args(__doc__, argv, lambda ap: ap.add_argument("responses", nargs="+", type=Path,
                                                                       help="response CSV files, one per reader"))
     params = args.params
-    key, key_version = checked_key(args.path(params["paths"]["vtt"]))
+    key, manifest = checked_key(args.path(params["paths"]["vtt"]))
+    key_version = manifest["key_version"]
+    margin = committed_margin(manifest, float(params["vtt"]["equivalence_margin"]))
     readers = read_responses(args.extra.responses, key, key_version)
-    result = {"scored": True, "key_version": key_version, "images": len(key),
-              **vtt.score(readers, float(params["vtt"]["equivalence_margin"]))}
+    result = {"scored": True, "key_version": key_version, "images": len(key), **vtt.score(readers, margin)}
     out = args.path(params["paths"]["vtt_metrics"])
     write_json(out, result)
     with stage_run("vtt_score", params, args.root, {"base": params["base"], "vtt": params["vtt"]}) as ml:

@@ -328,16 +328,19 @@ def test_study_table_names_a_shared_real_arm_once(monkeypatch):
 def test_study_table_says_when_seeds_gave_one_model(monkeypatch):
     """XGBoost without augmentation gives one model whatever the seed: where the experiment's summary marks it,
     its ΔAUC shows no interval over seeds and its verdict rests on the bootstrap over test patients alone. A
-    summary without the mark (written before it) prints as it did."""
+    summary written before the mark gets it from its zero-width interval; an interval of width prints as it is."""
     table = load_script("study_table", monkeypatch)
     point = {"mean": 0.02, "ci": [0.02, 0.02], "n": 3}
     numbers = {"roc_auc": 0.9, "accuracy": 0.8, "sensitivity": 0.95, "specificity": 0.6, "seeds": 3}
-    downstream = {"table": {"xgboost.fraction_1.0": {ts: numbers for ts in ("real", "real_synthetic", "synthetic")}},
+    downstream = {"table": {"xgboost.fraction_1.0": {ts: numbers for ts in ("real", "real_classic", "real_synthetic",
+                                                                            "synthetic")}},
                   "paired_differences": {"xgboost.fraction_1.0": {
                       "real_synthetic-real": {"roc_auc": {"mean": 0.02, "ci": [0.01, 0.03], "seeds": 3,
                                                           "seed_spread": {**point, "identical_models": True}}},
                       "synthetic-real": {"roc_auc": {"mean": 0.02, "ci": [0.01, 0.03], "seeds": 3,
-                                                     "seed_spread": point}}}}}
+                                                     "seed_spread": point}},
+                      "real_classic-real": {"roc_auc": {"mean": 0.02, "ci": [0.01, 0.03], "seeds": 3,
+                                                        "seed_spread": {**point, "ci": [0.01, 0.03]}}}}}}
     split = {"images": 10, "patients": 5, "PNEUMONIA": 6}
     experiment = {"fraction": 1.0, "name": "fraction-1", "rev": "0123456789", "code": "abcdef0123",
                   "downstream": downstream, "prepared": {"classes": ["NORMAL", "PNEUMONIA"],
@@ -349,7 +352,9 @@ def test_study_table_says_when_seeds_gave_one_model(monkeypatch):
     md = table.markdown(table.tabulate([experiment]))
     assert ("| 1 | real_synthetic | 0.900 | 0.800 | 0.950 | 0.600 | 0.020 [0.010, 0.030] (seeds: one model) | "
             "helped (one model: seeds identical) |") in md
-    assert ("| 1 | synthetic | 0.900 | 0.800 | 0.950 | 0.600 | 0.020 [0.010, 0.030] (seeds [0.020, 0.020]) | "
+    assert ("| 1 | synthetic | 0.900 | 0.800 | 0.950 | 0.600 | 0.020 [0.010, 0.030] (seeds: one model) | "
+            "helped (one model: seeds identical) |") in md
+    assert ("| 1 | real_classic | 0.900 | 0.800 | 0.950 | 0.600 | 0.020 [0.010, 0.030] (seeds [0.010, 0.030]) | "
             "helped |") in md
     honesty = " ".join(md[md.index("## What the numbers cover"):].split())
     assert ('without augmentation it is deterministic: its 3 seeds give one model, marked "(seeds: one model)"'
@@ -372,14 +377,16 @@ def test_study_table_carries_over_the_scale_up_experiments_of_an_earlier_project
                 "scale_up": [{"fraction": 1.0, "settings": {"gan.width": 1.0}, "rows": [row],
                               "gan": {**gan, "experiment": "fraction-1-wide-gan"}}]}
     new = {"fraction": 1.0, "settings": {"gan.diffaugment": "color"}, "settings_against": "baseline",
-           "rows": [{**row, "roc_auc": 0.91}], "gan": {**gan, "experiment": "fraction-1-gan-color", "relative_fid": 6.0}}
+           "rows": [{**row, "roc_auc": 0.91}],
+           "gan": {**gan, "experiment": "fraction-1-gan-color", "relative_fid": 6.0}}
     res = table.carry_over({"rows": [], "gan": [], "shift": {}, "scale_up": [new]}, previous)
-    assert res["shift"] == shift and res["gan"][0]["carried_over"] and res["rows"][0]["verdict"] == "no clear difference"
+    assert res["shift"] == shift and res["gan"][0]["carried_over"]
+    assert res["rows"][0]["verdict"] == "no clear difference"   # called again: the seed interval includes 0
     assert [e["gan"]["experiment"] for e in res["scale_up"]] == ["fraction-1-gan-color", "fraction-1-wide-gan"]
     assert res["scale_up"][1]["gan"]["carried_over"] and not res["scale_up"][0]["gan"].get("carried_over")
     md = table.markdown(res)
     assert "## Beside the study at fraction 1: fraction-1-wide-gan (rev aaaaaaa, code bbbbbbb, carried over" in md
-    assert ("Settings on top of the study project's baseline (fraction-1 ran in an earlier project): "
+    assert ("Settings on top of the study project's baseline (this project has no fraction-1 experiment): "
             "gan.diffaugment=color. The study column is fraction-1.") in md
     assert "| xgboost | real_synthetic | 0.900 → 0.910 |" in md and "| fraction-1-gan-color | 0.40 | 6.00 |" in md
 

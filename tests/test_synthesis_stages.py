@@ -109,15 +109,22 @@ def test_an_unavailable_extractor_gets_a_fixed_reason_in_the_out():
 
 def test_inception_weights_other_than_torch_fidelitys_are_refused(tmp_path, monkeypatch):
     """A weights file that is not torch-fidelity's (by SHA-256) would give FIDs on another scale: refused, naming
-    its hash; the reference file passes (its prefix stood in by this file's)."""
+    its hash, whether set in fidelity.inception_weights or found in torch's hub cache; the reference file passes
+    (its prefix stood in by this file's)."""
     weights = tmp_path / "inception.pth"
     weights.write_bytes(b"not the reference weights")
     args = argparse.Namespace(path=lambda p: tmp_path / p)
     with pytest.raises(SystemExit, match="not torch-fidelity's Inception weights.*SHA-256 is [0-9a-f]{64}"):
         fidelity.extractor_kwargs(args, {"inception_weights": "inception.pth"}, INCEPTION, {})
+    monkeypatch.setattr(fidelity.fd, "hub_weights", lambda: weights)              # the same file in torch's hub cache
+    with pytest.raises(SystemExit, match="not torch-fidelity's Inception weights"):
+        fidelity.extractor_kwargs(args, {"inception_weights": None}, INCEPTION, {})
     monkeypatch.setattr(fidelity.fd, "INCEPTION_SHA256_PREFIX", hashlib.sha256(weights.read_bytes()).hexdigest()[:8])
     kwargs = fidelity.extractor_kwargs(args, {"inception_weights": "inception.pth"}, INCEPTION, {})
     assert kwargs == {"feature_extractor_weights_path": str(weights)}
+    assert fidelity.extractor_kwargs(args, {"inception_weights": None}, INCEPTION, {}) == kwargs
+    monkeypatch.setattr(fidelity.fd, "hub_weights", lambda: tmp_path / "absent.pth")  # not cached: a download
+    assert fidelity.extractor_kwargs(args, {"inception_weights": None}, INCEPTION, {}) == {}
 
 
 def test_fidelity_stage_metrics(trained):

@@ -33,7 +33,8 @@ def exported(project, demo_archive):
 
 def test_the_synthetic_images_the_report_shows_are_not_in_the_blinded_set(exported):
     """The report's nearest-pairs figures show synthetic images (fidelity records their rows): a reader who saw
-    the report would know them, so the export draws from the others, and says how many it left out."""
+    the report would know them, so the export draws from the others, and says how many it left out. A train
+    split, or fidelity metrics that do not list the rows, stop the export."""
     project, summary = exported
     memorisation = json.loads((project / "metrics/fidelity.json").read_text())["memorisation"]
     shown = {i for audit in memorisation.values() for i in audit["pairs_synthetic_rows"]}
@@ -42,11 +43,21 @@ def test_the_synthetic_images_the_report_shows_are_not_in_the_blinded_set(export
         picked = {int(r["origin"].split(":")[1].removeprefix("row")) for r in csv.DictReader(fh)
                   if r["truth"] == "synthetic"}
     assert len(picked) == 4 and not picked & shown
+    # a train split (the report shows train images; the GAN learnt them) and fidelity metrics without the rows
+    from pipeline import vtt_export
+
+    with pytest.raises(SystemExit, match=r"vtt.real_split must be one of \('val', 'test'\), got 'train'"):
+        vtt_export.main(stage_args(project, "vtt.real_split=train"))
+    fidelity = json.loads((project / "metrics/fidelity.json").read_text())
+    del fidelity["memorisation"]["pixels"]["pairs_synthetic_rows"]          # written before the rows were listed
+    (project / "metrics/fidelity.json").write_text(json.dumps(fidelity))
+    with pytest.raises(SystemExit, match="does not list the synthetic images its figures show"):
+        vtt_export.main(stage_args(project))
 
 
 def test_the_pick_never_takes_a_shown_synthetic_image():
     """With all but the needed synthetic images of each class shown, the pick is exactly the rest; with one more
-    shown, the export stops and names the count left out."""
+    shown, the export stops and names the count left out. A shown row that was not picked changes no pick."""
     from pipeline.vtt_export import pick_images
 
     real = SimpleNamespace(labels=np.array([0, 0, 1, 1]), classes=["normal", "pneumonia"])
@@ -54,10 +65,14 @@ def test_the_pick_never_takes_a_shown_synthetic_image():
     shown = np.array([0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 14, 15, 16, 17])
     _, pick_syn = pick_images(real, syn_labels, 4, np.random.default_rng(0), "test", shown)
     assert sorted(pick_syn) == [8, 9, 18, 19]
-    with pytest.raises(SystemExit, match="2 synthetic normal images needed, 1 exist besides the 17 the report"):
+    with pytest.raises(SystemExit, match="2 synthetic normal images needed, 1 exist besides the 9 the report shows"):
         pick_images(real, syn_labels, 4, np.random.default_rng(0), "test", np.append(shown, 8))
     _, unconditional = pick_images(real, np.full(20, -1), 4, np.random.default_rng(0), "test", shown)
     assert sorted(unconditional) == [8, 9, 18, 19]
+    _, first = pick_images(real, syn_labels, 4, np.random.default_rng(1), "test", np.array([0]))
+    spare = next(i for i in range(1, 20) if i not in first)
+    _, again = pick_images(real, syn_labels, 4, np.random.default_rng(1), "test", np.array([0, spare]))
+    assert list(again) == list(first)
 
 
 def test_export_leaks_nothing(exported, demo_archive):
@@ -166,8 +181,12 @@ def test_vtt_score_command_end_to_end(exported, tmp_path, capsys):
     # pooled over the two: the bootstrap's 90% interval, too wide for 8 images: inconclusive
     assert json.loads((project / "metrics/vtt.json").read_text())["pooled"]["equivalence"]["p"] is None
     assert re.search(r"within 0\.5 \+- 0\.1 not shown \(90% CI [0-9.]+-[0-9.]+, bootstrap\); the study is "
-                     r"inconclusive: too few answers to show either a difference or equivalence; these answers would "
-                     r"show it only for a margin above 0\.[0-9]{3}", out)
+                     r"inconclusive: too few answers to show either a difference or equivalence; 0 reader\(s\) "
+                     r"equivalent on their own, every one is needed", out)
+    # the margin is the one the manifest the readers got committed to: another is refused
+    assert json.loads((project / "exports/vtt/blinded/manifest.json").read_text())["equivalence_margin"] == 0.1
+    with pytest.raises(SystemExit, match="vtt.equivalence_margin is 0.15 but the set was exported with 0.1"):
+        vtt_score.main([*stage_args(project, "vtt.equivalence_margin=0.15"), str(path)])
     (project / "exports/vtt/key.csv").write_text((project / "exports/vtt/key.csv").read_text().replace("real", "synthetic", 1))
     with pytest.raises(SystemExit, match="does not match the commitment"):
         vtt_score.main([*stage_args(project), str(path)])
