@@ -264,6 +264,10 @@ def scale_up_section(res: dict) -> list[str]:
             lines.append(f"| {r['classifier']} | {r['training_set']} | {fmt(was and was['roc_auc'])} → "
                          f"{fmt(r['roc_auc'])} | {fmt(r['accuracy'])} | {fmt(r['sensitivity'])} | "
                          f"{fmt(r['specificity'])} | {delta_cell(r)} | {r.get('verdict', '')} |")
+        if gan and gan.get("code") != exp["gan"]["code"]:
+            lines += ["", f"The study's fraction-{exp['fraction']:g} ran code {gan.get('code')}, this experiment code "
+                      f"{exp['gan']['code']}: a figure whose definition changed in between (see \"Fidelity figures\" "
+                      "below) does not compare across the two rows."]
         lines += ["", "| GAN | domain FID | relative FID | precision | recall | memorised: synthetic / held-out |",
                   "|---|---|---|---|---|---|"]
         for label, g in ((f"fraction-{exp['fraction']:g}", gan), (exp["gan"]["experiment"], exp["gan"])):

@@ -389,6 +389,10 @@ def test_study_table_carries_over_the_scale_up_experiments_of_an_earlier_project
     assert ("Settings on top of the study project's baseline (this project has no fraction-1 experiment): "
             "gan.diffaugment=color. The study column is fraction-1.") in md
     assert "| xgboost | real_synthetic | 0.900 → 0.910 |" in md and "| fraction-1-gan-color | 0.40 | 6.00 |" in md
+    assert "The study's fraction-1 ran code bbbbbbb, this experiment code" not in md          # the same code
+    res["scale_up"][0]["gan"]["code"] = "ccccccc"
+    assert ("The study's fraction-1 ran code bbbbbbb, this experiment code ccccccc: a figure whose definition "
+            "changed in between") in table.markdown(res)
 
 
 def load_script(name: str, monkeypatch):
