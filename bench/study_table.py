@@ -58,8 +58,8 @@ HONESTY = """\
   XGBoost draws nothing at random (no row or column subsampling) except real_classic's augmented copies, so
   without augmentation it is deterministic: its {seeds} seeds give one model, marked "(seeds: one model)" (in
   summaries written before downstream_summary marked it, found by the zero-width interval over seeds), and its
-  only interval is the bootstrap over test patients, on which its verdict rests alone. Accuracy, sensitivity and specificity use the
-  threshold chosen on validation.
+  only interval is the bootstrap over test patients, on which its verdict rests alone. Accuracy, sensitivity
+  and specificity use the threshold chosen on validation.
 - **Known shift.** The Kermany train and test folders differ (the test folder was curated separately; the
   {positive} share: {train_share:.1%} of train, {test_share:.1%} of test) and {shared_ids} patient ids occur in
   more than one published folder, which the files cannot tell apart from ids re-used per folder. The
