@@ -161,7 +161,8 @@ def vtt_export_summary(folder: Path, shown: str) -> dict:
     if not export:
         return {}
     return {"folder": shown, **{k: export.get(k) for k in ("images", "real_split", "display_size", "dicom",
-                                                          "key_version", "key_sha256")},
+                                                          "key_version", "key_sha256",
+                                                          "synthetic_in_set_shown_in_report")},
             "per_truth_and_class": export.get("per_truth_and_class", {})}
 
 

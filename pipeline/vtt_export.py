@@ -7,7 +7,8 @@
 vtt.n real images from the held-out real split (vtt.real_split, default test: never used to choose
 anything) and as many synthetic images with the same class counts, so neither the class nor anything but
 the pixels says which is which; none of the synthetic images the report's nearest-pairs figures show (listed in
-paths.fidelity_metrics). Selection is seeded. Ids, order, salts and the key version are drawn from
+paths.fidelity_metrics) unless a class has too few others (a small synthetic set: the summary counts them and
+the stage warns). Selection is seeded. Ids, order, salts and the key version are drawn from
 base.seed, the secret in the MEDAUG_VTT_SECRET environment variable when vtt.secret is true, and the images
 themselves (evaluation.vtt.blind): the same inputs give the same export byte for byte, and a set with any
 other image gets other ids and a new key version, so answers cannot be scored against the wrong set.
@@ -76,11 +77,12 @@ def shown_rows(fidelity_metrics: Path, syn_labels: np.ndarray) -> np.ndarray:
 
 
 def pick_images(real, syn_labels: np.ndarray, n: int, rng, real_split: str,
-                shown: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                shown: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Rows of the n real images (stratified by class) and of as many synthetic images with the same class
-    counts (any n when the GAN is unconditional), none of the synthetic rows in ``shown``. The synthetic images
-    are the first of a seeded order of the class's rows, ``shown`` skipped: another shown row changes a pick
-    only where that row was picked."""
+    counts (any n when the GAN is unconditional), and how many of those are rows in ``shown``. The synthetic
+    images are the first of a seeded order of the class's rows, ``shown`` put last: another shown row changes a
+    pick only where that row was picked, and a shown row is taken only when the class has too few others (a
+    small synthetic set), which the caller discloses."""
     try:
         pick_real = vtt.stratified_pick(real.labels, n, rng)
     except ValueError as e:
@@ -88,17 +90,18 @@ def pick_images(real, syn_labels: np.ndarray, n: int, rng, real_split: str,
     shown = np.array([], dtype=np.int64) if shown is None else shown
     conditional = (syn_labels >= 0).all()
     needed = zip(*np.unique(real.labels[pick_real], return_counts=True)) if conditional else [(None, n)]
-    pick_syn = []
+    pick_syn, taken_shown = [], 0
     for label, count in needed:
         order = rng.permutation(np.flatnonzero(syn_labels == label) if conditional else len(syn_labels))
-        pool = order[~np.isin(order, shown)]
-        if len(pool) < count:
+        if len(order) < count:
             name = f" {real.classes[label]}" if conditional else ""
-            raise SystemExit(f"vtt_export: {count} synthetic{name} images needed, {len(pool)} exist besides the "
-                             f"{len(order) - len(pool)} the report shows; raise synthesize.ratio/count or lower "
-                             "vtt.n or fidelity.pairs")
-        pick_syn.extend(pool[:count].tolist())
-    return pick_real, np.array(pick_syn)
+            raise SystemExit(f"vtt_export: {count} synthetic{name} images needed, {len(order)} exist; raise "
+                             "synthesize.ratio/count or lower vtt.n")
+        is_shown = np.isin(order, shown)
+        picked = np.concatenate([order[~is_shown], order[is_shown]])[:count]
+        taken_shown += int(np.isin(picked, shown).sum())
+        pick_syn.extend(picked.tolist())
+    return pick_real, np.array(pick_syn), taken_shown
 
 
 def blind_items(real, pick_real, syn_images, syn_labels, syn_rows, pick_syn, real_split: str, size: int,
@@ -190,8 +193,8 @@ def main(argv=None) -> dict:
     syn_images, syn_labels, syn_rows = load_synthetic(args.path(params["paths"]["synthetic"]))
     n = int(vtt_params["n"])
     shown = shown_rows(args.path(params["paths"]["fidelity_metrics"]), syn_labels)
-    pick_real, pick_syn = pick_images(real, syn_labels, n, stage_rng(seed, "vtt_export"), vtt_params["real_split"],
-                                      shown)
+    pick_real, pick_syn, taken_shown = pick_images(real, syn_labels, n, stage_rng(seed, "vtt_export"),
+                                                   vtt_params["real_split"], shown)
     size = int(vtt_params["display_size"])
     secret = blinding_secret(vtt_params)
     entropy = derive_seed(seed, "vtt_export", "blinding").generate_state(8).tobytes() + secret.encode()
@@ -203,14 +206,18 @@ def main(argv=None) -> dict:
         manifest = write_blinded(tmp / outputs.BLINDED, items, key, key_version, size, bool(vtt_params["dicom"]),
                                  margin)
         (tmp / outputs.VTT_KEY).write_text(key)
-        summary = export_summary(items, manifest, vtt_params, secret) | {"synthetic_left_out_shown_in_report":
-                                                                         len(shown)}
+        summary = export_summary(items, manifest, vtt_params, secret) | {
+            "synthetic_shown_in_report": len(shown), "synthetic_in_set_shown_in_report": taken_shown}
         write_json(tmp / outputs.SUMMARY, summary)
     with stage_run("vtt_export", params, args.root, {"base": params["base"], "vtt": vtt_params}) as ml:
         if ml:
             ml.log_metric("vtt_images", len(items))
             ml.set_tag("vtt_key_version", key_version)
             ml.log_artifact(str(out / outputs.SUMMARY))
+    if taken_shown:
+        print(f"vtt_export: warning: {taken_shown} of the {n} synthetic images in the set are shown in the report "
+              "(too few others in the synthetic set): readers must not see the report before they answer; raise "
+              "synthesize.ratio/count to avoid it")
     if not secret:
         print(f"vtt_export: blinding from base.seed only: set vtt.secret and {SECRET_ENV} if the readers could see "
               "this project's params, code and data")

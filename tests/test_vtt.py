@@ -38,7 +38,8 @@ def test_the_synthetic_images_the_report_shows_are_not_in_the_blinded_set(export
     project, summary = exported
     memorisation = json.loads((project / "metrics/fidelity.json").read_text())["memorisation"]
     shown = {i for audit in memorisation.values() for i in audit["pairs_synthetic_rows"]}
-    assert shown and summary["synthetic_left_out_shown_in_report"] == len(shown)
+    assert shown and summary["synthetic_shown_in_report"] == len(shown)
+    assert summary["synthetic_in_set_shown_in_report"] == 0
     with open(project / "exports/vtt/key.csv", newline="") as fh:
         picked = {int(r["origin"].split(":")[1].removeprefix("row")) for r in csv.DictReader(fh)
                   if r["truth"] == "synthetic"}
@@ -57,21 +58,24 @@ def test_the_synthetic_images_the_report_shows_are_not_in_the_blinded_set(export
 
 def test_the_pick_never_takes_a_shown_synthetic_image():
     """With all but the needed synthetic images of each class shown, the pick is exactly the rest; with one more
-    shown, the export stops and names the count left out. A shown row that was not picked changes no pick."""
+    shown, a shown one fills the gap and is counted; too few images in all stop the export. A shown row that was
+    not picked changes no pick."""
     from pipeline.vtt_export import pick_images
 
     real = SimpleNamespace(labels=np.array([0, 0, 1, 1]), classes=["normal", "pneumonia"])
     syn_labels = np.repeat([0, 1], 10)                               # rows 0-9 normal, 10-19 pneumonia
     shown = np.array([0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 14, 15, 16, 17])
-    _, pick_syn = pick_images(real, syn_labels, 4, np.random.default_rng(0), "test", shown)
-    assert sorted(pick_syn) == [8, 9, 18, 19]
-    with pytest.raises(SystemExit, match="2 synthetic normal images needed, 1 exist besides the 9 the report shows"):
-        pick_images(real, syn_labels, 4, np.random.default_rng(0), "test", np.append(shown, 8))
-    _, unconditional = pick_images(real, np.full(20, -1), 4, np.random.default_rng(0), "test", shown)
-    assert sorted(unconditional) == [8, 9, 18, 19]
-    _, first = pick_images(real, syn_labels, 4, np.random.default_rng(1), "test", np.array([0]))
+    _, pick_syn, taken = pick_images(real, syn_labels, 4, np.random.default_rng(0), "test", shown)
+    assert sorted(pick_syn) == [8, 9, 18, 19] and taken == 0
+    _, pick_syn, taken = pick_images(real, syn_labels, 4, np.random.default_rng(0), "test", np.append(shown, 8))
+    assert 9 in pick_syn and taken == 1 and sorted(pick_syn)[2:] == [18, 19]
+    with pytest.raises(SystemExit, match="2 synthetic normal images needed, 1 exist"):
+        pick_images(real, np.array([0] + [1] * 19), 4, np.random.default_rng(0), "test", shown)
+    _, unconditional, taken = pick_images(real, np.full(20, -1), 4, np.random.default_rng(0), "test", shown)
+    assert sorted(unconditional) == [8, 9, 18, 19] and taken == 0
+    _, first, _ = pick_images(real, syn_labels, 4, np.random.default_rng(1), "test", np.array([0]))
     spare = next(i for i in range(1, 20) if i not in first)
-    _, again = pick_images(real, syn_labels, 4, np.random.default_rng(1), "test", np.array([0, spare]))
+    _, again, _ = pick_images(real, syn_labels, 4, np.random.default_rng(1), "test", np.array([0, spare]))
     assert list(again) == list(first)
 
 
