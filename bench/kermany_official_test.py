@@ -87,7 +87,9 @@ def run(args) -> dict:
         d["cnn"]["batch"] = 8
         d["bootstrap"]["samples"] = 20
     (scratch / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-    env = {**os.environ, "PYTHONPATH": str(scratch), "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = {**os.environ, "PYTHONPATH": str(scratch), "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
+           # the stages run `python -m ...`: this interpreter's, whether or not its venv is on PATH
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     t = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "dvc", "repro", f"downstream_cnn_real@{arm}"], cwd=scratch, env=env,
                          check=True, capture_output=True, text=True).stdout
