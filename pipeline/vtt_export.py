@@ -99,7 +99,7 @@ def pick_images(real, syn_labels: np.ndarray, n: int, rng, real_split: str,
                              "synthesize.ratio/count or lower vtt.n")
         is_shown = np.isin(order, shown)
         picked = np.concatenate([order[~is_shown], order[is_shown]])[:count]
-        taken_shown += max(0, count - int((~is_shown).sum()))   # shown rows come last: only past the others
+        taken_shown += max(0, int(count) - int((~is_shown).sum()))   # shown rows come last: only past the others
         pick_syn.extend(picked.tolist())
     return pick_real, np.array(pick_syn), taken_shown
 

@@ -69,6 +69,7 @@ def test_the_pick_never_takes_a_shown_synthetic_image():
     assert sorted(pick_syn) == [8, 9, 18, 19] and taken == 0
     _, pick_syn, taken = pick_images(real, syn_labels, 4, np.random.default_rng(0), "test", np.append(shown, 8))
     assert 9 in pick_syn and taken == 1 and sorted(pick_syn)[2:] == [18, 19]
+    assert type(taken) is int   # it goes into summary.json: an np.int64 stopped the export (CI of stop 28)
     with pytest.raises(SystemExit, match="2 synthetic normal images needed, 1 exist"):
         pick_images(real, np.array([0] + [1] * 19), 4, np.random.default_rng(0), "test", shown)
     _, unconditional, taken = pick_images(real, np.full(20, -1), 4, np.random.default_rng(0), "test", shown)
