@@ -71,9 +71,19 @@ def read_dicom(path: str | os.PathLike) -> Decoded:
     if photometric in ("PALETTE COLOR",) or spp not in (1, 3):
         raise Quarantined("unsupported", f"photometric interpretation {photometric!r} with {spp} samples "
                                          "per pixel is not a radiograph format this pipeline reads")
+    high, bits_stored = ds.get("HighBit"), ds.get("BitsStored")
+    if high is not None and bits_stored is not None and int(high) != int(bits_stored) - 1:
+        # PS3.3 C.7.6.3: High Bit shall be Bits Stored - 1. Another layout (old ACR-NEMA: 12 bits at the top of
+        # the word, or overlay bits below) would be read as the wrong bits.
+        raise Quarantined("unsupported", f"HighBit {int(high)} with BitsStored {int(bits_stored)} (the standard "
+                                         f"requires HighBit = {int(bits_stored) - 1}): the stored bits sit elsewhere "
+                                         "in the word; re-export the file with standard pixel data")
     ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    ts_name = getattr(ts, "name", str(ts or "Implicit VR Little Endian (no meta)"))
-    stored = _pixels(ds, str(ts or "1.2.840.10008.1.2"), ts_name, spp)
+    if ts:
+        ts_name = getattr(ts, "name", str(ts))
+    else:
+        ts, ts_name = _no_meta_syntax(ds)
+    stored = _pixels(ds, str(ts), ts_name, spp)
     if spp == 3:
         stored = luma(stored)  # pydicom returns RGB (YBR converted); colour collapses to grey
         bits = int(ds.get("BitsStored", 8))
@@ -96,6 +106,28 @@ def read_dicom(path: str | os.PathLike) -> Decoded:
         "padding_pixels": padding,
     }
     return Decoded(stored, intensity, meta)
+
+
+def _no_meta_syntax(ds) -> tuple[str, str]:
+    """The transfer syntax of a data set without file meta (ACR-NEMA style): the encoding pydicom found it in.
+    A big endian one gets that syntax in its file meta, so pydicom decodes (byte-swaps) its pixel data."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import UID
+
+    implicit, little = getattr(ds, "original_encoding", (True, True))
+    if implicit in (True, None) and little in (True, None):
+        ts = "1.2.840.10008.1.2"  # Implicit VR Little Endian: the default (PS3.5 10.1)
+    elif implicit is False and little in (True, None):
+        ts = "1.2.840.10008.1.2.1"
+    elif implicit is False and little is False:
+        ts = "1.2.840.10008.1.2.2"  # Explicit VR Big Endian
+        if not hasattr(ds, "file_meta"):
+            ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ts
+    else:
+        raise Quarantined("unsupported", "no file meta and the data set parses only as implicit VR big endian, "
+                                         "which is no DICOM transfer syntax; re-export the file as standard DICOM")
+    return ts, f"{UID(ts).name} (no meta)"
 
 
 def _pixels(ds, ts: str, ts_name: str, spp: int) -> np.ndarray:
@@ -140,6 +172,10 @@ def dicom_intensity(ds) -> Intensity:
     Shown inverted: MONOCHROME1, and a Presentation LUT Shape of INVERSE ("output after inversion is in
     P-Values", PS3.3 C.11.6.1.2). The DX IOD pairs INVERSE with MONOCHROME1 as one and the same inversion
     (C.8.11.3), so the two together invert once; on MONOCHROME2 it is what makes the file display inverted.
+
+    Enhanced (functional group) images keep rescale and window in the Pixel Value Transformation and Frame VOI
+    LUT functional groups (PS3.3 C.7.6.16.2.9, C.7.6.16.2.10), not at the top level: read from there when the
+    top level has none (the file is single-frame by now, so its one Per-Frame item is the frame's).
     """
     from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
 
@@ -151,20 +187,40 @@ def dicom_intensity(ds) -> Intensity:
         xs = np.arange(int(desc[1]), int(desc[1]) + (int(desc[0]) or 65536))
         t.modality_lut = (xs.astype(np.float64), apply_modality_lut(xs, ds).astype(np.float64))
     else:
-        t.slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-        t.intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+        src = ds
+        if "RescaleSlope" not in ds and "RescaleIntercept" not in ds:
+            src = _functional_group(ds, "PixelValueTransformationSequence", "ModalityLUTSequence") or ds
+        t.slope = float(src.get("RescaleSlope", 1.0) or 1.0)
+        t.intercept = float(src.get("RescaleIntercept", 0.0) or 0.0)
     if ds.get("VOILUTSequence"):
         desc = ds.VOILUTSequence[0].LUTDescriptor
         first = int(desc[1])
         xs = np.arange(first, first + (int(desc[0]) or 65536))
         t.voi_lut = (xs.astype(np.float64), apply_voi_lut(xs, ds, prefer_lut=True).astype(np.float64))
-    elif "WindowCenter" in ds and "WindowWidth" in ds:
-        centers, widths = ds.WindowCenter, ds.WindowWidth
-        centers = list(centers) if ds["WindowCenter"].VM > 1 else [centers]
-        widths = list(widths) if ds["WindowWidth"].VM > 1 else [widths]
-        t.windows = [(float(c), float(w)) for c, w in zip(centers, widths) if float(w) > 0]
-        t.voi_function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR")
+    else:
+        src = ds if "WindowCenter" in ds else _functional_group(ds, "FrameVOILUTSequence", "VOILUTSequence") or ds
+        if "WindowCenter" in src and "WindowWidth" in src:
+            centers, widths = src.WindowCenter, src.WindowWidth
+            centers = list(centers) if src["WindowCenter"].VM > 1 else [centers]
+            widths = list(widths) if src["WindowWidth"].VM > 1 else [widths]
+            t.windows = [(float(c), float(w)) for c, w in zip(centers, widths) if float(w) > 0]
+            t.voi_function = str(src.get("VOILUTFunction", "LINEAR") or "LINEAR")
     return t
+
+
+def _functional_group(ds, name: str, lut: str):
+    """The item of functional group ``name`` (a single-frame image's): Shared Functional Groups first, then the
+    Per-Frame item (PS3.3 C.7.6.16.2: a group is in one or the other); None when neither has it. A lookup table
+    ``lut`` inside it is not read here: such a file is quarantined rather than shown through the wrong curve."""
+    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        items = ds.get(groups)
+        if items and items[0].get(name):
+            item = items[0].get(name)[0]
+            if item.get(lut):
+                raise Quarantined("unsupported", f"{lut} inside {groups} > {name}: a lookup table in a "
+                                                 "functional group is not read; re-export with rescale/window values")
+            return item
+    return None
 
 
 def fill_padding(stored: np.ndarray, ds, t: Intensity) -> tuple[np.ndarray, int]:
@@ -209,10 +265,14 @@ def read_image(path: str | os.PathLike) -> Decoded:
                 raise Quarantined("multi_frame", f"multi-page image ({frames} pages or frames): expected one "
                                                  "radiograph per file")
             white_is_zero = getattr(im, "tag_v2", {}).get(262) == 0 and im.mode not in ("1", "L")
+            view = _pillow_view(im)  # before load(): Pillow's reading is what it checks
             im.load()
             ImageOps.exif_transpose(im, in_place=True)
             mode = im.mode
-            if mode in ("I;16", "I;16B", "I;16L", "I"):
+            if view is not None:  # Pillow's bits are right, its type is not: int8 read as L, uint32 as I
+                arr = np.asarray(im).view(view)
+                vrange = (float(np.iinfo(view).min), float(np.iinfo(view).max))
+            elif mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im).astype(np.uint16 if mode.startswith("I;16") else np.int32)
                 vrange = (0.0, 65535.0)
             elif mode == "L":
@@ -229,9 +289,40 @@ def read_image(path: str | os.PathLike) -> Decoded:
         raise Quarantined(code, f"cannot decode image: {e}") from e
     meta = {"patient_id": "", "sop_instance_uid": "", "modality": "",
             "photometric": f"PIL:{mode}" + (" WhiteIsZero" if white_is_zero else ""),
-            "bits_stored": 16 if vrange == (0.0, 65535.0) else 8, "transfer_syntax": "",
+            "bits_stored": arr.dtype.itemsize * 8 if view is not None else 16 if vrange == (0.0, 65535.0) else 8,
+            "transfer_syntax": "",
             "orig_height": int(arr.shape[0]), "orig_width": int(arr.shape[1])}
     return Decoded(arr, Intensity(value_range=vrange, invert=white_is_zero), meta)
+
+
+def _pillow_view(im):
+    """Refuse what Pillow would read wrong, before it reads: colour or alpha at more than 8 bits per sample
+    (16-bit RGB/RGBA/LA PNG, TIFF BitsPerSample > 8) it reduces to 8 bits; signed TIFF samples (SampleFormat 2)
+    it reads as unsigned except at 16 and 32 bits. Returns the dtype to view a plain copy as (int8 read as L,
+    uint32 as int32 I), or None."""
+    tile = im.tile[0][3] if im.tile else ""
+    raw = str(tile[0] if isinstance(tile, tuple) else tile)  # Pillow's raw mode: how the file's samples unpack
+    tags = getattr(im, "tag_v2", None)
+    if tags is not None:  # TIFF
+        bits = tags.get(258, (1,))
+        bits = max(bits) if isinstance(bits, tuple) else int(bits)
+        formats = tags.get(339, (1,))
+        signed = 2 in (formats if isinstance(formats, tuple) else (formats,))
+    else:
+        bits, signed = (16 if im.format == "PNG" and ";16" in raw else 8), False  # PNG: bit depth 16
+    layout = raw.split(";")[0]
+    if bits > 8 and im.mode not in ("I;16", "I;16B", "I;16L", "I", "F"):
+        kind = {"LA": "grey+alpha", "RGBA": "colour+alpha"}.get(layout, "colour")
+        raise Quarantined("unsupported", f"{bits}-bit {kind} {im.format} ({layout or im.mode}, {bits} bits per "
+                                         f"sample): Pillow reads it as 8 bits; save it as {bits}-bit greyscale")
+    if signed and im.mode == "L" and raw == "L":
+        return np.int8
+    if signed and im.mode != "I":  # Pillow reads signed 16 and 32 bits right, as I (I;16S, I;32S)
+        raise Quarantined("unsupported", f"signed {bits}-bit TIFF (SampleFormat 2) in Pillow mode {im.mode}: "
+                                         "Pillow reads it as unsigned; save it as signed 16-bit greyscale")
+    if tags is not None and im.mode == "I" and raw == "I;32N" and bits == 32 and not signed:
+        return np.uint32  # unsigned 32-bit: Pillow has no such mode, values >= 2**31 would wrap negative
+    return None
 
 
 def read_any(path: str | os.PathLike) -> Decoded:

@@ -240,3 +240,128 @@ def test_pixel_padding_range_limit_signed(tmp_path):
     assert got.meta["padding_pixels"] == 48 * 12
     dec = read_dicom(tmp_path / "x.dcm")
     assert dec.stored[:, :12].min() == content[:, 12:].min() and (dec.stored[:, 12:] == content[:, 12:]).all()
+
+
+def _png(path, arr, color_type, bit_depth=16):
+    """A minimal PNG writer: Pillow cannot write 16-bit colour or grey+alpha PNGs."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    be = np.ascontiguousarray(arr).astype(">u2" if bit_depth == 16 else "u1")
+    raw = b"".join(b"\0" + row.tobytes() for row in be)
+    ihdr = struct.pack(">IIBBBBB", arr.shape[1], arr.shape[0], bit_depth, color_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) +
+                     chunk(b"IEND", b""))
+
+
+def _tiff(path, arr, photometric=1):
+    """A minimal uncompressed little-endian TIFF writer with SampleFormat from the dtype (tags 256..339)."""
+    import struct
+
+    arr = np.ascontiguousarray(arr)
+    spp, bps = (1 if arr.ndim == 2 else arr.shape[2]), arr.dtype.itemsize * 8
+    data = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
+    tags = [(256, 4, [arr.shape[1]]), (257, 4, [arr.shape[0]]), (258, 3, [bps] * spp), (259, 3, [1]),
+            (262, 3, [photometric]), (273, 4, [8]), (277, 3, [spp]), (278, 4, [arr.shape[0]]),
+            (279, 4, [len(data)]), (284, 3, [1]), (339, 3, [{"u": 1, "i": 2, "f": 3}[arr.dtype.kind]] * spp)]
+    ifd = 8 + len(data) + len(data) % 2
+    extra, entries = b"", b""
+    for tag, typ, vals in tags:
+        vb = struct.pack("<" + {3: "H", 4: "I"}[typ] * len(vals), *vals)
+        if len(vb) <= 4:
+            entries += struct.pack("<HHI", tag, typ, len(vals)) + vb.ljust(4, b"\0")
+        else:
+            entries += struct.pack("<HHII", tag, typ, len(vals), ifd + 2 + 12 * len(tags) + 4 + len(extra))
+            extra += vb
+    path.write_bytes((b"II*\0" + struct.pack("<I", ifd) + data).ljust(ifd, b"\0") +
+                     struct.pack("<H", len(tags)) + entries + b"\0\0\0\0" + extra)
+
+
+@pytest.mark.parametrize("name, color_type, channels, found", [
+    ("rgb.png", 2, 3, "16-bit colour PNG (RGB, 16 bits per sample)"),
+    ("la.png", 4, 2, "16-bit grey+alpha PNG (LA, 16 bits per sample)"),
+    ("rgba.png", 6, 4, "16-bit colour+alpha PNG (RGBA, 16 bits per sample)"),
+    ("rgb.tif", None, 3, "16-bit colour TIFF (RGB, 16 bits per sample)")])
+def test_16bit_colour_png_and_tiff_are_quarantined_not_reduced_to_8_bits(tmp_path, name, color_type, channels, found):
+    g = stored_image(12, shape=(16, 16))
+    arr = np.repeat(g[..., None], channels, 2)
+    if channels in (2, 4):
+        arr[..., -1] = 65535  # opaque alpha
+    if color_type is None:
+        _tiff(tmp_path / name, arr, photometric=2)
+    else:
+        _png(tmp_path / name, arr, color_type)
+    with pytest.raises(Quarantined, match="unsupported") as e:
+        read_any(tmp_path / name)
+    assert found in str(e.value) and "Pillow reads it as 8 bits" in str(e.value)
+    # 8-bit colour and 16-bit grey still read
+    _png(tmp_path / "c8.png", np.repeat((g >> 4).astype(np.uint8)[..., None], 3, 2), 2, bit_depth=8)
+    np.testing.assert_array_equal(read_any(tmp_path / "c8.png").stored, g >> 4)
+    _png(tmp_path / "g16.png", g, 0)
+    np.testing.assert_array_equal(read_any(tmp_path / "g16.png").stored, g)
+
+
+def test_signed_8bit_and_unsigned_32bit_tiff_read_right(tmp_path):
+    g = stored_image(12, shape=(16, 16)).astype(np.int64)
+    cases = {"i8.tif": (g // 16 - 128).astype(np.int8), "u32.tif": (g * 1_000_000).astype(np.uint32),
+             "i16.tif": (g - 1000).astype(np.int16), "u16.tif": g.astype(np.uint16)}   # the last two already right
+    for name, arr in cases.items():
+        _tiff(tmp_path / name, arr)
+        dec = read_any(tmp_path / name)
+        assert dec.stored.min() < 0 if arr.dtype.kind == "i" else dec.stored.min() >= 0
+        np.testing.assert_array_equal(dec.stored, arr, err_msg=name)
+    assert (g * 1_000_000).max() >= 2**31   # values that wrapped negative through Pillow's int32
+    assert read_any(tmp_path / "i8.tif").intensity.value_range == (-128, 127)
+
+
+def test_dicom_high_bit_not_bits_stored_minus_one_is_quarantined(tmp_path):
+    # 12 bits at the top of the 16-bit word (HighBit 15): PS3.3 C.7.6.3 requires HighBit = BitsStored - 1
+    arr = stored_image(12)
+    ds = grey_dataset(arr, bits_stored=12)
+    ds.HighBit, ds.PixelData = 15, (arr << 4).tobytes()
+    ds.save_as(tmp_path / "x.dcm", enforce_file_format=True)
+    with pytest.raises(Quarantined, match="unsupported: HighBit 15 with BitsStored 12"):
+        read_dicom(tmp_path / "x.dcm")
+
+
+def test_big_endian_file_without_meta_reads_right_not_byte_swapped(tmp_path):
+    # An ACR-NEMA style bare data set in explicit VR big endian: no 'DICM', no Transfer Syntax UID
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    ref = pydicom.dcmread(get_testdata_file("MR_small.dcm")).pixel_array
+    ds = pydicom.dcmread(get_testdata_file("MR_small_bigendian.dcm"))
+    del ds.file_meta
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = False, False
+    write_dataset(fp, ds)
+    (tmp_path / "raw").write_bytes(fp.getvalue())
+    dec = read_dicom(tmp_path / "raw")
+    np.testing.assert_array_equal(dec.stored, ref)
+    assert dec.meta["transfer_syntax"] == "Explicit VR Big Endian (no meta)"
+
+
+@pytest.mark.parametrize("groups", ["SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"])
+def test_enhanced_rescale_and_window_come_from_the_functional_groups(tmp_path, groups):
+    # PS3.3 C.7.6.16.2.9/.10: a single-frame enhanced CT keeps them in Pixel Value Transformation / Frame VOI LUT
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds = grey_dataset(stored_image(12), bits_stored=12, modality="CT", sop_class="1.2.840.10008.5.1.4.1.1.2.1")
+    ds.NumberOfFrames = 1
+    pvt, voi, fg = Dataset(), Dataset(), Dataset()
+    pvt.RescaleSlope, pvt.RescaleIntercept, pvt.RescaleType = 1, -1024, "HU"
+    voi.WindowCenter, voi.WindowWidth, voi.VOILUTFunction = -600, 1500, "SIGMOID"
+    fg.PixelValueTransformationSequence, fg.FrameVOILUTSequence = Sequence([pvt]), Sequence([voi])
+    setattr(ds, groups, Sequence([fg]))
+    ds.save_as(tmp_path / "x.dcm", enforce_file_format=True)
+    t = read_dicom(tmp_path / "x.dcm").intensity
+    assert (t.slope, t.intercept, t.windows, t.voi_function) == (1, -1024, [(-600, 1500)], "SIGMOID")
+    # top-level values, where an ordinary file has them, still win
+    ds.RescaleIntercept, ds.WindowCenter, ds.WindowWidth = -1000, 40, 400
+    ds.save_as(tmp_path / "y.dcm", enforce_file_format=True)
+    t = read_dicom(tmp_path / "y.dcm").intensity
+    assert (t.intercept, t.windows, t.voi_function) == (-1000, [(40, 400)], "LINEAR")
