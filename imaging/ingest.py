@@ -231,7 +231,8 @@ def assemble(scan_result: Scan, records: Iterable[Record | tuple[str, str]], *, 
     labels = np.array([lookup[r.label_name] for r in usable])
     hashes = [r.meta["sha256"] for r in usable]
     splits, split_info = assign_splits(patients, labels, hashes, [r.source_split for r in usable], fractions,
-                                       split_rng, split_from=split_from, min_val_images=min_val_images)
+                                       split_rng, split_from=split_from, min_val_images=min_val_images,
+                                       class_names=class_names)
     warnings = list(scan_result.warnings) + split_info.pop("warnings")
     fraction_info = None
     if train_fraction != 1.0:

@@ -10,6 +10,7 @@ only, so ``pipeline.inspect`` can show it in seconds; a shape that cannot be wha
 from __future__ import annotations
 
 import csv
+import os
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -121,8 +122,21 @@ def _hidden(part: str) -> bool:
 
 
 def _files(root: Path) -> tuple[list[Path], int]:
+    """Every file under root, sorted, and the count of hidden ones left out. Symlinked folders are followed (a
+    layout assembled with links, as Path.rglob on 3.11 would not), except one linking back to a folder it sits in."""
+    found = []
+    chains = {str(root): {os.path.realpath(root)}}  # each folder's own real path and its ancestors'
+    for dirpath, dirnames, filenames in os.walk(root, onerror=_unreadable, followlinks=True):
+        chain = chains.pop(dirpath)
+        for d in list(dirnames):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real in chain:  # a link to a folder it sits in: a loop, whose files are read once already
+                dirnames.remove(d)
+            else:
+                chains[os.path.join(dirpath, d)] = chain | {real}
+        found += [Path(dirpath, f) for f in filenames]
     files, hidden = [], 0
-    for p in sorted(root.rglob("*")):
+    for p in sorted(found):
         rel = p.relative_to(root)
         if any(_hidden(part) for part in rel.parts):
             hidden += p.is_file()
@@ -130,6 +144,11 @@ def _files(root: Path) -> tuple[list[Path], int]:
         if p.is_file():
             files.append(p)
     return files, hidden
+
+
+def _unreadable(e: OSError) -> None:
+    raise SourceError(f"cannot list the folder {e.filename} ({e.strerror}): its files would be left out unseen; "
+                      "make it readable or move it out of the source")
 
 
 def _top_dirs(source: Path) -> list[str]:
@@ -168,18 +187,12 @@ def scan_class_folders(source: Path) -> Scan:
     s = Scan("folders", skipped_hidden=hidden, labels_from={"from": "class folder names"})
     if splits:
         s.published_split = "split folders " + ", ".join(f"{d}/" for d in splits)
-        per_split: dict[str, set[str]] = {}
         for d in splits:
-            inner = _top_dirs(source / d)
-            nested = _split_dirs(inner)
+            nested = _split_dirs(_top_dirs(source / d))
             if nested:
                 raise SourceError(f"split folder {d}/ holds folders named like splits {nested}: expected class "
                                   f"folders ({d}/<CLASS>/...). Point data.source at {d}/{nested[0]}'s parent "
                                   "folder that holds train/ and test/ directly")
-            per_split[SPLIT_NAMES[d.lower()]] = set(inner)
-        if len({frozenset(v) for v in per_split.values()}) > 1:
-            s.warnings.append("the split folders hold different class folders: " + "; ".join(
-                f"{k}: {sorted(v)}" for k, v in per_split.items()))
     else:
         for d in top:
             nested = _split_dirs(_top_dirs(source / d))
@@ -188,22 +201,68 @@ def scan_class_folders(source: Path) -> Scan:
                     f"class folder {d}/ holds folders named like splits {nested}: the split folders sit one level "
                     f"down. Point data.source at {d}/ (expected <source>/train/<CLASS>/...), or, if {d} really is "
                     "a class, rename its sub-folders")
+    depth = 3 if splits else 2
     for p in files:
         rel = p.relative_to(source)
-        depth = 3 if splits else 2
         if len(rel.parts) < depth:
             where = f"in the split folder {rel.parts[0]}/" if splits and len(rel.parts) == 2 else "at the source root"
             s.quarantined.append((rel.as_posix(), f"not_in_class_folder: file {where}; images must sit in a folder "
                                                   f"named after their class ({'<split>/' if splits else ''}<CLASS>/)"))
+            continue
+        # segmentation masks beside the images (COVID-19 Radiography Database: <CLASS>/masks/; COVID-QU-Ex:
+        # <split>/<CLASS>/lung masks/, infection masks/) are not radiographs of the class
+        mask = next((i for i, part in enumerate(rel.parts[depth - 1:-1], depth - 1) if "mask" in part.lower()), None)
+        if mask is not None:
+            folder = "/".join(rel.parts[:mask + 1]) + "/"
+            s.quarantined.append((rel.as_posix(), f"segmentation_mask: in the folder {folder}, taken for segmentation "
+                                                  "masks (a folder named *mask* below the class folder), not images"))
         elif splits:
             s.items.append(Item(p, rel.as_posix(), label=rel.parts[1], split=SPLIT_NAMES[rel.parts[0].lower()]))
         else:
             s.items.append(Item(p, rel.as_posix(), label=rel.parts[0]))
+    _check_spellings([it.label for it in s.items], "class folders", "rename the folders to one spelling")
+    if splits:
+        _check_split_classes(source, splits, s)
     classes = sorted({it.label for it in s.items})
     if len(classes) == 1:
         s.warnings.append(f"one class only ({classes[0]}): a conditional GAN and the downstream classifiers need "
                           "at least two class folders")
     return s
+
+
+def _check_spellings(names, what: str, fix: str) -> None:
+    """Stop when class names differ only in case or surrounding spaces (train/NORMAL beside test/Normal)."""
+    spellings: dict[str, set[str]] = defaultdict(set)
+    for n in names:
+        if n is not None:
+            spellings[n.strip().casefold()].add(n)
+    clashes = [sorted(v) for v in spellings.values() if len(v) > 1]
+    if clashes:
+        raise SourceError(f"{what} name one class in several spellings: "
+                          f"{'; '.join(' vs '.join(map(repr, c)) for c in sorted(clashes))}; they would be read as "
+                          f"different classes. Use one spelling: {fix}")
+
+
+def _check_split_classes(source: Path, splits: Sequence[str], s: Scan) -> None:
+    """Classes per published split, from the images found (a class folder may be empty: a partial extraction).
+    A published val or test split without a class train has stops; other differences warn."""
+    found: dict[str, set[str]] = {SPLIT_NAMES[d.lower()]: set() for d in splits}
+    for it in s.items:
+        found[it.split].add(it.label)
+    folder = {SPLIT_NAMES[d.lower()]: d for d in splits}
+    for split in ("val", "test"):
+        missing = sorted(found.get("train", set()) - found.get(split, set())) if split in found else []
+        if missing:
+            d = folder[split]
+            where = "; ".join(f"{d}/{c}/ " + ("holds no image" if (source / d / c).is_dir() else "is not there")
+                              for c in missing)
+            raise SourceError(f"the published {split} split ({d}/) has no image of class {', '.join(missing)}, which "
+                              f"train has: {where}. A partial download or extraction? Complete it (or, if the "
+                              f"source really lacks the class there, move {d}/ out: {split} is then carved from "
+                              "train by patient)")
+    if len({frozenset(v) for v in found.values()}) > 1:
+        s.warnings.append("the split folders hold images of different classes: " + "; ".join(
+            f"{k}: {sorted(v)}" for k, v in found.items()))
 
 
 # ---------------------------------------------------------------- labels CSV
@@ -237,6 +296,11 @@ class LabelTable:
                                       "expected the same key, label, patient and split columns in every labels CSV")
                 self.columns = cols
                 for line, r in enumerate(reader, start=2):
+                    if None in r:  # more fields than the header: an unquoted comma in a cell, most often
+                        raise SourceError(
+                            f"{path.name} line {reader.line_num} has {len(header) + len(r[None])} fields, its header "
+                            f"{len(header)}: {[r.get(h) for h in header] + r[None]}. A value holding a comma must "
+                            "be quoted (\"Effusion,Pneumonia\"); fix the file, it is not read by guessing")
                     k = (r.get(cols["key"]) or "").strip()
                     if not k:
                         continue
@@ -331,8 +395,11 @@ class LabelTable:
         return Counter(r.label for rows in self.rows.values() for r in rows)
 
     def check_map(self) -> None:
-        """Stop when data.label_map matches no value of the label column."""
+        """Stop when data.label_map matches no value of the label column, or, without a map, when its values
+        name one class in several spellings (Normal, normal)."""
         if not self.cfg.label_map:
+            _check_spellings(list(self.label_values()), f"the values of column {self.columns['label']!r}",
+                             "set data.label_map to map every spelling to one class name")
             return
         values = self.label_values()
         if not any(self.map_value(v) is not None for v in values):

@@ -93,7 +93,8 @@ def _subset_fractions(fractions: Mapping[str, float], names: Sequence[str]) -> d
 
 def assign_splits(patients: Sequence[str], labels: Sequence[int], hashes: Sequence[str],
                   published: Sequence[str | None], fractions: Mapping[str, float], rng: np.random.Generator, *,
-                  split_from: str = "auto", min_val_images: int = 0) -> tuple[np.ndarray, dict]:
+                  split_from: str = "auto", min_val_images: int = 0,
+                  class_names: Sequence[str] | None = None) -> tuple[np.ndarray, dict]:
     """Split names for every image, and how each split came about.
 
     ``published``: each image's split as the source publishes it (None where it has none). With
@@ -101,7 +102,8 @@ def assign_splits(patients: Sequence[str], labels: Sequence[int], hashes: Sequen
     as it is, and so is a published validation split of at least ``min_val_images``; a missing or smaller
     one is carved from the published training split by patient (a too small published val joins the
     training pool first), in the proportions of ``fractions``. With ``patients`` everything is split anew.
-    Returns (splits, info) where info holds ``split_from``, ``origin`` per split and the warnings.
+    Returns (splits, info) where info holds ``split_from``, ``origin`` per split and the warnings; a val or test
+    split left without a class that train has is warned about (named by ``class_names``, else by label).
     """
     if split_from not in ("auto", "published", "patients"):
         raise ValueError(f"data.split_from must be auto, published or patients; got {split_from!r}")
@@ -119,7 +121,9 @@ def assign_splits(patients: Sequence[str], labels: Sequence[int], hashes: Sequen
                                     "published test split")
         info["split_from"] = "patients"
         info["origin"] = {s: "patients" for s in SPLITS}
-        return split_by_patient(patients, labels, hashes, fractions, rng), info
+        out = split_by_patient(patients, labels, hashes, fractions, rng)
+        info["warnings"] += _missing_classes(out, labels, info["origin"], class_names)
+        return out, info
     if (pub == "").any():
         raise ValueError(f"{int((pub == '').sum())} images have no published split while the others have one (images "
                          "outside the split folders?); expected a published split for all or none")
@@ -162,7 +166,24 @@ def assign_splits(patients: Sequence[str], labels: Sequence[int], hashes: Sequen
         out[idx] = sub
         info["warnings"].append("; ".join(f"{s}: {origin[s]}" for s in carve))
     info["origin"] = origin
+    info["warnings"] += _missing_classes(out, labels, origin, class_names)
     return out.astype(str), info
+
+
+def _missing_classes(splits: np.ndarray, labels: np.ndarray, origin: Mapping[str, str],
+                     class_names: Sequence[str] | None) -> list[str]:
+    """A warning for each val/test split without an image of a class train has (too few patients of the class
+    to give every split one): its metrics say nothing about that class."""
+    out = []
+    train = set(labels[splits == "train"].tolist())
+    for split in ("val", "test"):
+        missing = sorted(train - set(labels[splits == split].tolist()))
+        if missing and (splits == split).any():
+            names = ", ".join(str(class_names[m]) if class_names is not None else f"label {m}" for m in missing)
+            why = ("" if origin.get(split) == "published" else
+                   " (too few patients of the class to give every split one when splitting by patient)")
+            out.append(f"the {split} split has no image of class {names}{why}: its metrics say nothing about it")
+    return out
 
 
 def keep_patients(patients: Sequence[str], labels: Sequence[int], hashes: Sequence[str], fraction: float,

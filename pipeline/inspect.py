@@ -179,7 +179,7 @@ def inspect_source(source: Path, data: dict, fractions: dict, seed: int, headers
     # no pixel hashes before decoding: identical images are not merged here (prepare merges them)
     splits, info = assign_splits(patients, labels, rels, [entry.source_split for entry in entries],
                                  fractions, stage_rng(seed, "prepare", "split"), split_from=data["split_from"],
-                                 min_val_images=int(data["min_val_images"]))
+                                 min_val_images=int(data["min_val_images"]), class_names=classes)
     plan["warnings"] += info.pop("warnings")
     plan["split_origin"] = info["origin"]
     plan["split_from"] = info["split_from"]

@@ -173,3 +173,20 @@ def test_patients_sharing_an_image_are_grouped_transitively_and_named_by_the_sma
     hashes = ["h1", "h1", "h2", "h2", "h3", "h4"]
     assert _groups(patients, hashes).tolist() == ["p1", "p1", "p1", "p1", "p9", "p1"]
     assert _groups(["b", "a"], ["x", "y"]).tolist() == ["b", "a"]
+
+
+def test_a_split_left_without_a_class_is_warned_about_by_name():
+    # 3 patients of class 0 and 20 of class 1: one split gets no class-0 patient, and the warning names it
+    patients = [f"P{p}" for p in range(23)]
+    labels = np.array([0] * 3 + [1] * 20)
+    hashes = [f"h{p}" for p in range(23)]
+    splits, info = assign_splits(patients, labels, hashes, [None] * 23, FRACTIONS, np.random.default_rng(0),
+                                 class_names=["NORMAL", "PNEUMONIA"])
+    empty = [s for s in ("val", "test") if not ((splits == s) & (labels == 0)).any()]
+    assert empty and [w for w in info["warnings"] if "no image of class NORMAL" in w] == [
+        f"the {s} split has no image of class NORMAL (too few patients of the class to give every split one when "
+        f"splitting by patient): its metrics say nothing about it" for s in empty]
+    # a published test split without a class (a CSV split column) is warned about too, without the reason
+    pub = ["test" if p >= 18 else "train" for p in range(23)]
+    _, info = assign_splits(patients, labels, hashes, pub, FRACTIONS, np.random.default_rng(0), min_val_images=1)
+    assert "the test split has no image of class label 0: its metrics say nothing about it" in info["warnings"]

@@ -494,3 +494,111 @@ def test_bench_published_layouts_smoke(tmp_path):
     assert k["splits"]["test"]["images"] == 6 and k["split_origin"]["val"].startswith("carved")
     assert res["nih"]["class_counts"] == {"cardiomegaly": 1, "normal": 2, "pneumonia": 1}
     assert res["png16_12bit"]["median_span"] > 1.5 and res["miswindowed"]["low_contrast_share"] == 1.0
+
+
+# ---------------------------------------------------------------- layouts that must not be mis-read
+
+def pngs(folder: Path, names, rng, mask=False):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        a = np.zeros((48, 48), np.uint8) if mask else phantom(rng, False)
+        if mask:
+            a[8:40, 6:20] = a[8:40, 28:42] = 255  # two lung fields
+        Image.fromarray(a).save(folder / name)
+
+
+def test_segmentation_masks_beside_the_images_are_quarantined_not_read_as_the_class(project):
+    rng = np.random.default_rng(10)
+    # COVID-19 Radiography Database (Kaggle): <CLASS>/images/*.png beside <CLASS>/masks/*.png
+    src = project / "COVID-19_Radiography_Dataset"
+    for cls in ("COVID", "Normal"):
+        names = [f"{cls}-{i}.png" for i in range(1, 5)]
+        pngs(src / cls / "images", names, rng)
+        pngs(src / cls / "masks", names, rng, mask=True)
+    s = run(project, f"data.source={src}", "data.min_val_images=1")
+    assert s["class_counts"] == {"COVID": 4, "Normal": 4} and s["quarantine_reasons"] == {"segmentation_mask": 8}
+    q = quarantine(project)
+    assert q["COVID/masks/COVID-1.png"].startswith("segmentation_mask: in the folder COVID/masks/")
+    assert not any("/masks/" in r["path"] for r in index(project))
+    # COVID-QU-Ex: <Split>/<CLASS>/images beside "lung masks" (and "infection masks")
+    qu = project / "Lung Segmentation Data"
+    for split in ("Train", "Val", "Test"):
+        for cls in ("COVID-19", "Normal"):
+            names = [f"{split}_{cls}_{i}.png" for i in range(3)]
+            pngs(qu / split / cls / "images", names, rng)
+            pngs(qu / split / cls / ("lung masks" if split != "Test" else "Infection Masks"), names, rng, mask=True)
+    p = plan(project, f"data.source={qu}", "data.min_val_images=1")
+    assert p["quarantine_before_decoding"] == {"segmentation_mask": 18} and p["usable_before_decoding"] == 18
+    assert p["splits"]["test"]["images"] == 6
+
+
+def test_symlinked_folders_inside_the_source_are_read(project):
+    """A layout assembled with links to avoid copying a download: chest_xray/test -> elsewhere, a class folder
+    linked; a link back to an ancestor (a loop) is not followed."""
+    rng = np.random.default_rng(11)
+    store, cx = project / "store", project / "chest_xray"
+    for split, first in (("train", 1), ("test", 101)):
+        pngs(store / split / "NORMAL", [f"IM-{i:04d}-0001.png" for i in range(first, first + 4)], rng)
+        pngs(store / split / "PNEUMONIA", [f"person{i}_virus_{i}.png" for i in range(first, first + 4)], rng)
+    (cx / "train").mkdir(parents=True)
+    (cx / "train" / "NORMAL").symlink_to(store / "train" / "NORMAL")
+    (cx / "train" / "PNEUMONIA").symlink_to(store / "train" / "PNEUMONIA")
+    (cx / "test").symlink_to(store / "test")
+    (store / "test" / "NORMAL" / "loop").symlink_to(store / "test")
+    p = plan(project, f"data.source={cx}")
+    assert p["classes"] == ["NORMAL", "PNEUMONIA"] and p["files"] == 16
+    assert p["splits"]["test"] == {"images": 8, "patients": 8, "NORMAL": 4, "PNEUMONIA": 4}
+
+
+def test_a_published_split_missing_a_class_stops_naming_it(project, capsys):
+    """test/NORMAL/ there but empty (a partial extraction): the test split would hold no NORMAL image."""
+    rng = np.random.default_rng(12)
+    cx = project / "chest_xray"
+    pngs(cx / "train" / "NORMAL", [f"IM-{i:04d}-0001.png" for i in range(1, 5)], rng)
+    pngs(cx / "train" / "PNEUMONIA", [f"person{i}_virus_{i}.png" for i in range(1, 5)], rng)
+    pngs(cx / "test" / "PNEUMONIA", [f"person{i}_virus_{i}.png" for i in range(101, 104)], rng)
+    (cx / "test" / "NORMAL").mkdir()
+    with pytest.raises(SystemExit):
+        plan(project, f"data.source={cx}")
+    assert re.search(r"published test split \(test/\) has no image of class NORMAL.*test/NORMAL/ holds no image",
+                     capsys.readouterr().err)
+
+
+def test_class_names_differing_only_in_case_stop(project, capsys):
+    rng = np.random.default_rng(13)
+    cx = project / "chest_xray"  # train/NORMAL beside test/Normal
+    for split, names in (("train", ("NORMAL", "PNEUMONIA")), ("test", ("Normal", "PNEUMONIA"))):
+        for cls in names:
+            pngs(cx / split / cls, [f"{split}{cls}{i}.png" for i in range(3)], rng)
+    with pytest.raises(SystemExit):
+        plan(project, f"data.source={cx}")
+    assert "class folders name one class in several spellings: 'NORMAL' vs 'Normal'" in capsys.readouterr().err
+    src = project / "tree"  # CSV label values, no data.label_map
+    pngs(src, [f"{i}.png" for i in range(4)], rng)
+    (src / "labels.csv").write_text("path,label\n0.png,Normal\n1.png,normal\n2.png,Pneumonia\n3.png,PNEUMONIA \n")
+    with pytest.raises(SystemExit):
+        plan(project, f"data.source={src}")
+    err = capsys.readouterr().err
+    assert "'Normal' vs 'normal'; 'PNEUMONIA' vs 'Pneumonia'" in err and "data.label_map" in err
+
+
+def test_a_csv_row_with_more_fields_than_the_header_stops(project, capsys):
+    """An unquoted multi-label cell: '0.png,Effusion,Pneumonia' under 'path,label' is not read as 'Effusion'."""
+    src = project / "tree"
+    pngs(src, [f"{i}.png" for i in range(4)], np.random.default_rng(14))
+    (src / "labels.csv").write_text("path,label\n0.png,No Finding\n1.png,Effusion,Pneumonia\n2.png,No Finding\n")
+    with pytest.raises(SystemExit):
+        plan(project, f"data.source={src}")
+    assert "labels.csv line 3 has 3 fields, its header 2: ['1.png', 'Effusion', 'Pneumonia']" in capsys.readouterr().err
+
+
+def test_mendeley_v3_names_give_the_patient_by_default(project):
+    """Kermany on Mendeley v3 / Kaggle 'labeled-chest-xray-images': <CLASS>-<patient>-<image>.jpeg."""
+    rng = np.random.default_rng(15)
+    cx = project / "chest_xray"
+    for split, pids in (("train", range(1000001, 1000007)), ("test", range(2000001, 2000003))):
+        pngs(cx / split / "NORMAL", [f"NORMAL-{p}-000{k}.jpeg" for p in pids for k in (1, 2)], rng)
+        pngs(cx / split / "PNEUMONIA", [f"{'BACTERIA' if p % 2 else 'VIRUS'}-{p + 50}-000{k}.jpeg"
+                                        for p in pids for k in (1, 2)], rng)
+    p = plan(project, f"data.source={cx}", "data.min_val_images=1")
+    assert p["patients"]["count"] == 16 and p["patients"]["id_from"] == {"regex": 32}
