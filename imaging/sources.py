@@ -553,17 +553,23 @@ def _label_by_path(s: Scan, items: list[Item], table: LabelTable, mode: str, rel
 
 def _folder_splits(items: Sequence[Item]) -> tuple[list[str], list[str]]:
     """When items sit in split folders (train/, test/, ...): those folders, each item in one given its split,
-    and the items outside them (left without one). ([], []) when no item sits in a split folder."""
-    tops = {PurePosixPath(it.rel).parts[0] for it in items if len(PurePosixPath(it.rel).parts) > 1}
-    splits = _split_dirs(sorted(tops))
+    and the items outside them (left without one). ([], []) when no item sits in a split folder. Folders that
+    hold every item are looked through (a source one level above CheXpert-v1.0-small/train/, valid/, whose
+    CSV paths start with that folder): the split folders are the first level where the items part."""
+    parts = [PurePosixPath(it.rel).parts for it in items]
+    depth = 0
+    while parts and all(len(p) > depth + 2 for p in parts) and len({p[depth] for p in parts}) == 1 \
+            and not _split_dirs([parts[0][depth]]):
+        depth += 1
+    prefix = "".join(f"{d}/" for d in parts[0][:depth]) if parts else ""
+    splits = _split_dirs(sorted({p[depth] for p in parts if len(p) > depth + 1}))
     outside = []
-    for it in items if splits else ():
-        top = PurePosixPath(it.rel).parts[0]
-        if top in splits and len(PurePosixPath(it.rel).parts) > 1:
-            it.split = SPLIT_NAMES[top.lower()]
+    for it, p in zip(items, parts) if splits else ():
+        if p[depth] in splits and len(p) > depth + 1:
+            it.split = SPLIT_NAMES[p[depth].lower()]
         else:
             outside.append(it.rel)
-    return splits, outside
+    return [prefix + d for d in splits], outside
 
 
 def _mode_part(rel: str, mode: str) -> str:

@@ -301,6 +301,19 @@ def test_chexpert_csvs(project):
         assert by_patient.setdefault(r["patient_id"], r["split"]) == r["split"]
 
 
+
+def test_chexpert_from_the_folder_above_keeps_the_published_split(project):
+    """data.source one level above CheXpert-v1.0-small/ (its CSV paths then match exactly): the split folders
+    train/, valid/ sit below a folder that holds everything, and valid/ stays the val split (it was split anew)."""
+    dl = project / "dl"
+    chexpert(dl, np.random.default_rng(3))
+    labels = "data.labels=[CheXpert-v1.0-small/train.csv, CheXpert-v1.0-small/valid.csv]"
+    s = run(project, f"data.source={dl}", labels, *CHEXPERT_PARAMS[1:], "data.min_val_images=2")
+    assert s["labels_from"]["key_matches"] == "path"
+    assert s["split_origin"]["val"] == "published" and s["class_counts"] == {"normal": 7, "pneumonia": 7}
+    assert sorted(r["path"] for r in index(project) if r["split"] == "val") == sorted(
+        f"CheXpert-v1.0-small/valid/patient{p:05d}/study1/view1_frontal.jpg" for p in range(9, 13))
+
 # ---------------------------------------------------------------- RSNA pneumonia detection
 
 RSNA_PARAMS = ("data.labels=stage_2_train_labels.csv", "++data.label_map={0: normal, 1: pneumonia}")
