@@ -22,7 +22,7 @@ import numpy as np
 KINDS = ("csv", "folders", "npz")  # "dicom" is accepted as the old name of "csv"
 # split folder / split column values (any case) -> split
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-               "dev": "val", "test": "test", "testing": "test"}
+               "validate": "val", "dev": "val", "test": "test", "testing": "test"}   # validate: MIMIC-CXR's split CSV
 JUNK_DIRS = {"__macosx"}  # macOS resource forks that zip archives made on a Mac carry
 PATH_KEYS = ("path", "file", "filename", "file_name", "file_path", "image_path", "image", "image_index",
              "image_id", "image_name")

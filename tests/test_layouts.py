@@ -358,13 +358,14 @@ def test_rsna_labels(project):
 
 
 def test_csv_split_column_is_kept(project):
+    """Split values in any case, MIMIC-CXR's 'validate' among them."""
     src = project / "tree"
     src.mkdir()
     rng = np.random.default_rng(5)
     rows = []
     for i in range(16):
         Image.fromarray(phantom(rng, i % 2 == 1)).save(src / f"img{i}.png")
-        rows.append([f"img{i}.png", "sick" if i % 2 else "well", f"P{i // 2}", ["TRAIN", "Valid", "Test", "train"][i % 4]])
+        rows.append([f"img{i}.png", "sick" if i % 2 else "well", f"P{i // 2}", ["TRAIN", "Validate", "Test", "train"][i % 4]])
     with open(src / "labels.csv", "w", newline="") as f:
         csv.writer(f).writerows([["file", "diagnosis", "patient", "split"], *rows])
     s = run(project, f"data.source={src}", "data.patient_column=patient", "data.min_val_images=1")
