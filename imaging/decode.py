@@ -94,6 +94,8 @@ def read_dicom(path: str | os.PathLike) -> Decoded:
         stored, padding = fill_padding(stored, ds, intensity)
         if intensity.invert and photometric == "MONOCHROME2":
             photometric = "MONOCHROME2 INVERSE"  # index.csv and the prepare summary say why it was inverted
+    if str(ds.get("PresentationIntentType", "") or "").strip().upper() == "FOR PROCESSING":
+        photometric += " FOR PROCESSING"  # raw detector data (PS3.3 C.8.11.1.1.1): named, and warned of by prepare
     meta = {
         "patient_id": str(ds.get("PatientID", "") or "").strip(),
         "sop_instance_uid": str(ds.get("SOPInstanceUID", "") or ""),

@@ -278,11 +278,17 @@ def assemble(scan_result: Scan, records: Iterable[Record | tuple[str, str]], *, 
                         f"({n_top / len(usable):.0%}), all in one split: if it is not one patient (an anonymiser's "
                         "constant PatientID, a site code), set data.patient_column or data.patient_regex to the real "
                         "patient id")
-    inverse = sum(1 for r in usable if r.meta.get("photometric") == "MONOCHROME2 INVERSE")
+    inverse = sum(1 for r in usable if str(r.meta.get("photometric", "")).startswith("MONOCHROME2 INVERSE"))
     if inverse:
         warnings.append(f"{inverse} images are MONOCHROME2 with Presentation LUT Shape INVERSE: shown inverted, as "
                         "the standard says (index.csv's photometric column names them). If the report's grid shows "
                         "them as negatives, their header is wrong")
+    raw = sum(1 for r in usable if str(r.meta.get("photometric", "")).endswith("FOR PROCESSING"))
+    if raw:
+        warnings.append(f"{raw} of {len(usable)} images are 'FOR PROCESSING' DICOMs (Presentation Intent Type): raw "
+                        "detector data, not processed for viewing, so they look unlike 'FOR PRESENTATION' images "
+                        "(PS3.3 C.8.11.1.1.1; index.csv's photometric column names them). Mixed with those, the GAN "
+                        "and the classifiers learn two looks; use one kind")
     if pid_from.count("file"):
         warnings.append(f"{pid_from.count('file')} images have no patient id (no patient column, no PatientID, no "
                         "data.patient_regex match): each is treated as its own patient, so images of one patient "

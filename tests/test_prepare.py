@@ -121,9 +121,9 @@ def test_one_patient_id_on_many_images_is_named_in_a_warning(project):
                for w in summary["warnings"]), summary["warnings"]
 
 
-def test_presentation_inverse_and_pixel_padding_are_reported(project):
-    """DICOM files that are inverted by their Presentation LUT Shape are named in a warning and in index.csv;
-    files with padding pixels are counted in the summary."""
+def test_presentation_inverse_for_processing_and_pixel_padding_are_reported(project):
+    """DICOM files that are inverted by their Presentation LUT Shape, and raw 'FOR PROCESSING' ones, are named
+    in a warning and in index.csv; files with padding pixels are counted in the summary."""
     rng = np.random.default_rng(2)
     src = project / "dicom_classes"
     for i in range(8):
@@ -133,6 +133,8 @@ def test_presentation_inverse_and_pixel_padding_are_reported(project):
         attrs = {"PatientID": f"P{i}"}
         if i < 3:
             attrs["PresentationLUTShape"] = "INVERSE"
+        if i in (0, 3):
+            attrs["PresentationIntentType"] = "FOR PROCESSING"
         if i >= 6:
             stored[:4] = 4095
             attrs["PixelPaddingValue"] = 4095
@@ -141,8 +143,11 @@ def test_presentation_inverse_and_pixel_padding_are_reported(project):
     assert any(w.startswith("3 images are MONOCHROME2 with Presentation LUT Shape INVERSE") for w in summary["warnings"])
     assert summary["pixel_padding_images"] == 2
     index = read_csv(project / "data/prepared/index.csv")
-    inverse = sorted(r["path"].rsplit("/", 1)[1] for r in index if r["photometric"] == "MONOCHROME2 INVERSE")
+    inverse = sorted(r["path"].rsplit("/", 1)[1] for r in index if r["photometric"].startswith("MONOCHROME2 INVERSE"))
     assert inverse == ["im0.dcm", "im1.dcm", "im2.dcm"]
+    raw = sorted(r["path"].rsplit("/", 1)[1] for r in index if r["photometric"].endswith(" FOR PROCESSING"))
+    assert raw == ["im0.dcm", "im3.dcm"]
+    assert any(w.startswith("2 of 8 images are 'FOR PROCESSING' DICOMs") for w in summary["warnings"])
 
 
 def test_npz_source_keeps_its_published_split(project):
