@@ -16,6 +16,7 @@ from imaging.pixels import Intensity
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 _NATIVE_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}  # Implicit / Explicit VR Little Endian
+_UNCOMPRESSED = _NATIVE_LE | {"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"}  # + Deflated, Big Endian
 
 
 class Quarantined(Exception):
@@ -71,18 +72,19 @@ def read_dicom(path: str | os.PathLike) -> Decoded:
     if photometric in ("PALETTE COLOR",) or spp not in (1, 3):
         raise Quarantined("unsupported", f"photometric interpretation {photometric!r} with {spp} samples "
                                          "per pixel is not a radiograph format this pipeline reads")
-    high, bits_stored = ds.get("HighBit"), ds.get("BitsStored")
-    if high is not None and bits_stored is not None and int(high) != int(bits_stored) - 1:
-        # PS3.3 C.7.6.3: High Bit shall be Bits Stored - 1. Another layout (old ACR-NEMA: 12 bits at the top of
-        # the word, or overlay bits below) would be read as the wrong bits.
-        raise Quarantined("unsupported", f"HighBit {int(high)} with BitsStored {int(bits_stored)} (the standard "
-                                         f"requires HighBit = {int(bits_stored) - 1}): the stored bits sit elsewhere "
-                                         "in the word; re-export the file with standard pixel data")
     ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     if ts:
         ts_name = getattr(ts, "name", str(ts))
     else:
         ts, ts_name = _no_meta_syntax(ds)
+    high, bits_stored = ds.get("HighBit"), ds.get("BitsStored")
+    if high is not None and bits_stored is not None and int(high) != int(bits_stored) - 1 \
+            and str(ts) in _UNCOMPRESSED:
+        # PS3.3 C.7.6.3: High Bit shall be Bits Stored - 1. In native pixel data another layout (old ACR-NEMA: 12
+        # bits at the top of the word) would be read as the wrong bits; a compressed stream carries its own.
+        raise Quarantined("unsupported", f"HighBit {int(high)} with BitsStored {int(bits_stored)} (the standard "
+                                         f"requires HighBit = {int(bits_stored) - 1}): the stored bits sit elsewhere "
+                                         "in the word; re-export the file with standard pixel data")
     stored = _pixels(ds, str(ts), ts_name, spp)
     if spp == 3:
         stored = luma(stored)  # pydicom returns RGB (YBR converted); colour collapses to grey

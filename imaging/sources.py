@@ -23,6 +23,7 @@ KINDS = ("csv", "folders", "npz")  # "dicom" is accepted as the old name of "csv
 # split folder / split column values (any case) -> split
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                "validate": "val", "dev": "val", "test": "test", "testing": "test"}   # validate: MIMIC-CXR's split CSV
+MASK_FOLDER = re.compile(r"(?:^|[^a-z])masks?(?:[^a-z]|$)")   # masks, lung masks, Infection Masks; not unmasked
 JUNK_DIRS = {"__macosx"}  # macOS resource forks that zip archives made on a Mac carry
 PATH_KEYS = ("path", "file", "filename", "file_name", "file_path", "image_path", "image", "image_index",
              "image_id", "image_name")
@@ -123,17 +124,36 @@ def _hidden(part: str) -> bool:
 
 def _files(root: Path) -> tuple[list[Path], int]:
     """Every file under root, sorted, and the count of hidden ones left out. Symlinked folders are followed (a
-    layout assembled with links, as Path.rglob on 3.11 would not), except one linking back to a folder it sits in."""
+    layout assembled with links, as Path.rglob on 3.11 would not), except a link to a folder it sits in (a loop,
+    or a folder above the source: its files would be read once already, or are not the source's). Two folders
+    that are one (a link to a folder the source holds) stop: their images would be read twice, maybe as two
+    classes."""
     found = []
-    chains = {str(root): {os.path.realpath(root)}}  # each folder's own real path and its ancestors'
-    for dirpath, dirnames, filenames in os.walk(root, onerror=_unreadable, followlinks=True):
+    top = os.path.realpath(root)
+    chains = {str(root): {top, *map(str, Path(top).parents)}}  # each folder's own real path and its ancestors'
+    seen: dict[str, str] = {}  # real path -> the first folder of the source found there
+
+    def unreadable(e: OSError) -> None:  # a hidden folder (.Trash-1000, .snapshot) is not read anyway
+        if not any(_hidden(part) for part in Path(e.filename).relative_to(root).parts):
+            raise SourceError(f"cannot list the folder {e.filename} ({e.strerror}): its files would be left out "
+                              "unseen; make it readable or move it out of the source")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=True):
         chain = chains.pop(dirpath)
         for d in list(dirnames):
-            real = os.path.realpath(os.path.join(dirpath, d))
-            if real in chain:  # a link to a folder it sits in: a loop, whose files are read once already
+            path = os.path.join(dirpath, d)
+            real = os.path.realpath(path)
+            rel = Path(path).relative_to(root).as_posix()
+            if real in chain:
                 dirnames.remove(d)
+            elif real in seen and not any(_hidden(part) for part in (seen[real] + "/" + rel).split("/")):
+                first, second = sorted((seen[real], rel))
+                raise SourceError(f"the folders {first}/ and {second}/ are one folder ({real}, reached through a "
+                                  "link): its images would be read twice, under two names. Remove the link, or point "
+                                  "data.source at a folder that holds each image once")
             else:
-                chains[os.path.join(dirpath, d)] = chain | {real}
+                seen[real] = rel
+                chains[path] = chain | {real}
         found += [Path(dirpath, f) for f in filenames]
     files, hidden = [], 0
     for p in sorted(found):
@@ -144,11 +164,6 @@ def _files(root: Path) -> tuple[list[Path], int]:
         if p.is_file():
             files.append(p)
     return files, hidden
-
-
-def _unreadable(e: OSError) -> None:
-    raise SourceError(f"cannot list the folder {e.filename} ({e.strerror}): its files would be left out unseen; "
-                      "make it readable or move it out of the source")
 
 
 def _top_dirs(source: Path) -> list[str]:
@@ -211,18 +226,20 @@ def scan_class_folders(source: Path) -> Scan:
             continue
         # segmentation masks beside the images (COVID-19 Radiography Database: <CLASS>/masks/; COVID-QU-Ex:
         # <split>/<CLASS>/lung masks/, infection masks/) are not radiographs of the class
-        mask = next((i for i, part in enumerate(rel.parts[depth - 1:-1], depth - 1) if "mask" in part.lower()), None)
+        below = enumerate(rel.parts[depth - 1:-1], depth - 1)
+        mask = next((i for i, part in below if MASK_FOLDER.search(part.lower())), None)
         if mask is not None:
             folder = "/".join(rel.parts[:mask + 1]) + "/"
-            s.quarantined.append((rel.as_posix(), f"segmentation_mask: in the folder {folder}, taken for segmentation "
-                                                  "masks (a folder named *mask* below the class folder), not images"))
+            s.quarantined.append((rel.as_posix(), f"segmentation_mask: in the folder {folder}, taken for "
+                                                  "segmentation masks (a folder named mask or masks below the class "
+                                                  "folder), not images"))
         elif splits:
             s.items.append(Item(p, rel.as_posix(), label=rel.parts[1], split=SPLIT_NAMES[rel.parts[0].lower()]))
         else:
             s.items.append(Item(p, rel.as_posix(), label=rel.parts[0]))
     _check_spellings([it.label for it in s.items], "class folders", "rename the folders to one spelling")
     if splits:
-        _check_split_classes(source, splits, s)
+        _check_split_classes(splits, s)
     classes = sorted({it.label for it in s.items})
     if len(classes) == 1:
         s.warnings.append(f"one class only ({classes[0]}): a conditional GAN and the downstream classifiers need "
@@ -243,23 +260,12 @@ def _check_spellings(names, what: str, fix: str) -> None:
                           f"different classes. Use one spelling: {fix}")
 
 
-def _check_split_classes(source: Path, splits: Sequence[str], s: Scan) -> None:
-    """Classes per published split, from the images found (a class folder may be empty: a partial extraction).
-    A published val or test split without a class train has stops; other differences warn."""
+def _check_split_classes(splits: Sequence[str], s: Scan) -> None:
+    """Classes per published split, from the images found (a class folder may be empty: a partial extraction):
+    a warning when they differ. Whether a split without a class stops depends on its use (split.assign_splits)."""
     found: dict[str, set[str]] = {SPLIT_NAMES[d.lower()]: set() for d in splits}
     for it in s.items:
         found[it.split].add(it.label)
-    folder = {SPLIT_NAMES[d.lower()]: d for d in splits}
-    for split in ("val", "test"):
-        missing = sorted(found.get("train", set()) - found.get(split, set())) if split in found else []
-        if missing:
-            d = folder[split]
-            where = "; ".join(f"{d}/{c}/ " + ("holds no image" if (source / d / c).is_dir() else "is not there")
-                              for c in missing)
-            raise SourceError(f"the published {split} split ({d}/) has no image of class {', '.join(missing)}, which "
-                              f"train has: {where}. A partial download or extraction? Complete it (or, if the "
-                              f"source really lacks the class there, move {d}/ out: {split} is then carved from "
-                              "train by patient)")
     if len({frozenset(v) for v in found.values()}) > 1:
         s.warnings.append("the split folders hold images of different classes: " + "; ".join(
             f"{k}: {sorted(v)}" for k, v in found.items()))
@@ -296,7 +302,9 @@ class LabelTable:
                                       "expected the same key, label, patient and split columns in every labels CSV")
                 self.columns = cols
                 for line, r in enumerate(reader, start=2):
-                    if None in r:  # more fields than the header: an unquoted comma in a cell, most often
+                    if any((v or "").strip() for v in r.get(None) or ()) and (r.get(cols["key"]) or "").strip():
+                        # more fields than the header: an unquoted comma in a cell, most often (a trailing empty
+                        # field, "x.png,A,", is not one)
                         raise SourceError(
                             f"{path.name} line {reader.line_num} has {len(header) + len(r[None])} fields, its header "
                             f"{len(header)}: {[r.get(h) for h in header] + r[None]}. A value holding a comma must "

@@ -102,8 +102,9 @@ def assign_splits(patients: Sequence[str], labels: Sequence[int], hashes: Sequen
     as it is, and so is a published validation split of at least ``min_val_images``; a missing or smaller
     one is carved from the published training split by patient (a too small published val joins the
     training pool first), in the proportions of ``fractions``. With ``patients`` everything is split anew.
-    Returns (splits, info) where info holds ``split_from``, ``origin`` per split and the warnings; a val or test
-    split left without a class that train has is warned about (named by ``class_names``, else by label).
+    Returns (splits, info) where info holds ``split_from``, ``origin`` per split and the warnings. A val or test
+    split left without a class that train has (named by ``class_names``, else by label) is warned about when
+    carved, and stops (ValueError) when published and kept.
     """
     if split_from not in ("auto", "published", "patients"):
         raise ValueError(f"data.split_from must be auto, published or patients; got {split_from!r}")
@@ -172,17 +173,22 @@ def assign_splits(patients: Sequence[str], labels: Sequence[int], hashes: Sequen
 
 def _missing_classes(splits: np.ndarray, labels: np.ndarray, origin: Mapping[str, str],
                      class_names: Sequence[str] | None) -> list[str]:
-    """A warning for each val/test split without an image of a class train has (too few patients of the class
-    to give every split one): its metrics say nothing about that class."""
+    """A warning for each carved val/test split without an image of a class train has (too few patients of the
+    class to give every split one): its metrics say nothing about that class. A published one kept as it is
+    stops (ValueError): an empty class folder or missing rows, most often a partial download or extraction."""
     out = []
     train = set(labels[splits == "train"].tolist())
     for split in ("val", "test"):
         missing = sorted(train - set(labels[splits == split].tolist()))
-        if missing and (splits == split).any():
-            names = ", ".join(str(class_names[m]) if class_names is not None else f"label {m}" for m in missing)
-            why = ("" if origin.get(split) == "published" else
-                   " (too few patients of the class to give every split one when splitting by patient)")
-            out.append(f"the {split} split has no image of class {names}{why}: its metrics say nothing about it")
+        if not missing or not (splits == split).any():
+            continue
+        names = ", ".join(str(class_names[m]) if class_names is not None else f"label {m}" for m in missing)
+        if origin.get(split) == "published":
+            raise ValueError(f"the published {split} split has no image of class {names}, which train has (a partial "
+                             "download or extraction?): complete it, or set data.classes to the classes every split "
+                             "has, or data.split_from: patients to split anew by patient")
+        out.append(f"the {split} split has no image of class {names} (too few patients of the class to give every "
+                   "split one when splitting by patient): its metrics say nothing about it")
     return out
 
 

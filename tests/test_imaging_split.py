@@ -96,7 +96,8 @@ def test_published_test_is_kept_and_val_carved_from_train_by_patient():
 
 def test_small_published_val_joins_train_and_a_large_one_is_kept():
     patients, labels, hashes, pub = published_cohort()
-    pub = ["val" if p in ("P0", "P1") else s for p, s in zip(patients, pub)]
+    val = {next(p for p, y in zip(patients, labels) if y == c) for c in (0, 1)}   # a patient of each class
+    pub = ["val" if p in val else s for p, s in zip(patients, pub)]
     n_val = sum(s == "val" for s in pub)
     splits, info = assign_splits(patients, labels, hashes, pub, FRACTIONS, np.random.default_rng(0),
                                  min_val_images=n_val + 1)
@@ -186,7 +187,7 @@ def test_a_split_left_without_a_class_is_warned_about_by_name():
     assert empty and [w for w in info["warnings"] if "no image of class NORMAL" in w] == [
         f"the {s} split has no image of class NORMAL (too few patients of the class to give every split one when "
         f"splitting by patient): its metrics say nothing about it" for s in empty]
-    # a published test split without a class (a CSV split column) is warned about too, without the reason
+    # a published test split kept as it is without a class (a CSV split column, an empty class folder) stops
     pub = ["test" if p >= 18 else "train" for p in range(23)]
-    _, info = assign_splits(patients, labels, hashes, pub, FRACTIONS, np.random.default_rng(0), min_val_images=1)
-    assert "the test split has no image of class label 0: its metrics say nothing about it" in info["warnings"]
+    with pytest.raises(ValueError, match="the published test split has no image of class label 0, which train has"):
+        assign_splits(patients, labels, hashes, pub, FRACTIONS, np.random.default_rng(0), min_val_images=1)

@@ -364,8 +364,9 @@ def test_csv_split_column_is_kept(project):
     rng = np.random.default_rng(5)
     rows = []
     for i in range(16):
-        Image.fromarray(phantom(rng, i % 2 == 1)).save(src / f"img{i}.png")
-        rows.append([f"img{i}.png", "sick" if i % 2 else "well", f"P{i // 2}", ["TRAIN", "Validate", "Test", "train"][i % 4]])
+        Image.fromarray(phantom(rng, i // 4 % 2 == 1)).save(src / f"img{i}.png")   # both classes in every split
+        rows.append([f"img{i}.png", "sick" if i // 4 % 2 else "well", f"P{i // 2}",
+                     ["TRAIN", "Validate", "Test", "train"][i % 4]])
     with open(src / "labels.csv", "w", newline="") as f:
         csv.writer(f).writerows([["file", "diagnosis", "patient", "split"], *rows])
     s = run(project, f"data.source={src}", "data.patient_column=patient", "data.min_val_images=1")
@@ -546,7 +547,7 @@ def test_segmentation_masks_beside_the_images_are_quarantined_not_read_as_the_cl
     assert p["splits"]["test"]["images"] == 6
 
 
-def test_symlinked_folders_inside_the_source_are_read(project):
+def test_symlinked_folders_inside_the_source_are_read(project, capsys):
     """A layout assembled with links to avoid copying a download: chest_xray/test -> elsewhere, a class folder
     linked; a link back to an ancestor (a loop) is not followed."""
     rng = np.random.default_rng(11)
@@ -559,23 +560,36 @@ def test_symlinked_folders_inside_the_source_are_read(project):
     (cx / "train" / "PNEUMONIA").symlink_to(store / "train" / "PNEUMONIA")
     (cx / "test").symlink_to(store / "test")
     (store / "test" / "NORMAL" / "loop").symlink_to(store / "test")
+    (store / "test" / "NORMAL" / "up").symlink_to(project)   # a folder above the source: not walked
     p = plan(project, f"data.source={cx}")
     assert p["classes"] == ["NORMAL", "PNEUMONIA"] and p["files"] == 16
     assert p["splits"]["test"] == {"images": 8, "patients": 8, "NORMAL": 4, "PNEUMONIA": 4}
+    # a link to a folder inside the source would read its images twice (here as two classes): it stops
+    (cx / "train" / "PNEUMONIA" / "more").symlink_to(cx / "train" / "NORMAL")
+    with pytest.raises(SystemExit):
+        plan(project, f"data.source={cx}")
+    assert "the folders train/NORMAL/ and train/PNEUMONIA/more/ are one folder" in capsys.readouterr().err
 
 
 def test_a_published_split_missing_a_class_stops_naming_it(project, capsys):
-    """test/NORMAL/ there but empty (a partial extraction): the test split would hold no NORMAL image."""
+    """test/NORMAL/ there but empty (a partial extraction): the test split kept as published would hold no NORMAL
+    image. Not where the published split is not kept as it is (split_from patients; a val below min_val_images)."""
     rng = np.random.default_rng(12)
     cx = project / "chest_xray"
-    pngs(cx / "train" / "NORMAL", [f"IM-{i:04d}-0001.png" for i in range(1, 5)], rng)
-    pngs(cx / "train" / "PNEUMONIA", [f"person{i}_virus_{i}.png" for i in range(1, 5)], rng)
+    pngs(cx / "train" / "NORMAL", [f"IM-{i:04d}-0001.png" for i in range(1, 9)], rng)
+    pngs(cx / "train" / "PNEUMONIA", [f"person{i}_virus_{i}.png" for i in range(1, 9)], rng)
     pngs(cx / "test" / "PNEUMONIA", [f"person{i}_virus_{i}.png" for i in range(101, 104)], rng)
     (cx / "test" / "NORMAL").mkdir()
     with pytest.raises(SystemExit):
         plan(project, f"data.source={cx}")
-    assert re.search(r"published test split \(test/\) has no image of class NORMAL.*test/NORMAL/ holds no image",
-                     capsys.readouterr().err)
+    err = capsys.readouterr().err
+    assert "the published test split has no image of class NORMAL, which train has" in err
+    assert "data.split_from: patients" in err
+    assert plan(project, f"data.source={cx}", "data.split_from=patients")["split_from"] == "patients"
+    # Kermany's val/ (16 images, below data.min_val_images) joins train: one class missing there does not matter
+    pngs(cx / "test" / "NORMAL", [f"IM-{i:04d}-0001.png" for i in range(101, 104)], rng)
+    pngs(cx / "val" / "PNEUMONIA", [f"person{i}_virus_{i}.png" for i in range(201, 203)], rng)
+    assert plan(project, f"data.source={cx}")["split_origin"]["val"].startswith("carved")
 
 
 def test_class_names_differing_only_in_case_stop(project, capsys):
@@ -604,6 +618,8 @@ def test_a_csv_row_with_more_fields_than_the_header_stops(project, capsys):
     with pytest.raises(SystemExit):
         plan(project, f"data.source={src}")
     assert "labels.csv line 3 has 3 fields, its header 2: ['1.png', 'Effusion', 'Pneumonia']" in capsys.readouterr().err
+    (src / "labels.csv").write_text("path,label\n0.png,No Finding,\n1.png,Effusion,\n2.png,No Finding,\n")
+    assert plan(project, f"data.source={src}")["classes"] == ["Effusion", "No Finding"]  # a trailing comma is empty
 
 
 def test_mendeley_v3_names_give_the_patient_by_default(project):
