@@ -3,6 +3,7 @@ CSV columns, a few generated images. Each is read with the params the README giv
 import csv
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -632,3 +633,17 @@ def test_mendeley_v3_names_give_the_patient_by_default(project):
                                         for p in pids for k in (1, 2)], rng)
     p = plan(project, f"data.source={cx}", "data.min_val_images=1")
     assert p["patients"]["count"] == 16 and p["patients"]["id_from"] == {"regex": 32}
+
+
+def test_an_image_published_in_train_and_test_is_counted_and_warned(project):
+    """The same image in the published train and test folders (a copy in a download) is kept as published,
+    counted in the summary and warned about: a test image the classifiers may have trained on."""
+    rng = np.random.default_rng(16)
+    cx = project / "chest_xray"
+    for split, first in (("train", 1), ("test", 101)):
+        pngs(cx / split / "NORMAL", [f"IM-{i:04d}-0001.png" for i in range(first, first + 4)], rng)
+        pngs(cx / split / "PNEUMONIA", [f"person{i}_virus_{i}.png" for i in range(first, first + 4)], rng)
+    shutil.copy(cx / "train/NORMAL/IM-0001-0001.png", cx / "test/NORMAL/IM-0200-0001.png")
+    s = run(project, f"data.source={cx}", "data.min_val_images=1")
+    assert s["duplicate_groups_across_splits"] == 1
+    assert "1 groups of identical images sit in more than one split (kept as published)" in s["warnings"]
