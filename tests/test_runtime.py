@@ -199,3 +199,24 @@ def test_stage_records_the_fallback(project, demo_archive, failing_capture, monk
     monkeypatch.setattr(train_gan, "resolve_runtime", real)
     more = train_gan.main(stage_args(project, "gan.cuda_graphs=false"))
     assert more["resumed_from_step"] == 0 and more["cuda_graphs"] == "off"
+
+
+def _capability(env: dict) -> str:
+    import subprocess
+    import sys
+
+    code = "import pipeline, torch; print(torch.backends.cpu.get_cpu_capability())"
+    clean = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MEDAUG_CPU_ISA")}
+    return subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_stages_pin_cpu_kernels_to_avx2_for_identical_outs_across_machines():
+    """Trained outs of an AVX-512 machine differ from an AVX2 machine's unless the kernels are pinned (the package
+    does it before torch loads); MEDAUG_CPU_ISA=native and a variable the user set are left alone."""
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    if " avx2" not in flags or " fma" not in flags:
+        pytest.skip("no AVX2 on this CPU: nothing is pinned")
+    assert _capability({}) == "AVX2"
+    assert _capability({"ATEN_CPU_CAPABILITY": "default"}) == "DEFAULT"
+    assert _capability({"MEDAUG_CPU_ISA": "native"}) in ("AVX2", "AVX512")   # the library's own choice
