@@ -10,6 +10,7 @@ only, so ``pipeline.inspect`` can show it in seconds; a shape that cannot be wha
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from collections import Counter, defaultdict
@@ -18,6 +19,8 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
+
+from common.text import read_utf8
 
 KINDS = ("csv", "folders", "npz")  # "dicom" is accepted as the old name of "csv"
 # split folder / split column values (any case) -> split
@@ -51,6 +54,7 @@ class SourceConfig:
     patient_column: str | None = None  # patient id from the CSV, before PatientID and the regex
     split_column: str | None = None  # None: a column named split/subset/partition when there is one
     patient_regex: str | None = None
+    split_from: str = "auto"  # patients: published splits are not used, so a split column and folders may differ
 
     def __post_init__(self):
         kind = "csv" if self.kind == "dicom" else self.kind
@@ -70,7 +74,7 @@ class SourceConfig:
                    labels_column=data.get("labels_column") or None,
                    label_map=tuple((_value_text(k), str(v)) for k, v in lmap.items()),
                    patient_column=data.get("patient_column") or None, split_column=data.get("split_column") or None,
-                   patient_regex=data.get("patient_regex") or None)
+                   patient_regex=data.get("patient_regex") or None, split_from=data.get("split_from") or "auto")
 
 
 @dataclass
@@ -293,30 +297,33 @@ class LabelTable:
         for path in self.paths:
             if not path.is_file():
                 raise SourceError(f"labels file {path.name} (data.labels) not found in the source")
-            with open(path, newline="", encoding="utf-8-sig") as f:
-                reader = csv.DictReader(f)
-                header = [h for h in (reader.fieldnames or []) if h is not None]
-                cols = self._columns(path, header)
-                if self.columns and cols != self.columns:
-                    raise SourceError(f"{path.name} has columns {cols} but {self.paths[0].name} has {self.columns}; "
-                                      "expected the same key, label, patient and split columns in every labels CSV")
-                self.columns = cols
-                for line, r in enumerate(reader, start=2):
-                    if any((v or "").strip() for v in r.get(None) or ()) and (r.get(cols["key"]) or "").strip():
-                        # more fields than the header: an unquoted comma in a cell, most often (a trailing empty
-                        # field, "x.png,A,", is not one)
-                        raise SourceError(
-                            f"{path.name} line {reader.line_num} has {len(header) + len(r[None])} fields, its header "
-                            f"{len(header)}: {[r.get(h) for h in header] + r[None]}. A value holding a comma must "
-                            "be quoted (\"Effusion,Pneumonia\"); fix the file, it is not read by guessing")
-                    k = (r.get(cols["key"]) or "").strip()
-                    if not k:
-                        continue
-                    self.n_rows += 1
-                    self.rows[k].append(Row(label=(r.get(cols["label"]) or "").strip(),
-                                            patient=(r.get(cols.get("patient", "")) or "").strip(),
-                                            split=(r.get(cols.get("split", "")) or "").strip(),
-                                            origin=f"{path.name}:{line}"))
+            try:
+                text = read_utf8(path, "labels file")
+            except ValueError as e:
+                raise SourceError(str(e)) from None
+            reader = csv.DictReader(io.StringIO(text, newline=""))
+            header = [h for h in (reader.fieldnames or []) if h is not None]
+            cols = self._columns(path, header)
+            if self.columns and cols != self.columns:
+                raise SourceError(f"{path.name} has columns {cols} but {self.paths[0].name} has {self.columns}; "
+                                  "expected the same key, label, patient and split columns in every labels CSV")
+            self.columns = cols
+            for line, r in enumerate(reader, start=2):
+                if any((v or "").strip() for v in r.get(None) or ()) and (r.get(cols["key"]) or "").strip():
+                    # more fields than the header: an unquoted comma in a cell, most often (a trailing empty
+                    # field, "x.png,A,", is not one)
+                    raise SourceError(
+                        f"{path.name} line {reader.line_num} has {len(header) + len(r[None])} fields, its header "
+                        f"{len(header)}: {[r.get(h) for h in header] + r[None]}. A value holding a comma must "
+                        "be quoted (\"Effusion,Pneumonia\"); fix the file, it is not read by guessing")
+                k = (r.get(cols["key"]) or "").strip()
+                if not k:
+                    continue
+                self.n_rows += 1
+                self.rows[k].append(Row(label=(r.get(cols["label"]) or "").strip(),
+                                        patient=(r.get(cols.get("patient", "")) or "").strip(),
+                                        split=(r.get(cols.get("split", "")) or "").strip(),
+                                        origin=f"{path.name}:{line}"))
 
     def _columns(self, path: Path, header: list[str]) -> dict[str, str]:
         by_norm = {}
@@ -504,6 +511,8 @@ def scan_labelled_tree(source: Path, cfg: SourceConfig) -> Scan:
         _label_by_path(s, items, table, mode, rel_to_key)
     if "split" in table.columns:
         s.published_split = f"column {table.columns['split']!r}"
+        if cfg.split_from != "patients" and s.table is None:
+            _check_column_against_folders(s, table.columns["split"])
         return s
     splits, outside = _folder_splits(s.items)
     # with header keys, files outside the split folders may be unlabelled extras (a README, another CSV) that
@@ -514,6 +523,25 @@ def scan_labelled_tree(source: Path, cfg: SourceConfig) -> Scan:
     if splits:
         s.published_split = "split folders " + ", ".join(f"{d}/" for d in splits)
     return s
+
+
+def _check_column_against_folders(s: Scan, column: str) -> None:
+    """A split column beside split folders: the two must agree image for image, or the source stops (which of
+    two published splits is the published one is the user's call, not ours). Images outside the folders are not
+    compared, nor any when the CSV is keyed by a DICOM header field (rows are matched to files after decoding)."""
+    folder = [Item(it.path, it.rel) for it in s.items]
+    splits, _ = _folder_splits(folder)
+    if not splits:
+        return
+    differ = [(it.rel, it.split, f.split) for it, f in zip(s.items, folder) if f.split and f.split != it.split]
+    if differ:
+        counts = Counter((fold, col) for _, col, fold in differ)
+        found = "; ".join(f"{n} in the {fold} folder marked {col!r}" for (fold, col), n in sorted(counts.items()))
+        raise SourceError(
+            f"column {column!r} and the split folders {splits} disagree for {len(differ)} of {len(s.items)} "
+            f"labelled images ({found}; e.g. {differ[0][0]!r}). Which split is the published one is yours to "
+            "say: fix the column or the folders, or set data.split_from: patients to split anew by patient")
+    s.published_split += " (agrees with split folders " + ", ".join(f"{d}/" for d in splits) + ")"
 
 
 def _label_by_path(s: Scan, items: list[Item], table: LabelTable, mode: str, rel_to_key: dict[str, str]) -> None:

@@ -623,6 +623,50 @@ def test_a_csv_row_with_more_fields_than_the_header_stops(project, capsys):
     assert plan(project, f"data.source={src}")["classes"] == ["Effusion", "No Finding"]  # a trailing comma is empty
 
 
+def test_a_labels_csv_not_in_utf8_stops_naming_the_line(project, capsys):
+    """Excel's "CSV" on Windows is cp1252 and its "Unicode text" UTF-16: a stop naming file and line, not a bare
+    codec error and not a guess; UTF-8 with a byte-order mark (Excel's "CSV UTF-8") is read."""
+    src = project / "tree"
+    pngs(src, ["0.png", "1.png", "Müller.png"], np.random.default_rng(16))
+    text = "path,label\n0.png,well\n1.png,sick\nMüller.png,sick\n"
+    (src / "labels.csv").write_bytes(text.encode("cp1252"))
+    with pytest.raises(SystemExit):
+        plan(project, f"data.source={src}")
+    err = capsys.readouterr().err
+    assert "labels.csv is not UTF-8: byte b'\\xfc' on line 4" in err and "CSV UTF-8" in err
+    (src / "labels.csv").write_text(text, encoding="utf-16")
+    with pytest.raises(SystemExit):
+        plan(project, f"data.source={src}")
+    assert "labels.csv is UTF-16 text" in capsys.readouterr().err
+    (src / "labels.csv").write_text(text, encoding="utf-8-sig")
+    assert plan(project, f"data.source={src}")["classes"] == ["sick", "well"]
+
+
+def test_a_split_column_that_disagrees_with_the_split_folders_stops(project, capsys):
+    """train/ and test/ folders with a CSV split column: agreeing, the column is kept and the summary says they
+    agree; disagreeing, the source stops (which is the published split is the user's call), unless the split is
+    drawn anew by patient."""
+    src = project / "tree"
+    rng = np.random.default_rng(17)
+    rows = []
+    for split in ("train", "test"):
+        for i in range(8):
+            pngs(src / split, [f"{split}{i}.png"], rng)
+            rows.append(f"{split}/{split}{i}.png,{'sick' if i % 2 else 'well'},{split}")
+    (src / "labels.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    p = plan(project, f"data.source={src}", "data.min_val_images=1")
+    assert p["published_split"] == "column 'split' (agrees with split folders test/, train/)"
+    rows[0] = rows[0].replace(",train", ",test")   # train/train0.png said to be a test image
+    rows[9] = rows[9].replace(",test", ",val")
+    (src / "labels.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    with pytest.raises(SystemExit):
+        plan(project, f"data.source={src}")
+    err = capsys.readouterr().err
+    assert "column 'split' and the split folders ['test', 'train'] disagree for 2 of 16 labelled images" in err
+    assert "(1 in the test folder marked 'val'; 1 in the train folder marked 'test'; e.g. 'test/test1.png')" in err
+    assert plan(project, f"data.source={src}", "data.split_from=patients")["classes"] == ["sick", "well"]
+
+
 def test_mendeley_v3_names_give_the_patient_by_default(project):
     """Kermany on Mendeley v3 / Kaggle 'labeled-chest-xray-images': <CLASS>-<patient>-<image>.jpeg."""
     rng = np.random.default_rng(15)
