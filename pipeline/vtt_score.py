@@ -22,10 +22,12 @@ stage runs too (a command imports no stage module).
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
 from common.io import write_json
+from common.text import read_utf8
 from evaluation import vtt
 from pipeline import outputs, reporting
 from pipeline.params import parse_stage_args
@@ -56,15 +58,27 @@ def committed_margin(manifest: dict, param: float) -> float:
     return param
 
 
+def response_rows(path: Path) -> list[dict]:
+    """The rows of one response file. It must be UTF-8; the delimiter is the one its header line splits into the
+    response columns by: a comma as written, or the semicolon (or tab) of a sheet saved again by Excel in a
+    locale whose decimal mark is the comma. A header that splits by none stops in check_responses."""
+    try:
+        text = read_utf8(path, "response file")
+    except ValueError as e:
+        raise vtt.ResponseError(str(e)) from None
+    header = text.splitlines()[0] if text else ""
+    wanted = set(vtt.RESPONSE_COLUMNS) - {"comment"}
+    delimiter = next((d for d in (",", ";", "\t") if wanted <= set(header.split(d))), ",")
+    return list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
+
+
 def read_responses(files: list[Path], key: dict[str, dict], key_version: str) -> dict[str, list[dict]]:
     """reader -> checked answers, one response file per reader; every problem in every file is reported at once."""
     readers: dict[str, list[dict]] = {}
     errors = []
     for path in files:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.DictReader(fh))
         try:
-            checked = vtt.check_responses(str(path), rows, key, key_version)
+            checked = vtt.check_responses(str(path), response_rows(path), key, key_version)
         except vtt.ResponseError as e:
             errors.append(str(e))
             continue

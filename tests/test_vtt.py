@@ -222,3 +222,25 @@ def test_an_undefined_kappa_and_the_accuracy_ci_on_the_report_page(tmp_path):
     assert "cannot tell" not in page and "could not tell" not in page
     assert "a CI that includes 0.5 means this study could not show that readers tell" in page
     assert "A CI that includes 50% means this study could not show that" in page
+
+
+def test_response_files_as_excel_saves_them(tmp_path):
+    """A sheet saved again by Excel: semicolons in a comma-decimal locale are read as the columns they are; cp1252
+    ("CSV" on Windows) or UTF-16 ("Unicode text") stop naming the file, with every other file's problems."""
+    from pipeline import vtt_score
+
+    key = {"a1": {"truth": "real"}, "b2": {"truth": "synthetic"}}
+    rows = ["reader;key_version;id;answer;confidence;comment", "Dr Müller;k1;a1;real;4;",
+            "Dr Müller;k1;b2;real;2;\"a;b\""]
+    semicolons = tmp_path / "semicolons.csv"
+    semicolons.write_text("\n".join(rows) + "\n", encoding="utf-8-sig")
+    readers = vtt_score.read_responses([semicolons], key, "k1")
+    assert [(r["id"], r["answer"], r["confidence"], r["comment"]) for r in readers["Dr Müller"]] == \
+        [("a1", "real", 4, ""), ("b2", "real", 2, "a;b")]
+    cp1252, utf16 = tmp_path / "cp1252.csv", tmp_path / "utf16.csv"
+    cp1252.write_bytes("\n".join(rows).replace(";", ",").encode("cp1252"))
+    utf16.write_text("\n".join(rows).replace(";", "\t"), encoding="utf-16")
+    with pytest.raises(SystemExit) as stop:
+        vtt_score.read_responses([cp1252, utf16], key, "k1")
+    assert f"response file {cp1252} is not UTF-8: byte b'\\xfc' on line 2" in str(stop.value)
+    assert f"response file {utf16} is UTF-16 text" in str(stop.value)
