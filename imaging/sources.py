@@ -482,6 +482,10 @@ def match_mode(keys: Sequence[str], rels: Sequence[str]) -> tuple[str | None, di
 def scan_labelled_tree(source: Path, cfg: SourceConfig) -> Scan:
     """A tree of image files (DICOM, PNG, JPEG, TIFF) labelled by one or more CSVs in the source."""
     csv_paths = [source / name for name in cfg.labels]
+    outside = [name for name in cfg.labels if os.path.isabs(name) or ".." in Path(os.path.normpath(name)).parts]
+    if outside:   # DVC tracks data.source: a CSV outside it could change without prepare running again
+        raise SourceError(f"labels file(s) {outside} (data.labels) lie outside data.source; name them relative to "
+                          "it, inside it: point data.source at the folder that holds both the images and the CSV")
     table = LabelTable(csv_paths, cfg)
     table.check_map()
     files, hidden = _files(source)

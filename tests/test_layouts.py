@@ -642,6 +642,17 @@ def test_a_labels_csv_not_in_utf8_stops_naming_the_line(project, capsys):
     assert plan(project, f"data.source={src}")["classes"] == ["sick", "well"]
 
 
+def test_a_labels_csv_outside_the_source_stops(project, capsys):
+    """DVC tracks data.source: a labels CSV beside it (../labels.csv) or elsewhere could change unseen."""
+    src = project / "tree"
+    pngs(src, ["0.png", "1.png"], np.random.default_rng(18))
+    (project / "labels.csv").write_text("path,label\n0.png,well\n1.png,sick\n")
+    for name in ("../labels.csv", str(project / "labels.csv")):
+        with pytest.raises(SystemExit):
+            plan(project, f"data.source={src}", f"data.labels={name}", "data.kind=csv")
+        assert f"labels file(s) ['{name}'] (data.labels) lie outside data.source" in capsys.readouterr().err
+
+
 def test_a_split_column_that_disagrees_with_the_split_folders_stops(project, capsys):
     """train/ and test/ folders with a CSV split column: agreeing, the column is kept and the summary says they
     agree; disagreeing, the source stops (which is the published split is the user's call), unless the split is
