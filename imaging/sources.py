@@ -484,8 +484,9 @@ def scan_labelled_tree(source: Path, cfg: SourceConfig) -> Scan:
     csv_paths = [source / name for name in cfg.labels]
     outside = [name for name in cfg.labels if os.path.isabs(name) or ".." in Path(os.path.normpath(name)).parts]
     if outside:   # DVC tracks data.source: a CSV outside it could change without prepare running again
-        raise SourceError(f"labels file(s) {outside} (data.labels) lie outside data.source; name them relative to "
-                          "it, inside it: point data.source at the folder that holds both the images and the CSV")
+        raise SourceError(f"labels file(s) {outside} (data.labels) lie outside data.source, where DVC does not see "
+                          "them change; point data.source at a folder that holds both the images and the CSV, and "
+                          "name the CSV relative to it")
     table = LabelTable(csv_paths, cfg)
     table.check_map()
     files, hidden = _files(source)
