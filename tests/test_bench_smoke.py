@@ -378,7 +378,7 @@ def test_study_table_carries_over_the_scale_up_experiments_of_an_earlier_project
                               "gan": {**gan, "experiment": "fraction-1-wide-gan"}}]}
     new = {"fraction": 1.0, "settings": {"gan.diffaugment": "color"}, "settings_against": "baseline",
            "rows": [{**row, "roc_auc": 0.91}],
-           "gan": {**gan, "experiment": "fraction-1-gan-color", "relative_fid": 6.0}}
+           "gan": {**gan, "experiment": "fraction-1-gan-color", "relative_fid": 6.0, "fid_real_halves": 0.04}}
     res = table.carry_over({"rows": [], "gan": [], "shift": {}, "scale_up": [new]}, previous)
     assert res["shift"] == shift and res["gan"][0]["carried_over"]
     assert res["rows"][0]["verdict"] == "no clear difference"   # called again: the seed interval includes 0
@@ -388,7 +388,8 @@ def test_study_table_carries_over_the_scale_up_experiments_of_an_earlier_project
     assert "## Beside the study at fraction 1: fraction-1-wide-gan (rev aaaaaaa, code bbbbbbb, carried over" in md
     assert ("Settings on top of the study project's baseline (this project has no fraction-1 experiment): "
             "gan.diffaugment=color. The study column is fraction-1.") in md
-    assert "| xgboost | real_synthetic | 0.900 → 0.910 |" in md and "| fraction-1-gan-color | 0.40 | 6.00 |" in md
+    assert "| xgboost | real_synthetic | 0.900 → 0.910 |" in md and "| fraction-1-gan-color | 0.40 | 6.00 (0.240 / 0.040) |" in md
+    assert "| fraction-1 | 0.40 | 8.00 |" in md   # recorded before the real halves' FID was
     assert "The study's fraction-1 ran code bbbbbbb, this experiment code" not in md          # the same code
     res["scale_up"][0]["gan"]["code"] = "ccccccc"
     assert ("The study's fraction-1 ran code bbbbbbb, this experiment code ccccccc: a figure whose definition "
