@@ -482,9 +482,9 @@ def match_mode(keys: Sequence[str], rels: Sequence[str]) -> tuple[str | None, di
 def scan_labelled_tree(source: Path, cfg: SourceConfig) -> Scan:
     """A tree of image files (DICOM, PNG, JPEG, TIFF) labelled by one or more CSVs in the source."""
     csv_paths = [source / name for name in cfg.labels]
-    outside = [name for name in cfg.labels if os.path.isabs(name) or ".." in Path(os.path.normpath(name)).parts]
-    if outside:   # DVC tracks data.source: a CSV outside it could change without prepare running again
-        raise SourceError(f"labels file(s) {outside} (data.labels) lie outside data.source, where DVC does not see "
+    elsewhere = [name for name in cfg.labels if os.path.isabs(name) or ".." in Path(os.path.normpath(name)).parts]
+    if elsewhere:   # DVC tracks data.source: a CSV outside it could change without prepare running again
+        raise SourceError(f"labels file(s) {elsewhere} (data.labels) lie outside data.source, where DVC does not see "
                           "them change; point data.source at a folder that holds both the images and the CSV, and "
                           "name the CSV relative to it")
     table = LabelTable(csv_paths, cfg)
