@@ -16,7 +16,8 @@ import numpy as np
 
 from imaging.decode import Quarantined, luma, read_any
 from imaging.pixels import LOW_SPAN, BlankImage, Intensity, PixelConfig, prepare_pixels_span
-from imaging.sources import HEADER_MODES, Item, Scan, SourceError, npz_arrays, patient_from_path
+from imaging.sources import (HEADER_MODES, Item, Scan, SourceError, npz_arrays, patient_from_path,
+                             split_column_vs_folders)
 from imaging.split import assign_splits, duplicates_across, keep_patients
 
 LOW_SPAN_WARN = 0.02  # share of low-contrast images (pixels.LOW_SPAN) above which the summary warns
@@ -214,6 +215,10 @@ def assemble(scan_result: Scan, records: Iterable[Record | tuple[str, str]], *, 
         raise SourceError(f"{', '.join(p.name for p in table.paths)} matches none of the {n_decoded} readable images: "
                           f"its column {table.columns['key']!r} holds values like {list(table.rows)[:3]}; expected "
                           f"the {mode} of the files, like {seen_keys}")
+    published = scan_result.published_split
+    if table is not None and "split" in table.columns and split_from != "patients":   # beside split folders?
+        published += split_column_vs_folders([r.rel for r in kept], [r.source_split for r in kept],
+                                             table.columns["split"])
     class_names = _class_order((r.label_name for r in kept), classes)
     lookup = {c: i for i, c in enumerate(class_names)}
     usable = []
@@ -300,7 +305,7 @@ def assemble(scan_result: Scan, records: Iterable[Record | tuple[str, str]], *, 
         "skipped_hidden_files": scan_result.skipped_hidden, "labels_from": scan_result.labels_from,
         "classes": class_names,
         "class_counts": {c: int((labels == i).sum()) for i, c in enumerate(class_names)},
-        "split_from": _describe_split(split_info, scan_result.published_split),
+        "split_from": _describe_split(split_info, published),
         "split_origin": split_info["origin"],
         **({"published_split": split_info["published"],
             "patients_in_several_published_splits": split_info["patients_in_several_published_splits"]}

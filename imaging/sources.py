@@ -516,8 +516,9 @@ def scan_labelled_tree(source: Path, cfg: SourceConfig) -> Scan:
         _label_by_path(s, items, table, mode, rel_to_key)
     if "split" in table.columns:
         s.published_split = f"column {table.columns['split']!r}"
-        if cfg.split_from != "patients" and s.table is None:
-            _check_column_against_folders(s, table.columns["split"])
+        if cfg.split_from != "patients" and s.table is None:   # header keys: compared after decoding
+            s.published_split += split_column_vs_folders([it.rel for it in s.items], [it.split for it in s.items],
+                                                         table.columns["split"])
         return s
     splits, outside = _folder_splits(s.items)
     # with header keys, files outside the split folders may be unlabelled extras (a README, another CSV) that
@@ -530,23 +531,24 @@ def scan_labelled_tree(source: Path, cfg: SourceConfig) -> Scan:
     return s
 
 
-def _check_column_against_folders(s: Scan, column: str) -> None:
+def split_column_vs_folders(rels: Sequence[str], column_splits: Sequence[str | None], column: str) -> str:
     """A split column beside split folders: the two must agree image for image, or the source stops (which of
-    two published splits is the published one is the user's call, not ours). Images outside the folders are not
-    compared, nor any when the CSV is keyed by a DICOM header field (rows are matched to files after decoding)."""
-    folder = [Item(it.path, it.rel) for it in s.items]
+    two published splits is the published one is the user's call, not ours). Returns what the summary adds to
+    the column's name ('' when no image sits in a split folder). Images outside the folders are not compared.
+    Called at scan time when the CSV names files by path, after decoding when it is keyed by a header field."""
+    folder = [Item(Path(rel), rel) for rel in rels]
     splits, _ = _folder_splits(folder)
     if not splits:
-        return
-    differ = [(it.rel, it.split, f.split) for it, f in zip(s.items, folder) if f.split and f.split != it.split]
+        return ""
+    differ = [(rel, col, f.split) for rel, col, f in zip(rels, column_splits, folder) if f.split and f.split != col]
     if differ:
         counts = Counter((fold, col) for _, col, fold in differ)
         found = "; ".join(f"{n} in the {fold} folder marked {col!r}" for (fold, col), n in sorted(counts.items()))
         raise SourceError(
-            f"column {column!r} and the split folders {splits} disagree for {len(differ)} of {len(s.items)} "
+            f"column {column!r} and the split folders {splits} disagree for {len(differ)} of {len(rels)} "
             f"labelled images ({found}; e.g. {differ[0][0]!r}). Which split is the published one is yours to "
             "say: fix the column or the folders, or set data.split_from: patients to split anew by patient")
-    s.published_split += " (agrees with split folders " + ", ".join(f"{d}/" for d in splits) + ")"
+    return " (agrees with split folders " + ", ".join(f"{d}/" for d in splits) + ")"
 
 
 def _label_by_path(s: Scan, items: list[Item], table: LabelTable, mode: str, rel_to_key: dict[str, str]) -> None:

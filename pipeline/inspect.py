@@ -19,7 +19,7 @@ import numpy as np
 from common.seeding import stage_rng
 from imaging.decode import IMAGE_SUFFIXES
 from imaging.ingest import _class_order, patient_ids
-from imaging.sources import HEADER_MODES, SourceConfig, SourceError, npz_labels, scan
+from imaging.sources import HEADER_MODES, SourceConfig, SourceError, npz_labels, scan, split_column_vs_folders
 from imaging.split import SPLITS, assign_splits, keep_patients
 from pipeline.params import parse_stage_args
 
@@ -165,6 +165,9 @@ def inspect_source(source: Path, data: dict, fractions: dict, seed: int, headers
     found, entries, quarantine = collect_entries(source, data, headers)
     classes = _class_order((entry.label_name for entry in entries), data.get("classes") or [])
     plan = source_plan(data, found, entries, quarantine, classes)
+    if header_mode(found) and headers and "split" in found.table.columns and data["split_from"] != "patients":
+        plan["published_split"] += split_column_vs_folders([e.rel for e in entries], [e.source_split for e in entries],
+                                                           found.table.columns["split"])
     unknown = [entry for entry in entries if entry.label_name not in classes]
     if unknown:
         plan["quarantine_before_decoding"]["unknown_label"] = len(unknown)

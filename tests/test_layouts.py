@@ -456,6 +456,28 @@ def test_split_column_values_read_alike_whatever_the_csv_key(project, capsys):
     assert p["quarantine_before_decoding"] == s["quarantine_reasons"] == {"conflicting_splits": 1}
     assert p["splits"] == s["splits"] and s["splits"]["test"]["images"] == 4
 
+def test_a_header_keyed_split_column_is_compared_with_the_split_folders(project, capsys):
+    """Labels keyed by SOPInstanceUID with a split column, the files in train/ and test/: the rows are matched
+    after decoding, and there the column is compared with the folders, in inspect as in prepare."""
+    src = uid_keyed(project / "uid", np.random.default_rng(9), split_column=True)
+    (src / "README.txt").unlink()
+    assert plan(project, f"data.source={src}")["published_split"] == \
+        "column 'split' (agrees with split folders test/, train/)"
+    assert run(project, f"data.source={src}")["split_from"].startswith(
+        "published (column 'split' (agrees with split folders test/, train/))")
+    with open(src / "labels.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    rows[1][2] = "test"   # train/p0_0.dcm said to be a test image
+    (src / "labels.csv").write_text("\n".join(",".join(r) for r in rows) + "\n")
+    message = (r"column 'split' and the split folders \['test', 'train'\] disagree for 1 of 12 labelled images "
+               r"\(1 in the train folder marked 'test'; e.g. 'train/p0_0.dcm'\)")
+    with pytest.raises(SystemExit, match=message):
+        run(project, f"data.source={src}")
+    with pytest.raises(SystemExit):
+        plan(project, f"data.source={src}")
+    assert re.search(message, capsys.readouterr().err)
+    assert run(project, f"data.source={src}", "data.split_from=patients")["split_origin"]["test"] != "published"
+
 # ---------------------------------------------------------------- more than 8 bits
 
 def test_16_bit_png_with_12_bit_values_uses_most_of_the_range_and_the_guard_fires_when_mis_windowed(project):
