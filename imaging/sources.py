@@ -55,6 +55,7 @@ class SourceConfig:
     split_column: str | None = None  # None: a column named split/subset/partition when there is one
     patient_regex: str | None = None
     split_from: str = "auto"  # patients: published splits are not used, so a split column and folders may differ
+    split_lists: tuple[tuple[str, str], ...] = ()  # (split, list file in the source); empty: NIH's when present
 
     def __post_init__(self):
         kind = "csv" if self.kind == "dicom" else self.kind
@@ -62,19 +63,26 @@ class SourceConfig:
             raise SourceError(f"data.kind must be auto, csv (a tree with a labels CSV; 'dicom' also accepted), "
                               f"folders or npz; got {self.kind!r}")
         object.__setattr__(self, "kind", kind)
+        wrong = [split for split, _ in self.split_lists if split not in ("train", "val", "test")]
+        if wrong:
+            raise SourceError(f"data.split_lists maps a split to its list file; keys must be train, val or test, "
+                              f"got {wrong}")
 
     @classmethod
     def from_params(cls, data: Mapping) -> "SourceConfig":
         labels = data.get("labels") or "labels.csv"
         labels = (labels,) if isinstance(labels, str) else tuple(str(x) for x in labels)
-        lmap = data.get("label_map") or {}
-        if not isinstance(lmap, Mapping):
-            raise SourceError(f"data.label_map must be a mapping of label value -> class name, got {lmap!r}")
+        lmap, lists = data.get("label_map") or {}, data.get("split_lists") or {}
+        for name, value, what in (("label_map", lmap, "label value -> class name"),
+                                  ("split_lists", lists, "split -> list file")):
+            if not isinstance(value, Mapping):
+                raise SourceError(f"data.{name} must be a mapping of {what}, got {value!r}")
         return cls(kind=data.get("kind", "auto"), labels=labels, labels_key=data.get("labels_key") or None,
                    labels_column=data.get("labels_column") or None,
                    label_map=tuple((_value_text(k), str(v)) for k, v in lmap.items()),
                    patient_column=data.get("patient_column") or None, split_column=data.get("split_column") or None,
-                   patient_regex=data.get("patient_regex") or None, split_from=data.get("split_from") or "auto")
+                   patient_regex=data.get("patient_regex") or None, split_from=data.get("split_from") or "auto",
+                   split_lists=tuple((str(k), str(v)) for k, v in lists.items()))
 
 
 @dataclass
@@ -180,10 +188,14 @@ def _split_dirs(names: Sequence[str]) -> list[str]:
 
 def scan(source: Path, cfg: SourceConfig) -> Scan:
     kind = detect_kind(source, cfg.labels) if cfg.kind == "auto" else cfg.kind
-    if kind == "csv":
-        return scan_labelled_tree(source, cfg)
-    if kind == "folders":
-        return scan_class_folders(source)
+    if kind in ("csv", "folders"):
+        s = scan_labelled_tree(source, cfg) if kind == "csv" else scan_class_folders(source)
+        lists = split_lists(source, cfg)
+        if lists:
+            _split_from_lists(s, source, lists, cfg)
+        return s
+    if cfg.split_lists:
+        raise SourceError("data.split_lists names list files of images; an npz source carries its split in its arrays")
     if not (source.is_file() and source.suffix.lower() == ".npz"):
         raise SourceError(f"data.kind is npz but {source} is not an .npz file")
     return Scan("npz", published_split="npz arrays", labels_from={"from": "npz <split>_labels arrays"})
@@ -482,11 +494,7 @@ def match_mode(keys: Sequence[str], rels: Sequence[str]) -> tuple[str | None, di
 def scan_labelled_tree(source: Path, cfg: SourceConfig) -> Scan:
     """A tree of image files (DICOM, PNG, JPEG, TIFF) labelled by one or more CSVs in the source."""
     csv_paths = [source / name for name in cfg.labels]
-    elsewhere = [name for name in cfg.labels if os.path.isabs(name) or ".." in Path(os.path.normpath(name)).parts]
-    if elsewhere:   # DVC tracks data.source: a CSV outside it could change without prepare running again
-        raise SourceError(f"labels file(s) {elsewhere} (data.labels) lie outside data.source, where DVC does not see "
-                          "them change; point data.source at a folder that holds both the images and the CSV, and "
-                          "name the CSV relative to it")
+    _inside_source(cfg.labels, "labels file(s)", "data.labels")
     table = LabelTable(csv_paths, cfg)
     table.check_map()
     files, hidden = _files(source)
@@ -529,6 +537,93 @@ def scan_labelled_tree(source: Path, cfg: SourceConfig) -> Scan:
     if splits:
         s.published_split = "split folders " + ", ".join(f"{d}/" for d in splits)
     return s
+
+
+def _inside_source(names: Sequence[str], what: str, param: str) -> None:
+    """DVC tracks data.source: a file outside it could change without prepare running again."""
+    elsewhere = [name for name in names if os.path.isabs(name) or ".." in Path(os.path.normpath(name)).parts]
+    if elsewhere:
+        raise SourceError(f"{what} {elsewhere} ({param}) lie outside data.source, where DVC does not see them "
+                          "change; point data.source at a folder that holds both the images and these files, and "
+                          "name them relative to it")
+
+
+NIH_SPLIT_LISTS = {"train": "train_val_list.txt", "test": "test_list.txt"}   # NIH ChestX-ray14's official split
+
+
+def split_lists(source: Path, cfg: SourceConfig) -> dict[str, str]:
+    """split -> list file: data.split_lists, else NIH ChestX-ray14's two files when both sit in the source."""
+    if cfg.split_lists:
+        lists = dict(cfg.split_lists)
+        _inside_source(list(lists.values()), "split list(s)", "data.split_lists")
+        missing = [name for name in lists.values() if not (source / name).is_file()]
+        if missing:
+            raise SourceError(f"split list(s) {missing} (data.split_lists) not found in the source {source}")
+        return lists
+    return dict(NIH_SPLIT_LISTS) if all((source / n).is_file() for n in NIH_SPLIT_LISTS.values()) else {}
+
+
+def _split_from_lists(s: Scan, source: Path, lists: dict[str, str], cfg: SourceConfig) -> None:
+    """The published split from list files, one image per line by its path relative to the source or its file
+    name (NIH's test_list.txt, train_val_list.txt). An image in two lists, or a file name two images share,
+    stops; an image in none is quarantined; a split the folders or a CSV column also give must agree."""
+    names = set(lists.values())
+    s.items = [it for it in s.items if it.rel not in names]   # the lists are not images
+    s.quarantined = [q for q in s.quarantined if q[0] not in names]
+    described = "split lists " + ", ".join(f"{name} ({split})" for split, name in lists.items())
+    if cfg.split_from == "patients":   # ignored, and said so
+        s.published_split = s.published_split or described
+        return
+    if s.table is not None and "split" in s.table.columns:
+        raise SourceError(f"the split is published twice: by {described} and by the labels CSV's column "
+                          f"{s.table.columns['split']!r}, which is read from the DICOM headers after decoding; "
+                          "keep one (data.split_lists, data.split_column) or set data.split_from: patients")
+    by_rel, by_name = {it.rel: it for it in s.items}, defaultdict(list)
+    for it in s.items:
+        by_name[PurePosixPath(it.rel).name].append(it)
+    listed: dict[str, tuple[str, str]] = {}   # rel -> (split, "list:line")
+    unmatched: dict[str, list[str]] = defaultdict(list)
+    for split, name in lists.items():
+        try:
+            text = read_utf8(source / name, "split list")
+        except ValueError as e:
+            raise SourceError(str(e)) from None
+        for n, line in enumerate(text.splitlines(), 1):
+            entry = _norm_path(line)
+            if not entry:
+                continue
+            found = [by_rel[entry]] if entry in by_rel else by_name.get(entry, [])
+            if len(found) > 1:
+                raise SourceError(f"{name}:{n} names {entry!r}, the file name of {len(found)} images "
+                                  f"({[it.rel for it in found[:2]]}); list paths relative to the source instead")
+            if not found:
+                unmatched[name].append(entry)
+                continue
+            rel = found[0].rel
+            if rel in listed and listed[rel][0] != split:
+                raise SourceError(f"{rel} is in two split lists ({listed[rel][1]}, {name}:{n}); an image belongs "
+                                  "to one split")
+            listed[rel] = (split, f"{name}:{n}")
+    differ = [(it.rel, it.split, listed[it.rel][0]) for it in s.items if it.split and it.rel in listed
+              and it.split != listed[it.rel][0]]
+    if differ:
+        counts = Counter((old, new) for _, old, new in differ)
+        what = "; ".join(f"{n} {old} by the {s.published_split.split(' (')[0]} and {new} by the lists"
+                         for (old, new), n in sorted(counts.items()))
+        raise SourceError(f"{described} and {s.published_split} disagree for {len(differ)} images ({what}; e.g. "
+                          f"{differ[0][0]!r}). Which split is the published one is yours to say: fix one, or set "
+                          "data.split_from: patients to split anew by patient")
+    s.published_split = f"{s.published_split} (agrees with {described})" if s.published_split else described
+    kept = []
+    for it in s.items:
+        if it.rel in listed:
+            it.split = listed[it.rel][0]
+            kept.append(it)
+        else:
+            s.quarantined.append((it.rel, f"not_in_split_lists: in none of {sorted(names)}"))
+    s.items = kept
+    for name, entries in unmatched.items():   # a partial download: NIH ships its images in 12 archives
+        s.warnings.append(f"{len(entries)} names in {name} match no image under the source (e.g. {entries[0]!r})")
 
 
 def split_column_vs_folders(rels: Sequence[str], column_splits: Sequence[str | None], column: str) -> str:

@@ -243,6 +243,60 @@ def test_nih_data_entry_csv(project):
         run(project, f"data.source={src}", *NIH_PARAMS[:2], "data.labels_column=Finding")
 
 
+def test_nih_split_lists_are_the_published_split(project, capsys):
+    """NIH's train_val_list.txt and test_list.txt (file names, by patient) are its official split: kept as
+    published when both are in the source, in inspect as in prepare; an image in neither is quarantined, one in
+    both stops, names of images not downloaded are counted in a warning."""
+    src = nih(project / "nih", np.random.default_rng(3))
+    names = sorted(p.name for p in src.glob("images_*/images/*.png"))
+    test = [n for n in names if int(n[:8]) >= 10] + ["00099999_000.png"]   # not downloaded
+    (src / "test_list.txt").write_text("\n".join(test) + "\n")
+    (src / "train_val_list.txt").write_text("\n".join(n for n in names if int(n[:8]) < 10 and n != "00000006_000.png"))
+    p = plan(project, f"data.source={src}", *NIH_PARAMS, "data.min_val_images=1")
+    s = run(project, f"data.source={src}", *NIH_PARAMS, "data.min_val_images=1")
+    assert p["published_split"] == "split lists train_val_list.txt (train), test_list.txt (test)"
+    assert s["split_from"].startswith("published (split lists train_val_list.txt (train), test_list.txt (test))")
+    assert s["split_origin"]["test"] == "published" and p["splits"] == s["splits"]
+    assert {r["path"].split("/")[-1] for r in index(project) if r["split"] == "test"} == \
+        {"00000010_000.png", "00000011_000.png", "00000012_000.png"}
+    q = quarantine(project)
+    assert q["images_001/images/00000006_000.png"].startswith("not_in_split_lists: in none of ['test_list.txt', ")
+    assert not any(path.endswith(".txt") for path in q)
+    assert any("1 names in test_list.txt match no image under the source (e.g. '00099999_000.png')" in w
+               for w in s["warnings"])
+    assert run(project, f"data.source={src}", *NIH_PARAMS, "data.split_from=patients")["split_origin"]["test"] \
+        != "published"
+    (src / "test_list.txt").write_text("00000010_000.png\n00000001_000.png\n")   # 00000001_000.png in both lists
+    with pytest.raises(SystemExit, match=r"images_001/images/00000001_000.png is in two split lists "
+                                         r"\(train_val_list.txt:1, test_list.txt:2\)"):
+        run(project, f"data.source={src}", *NIH_PARAMS)
+
+
+def test_split_lists_beside_split_folders_must_agree(project, capsys):
+    """data.split_lists names other list files; split folders beside them must agree image for image."""
+    src = project / "tree"
+    rng = np.random.default_rng(19)
+    for split in ("train", "test"):
+        for cls in ("normal", "sick"):
+            pngs(src / split / cls, [f"{split}{cls}{i}.png" for i in range(3)], rng)
+    rels = sorted(p.relative_to(src).as_posix() for p in src.rglob("*.png"))
+    (src / "tr.txt").write_text("\n".join(r for r in rels if r.startswith("train/")))
+    (src / "te.txt").write_text("\n".join(r for r in rels if r.startswith("test/")))
+    lists = "++data.split_lists={train: tr.txt, test: te.txt}"
+    assert plan(project, f"data.source={src}", lists, "data.min_val_images=1")["published_split"] == \
+        "split folders test/, train/ (agrees with split lists tr.txt (train), te.txt (test))"
+    moved = "train/sick/trainsick0.png"   # in the train folder, listed as a test image
+    (src / "tr.txt").write_text("\n".join(r for r in rels if r.startswith("train/") and r != moved))
+    (src / "te.txt").write_text("\n".join(r for r in rels if r.startswith("test/")) + "\n" + moved)
+    with pytest.raises(SystemExit):
+        plan(project, f"data.source={src}", lists)
+    assert ("disagree for 1 images (1 train by the split folders test/, train/ and test by the lists; "
+            "e.g. 'train/sick/trainsick0.png')") in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        plan(project, f"data.source={src}", "++data.split_lists={test: ../te.txt}")
+    assert "split list(s) ['../te.txt'] (data.split_lists) lie outside data.source" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- CheXpert
 
 CHEXPERT_PARAMS = ("data.labels=[train.csv, valid.csv]", "data.labels_column=Pneumonia",
