@@ -193,6 +193,9 @@ def scan(source: Path, cfg: SourceConfig) -> Scan:
         lists = split_lists(source, cfg)
         if lists:
             _split_from_lists(s, source, lists, cfg)
+        elif any((source / name).is_file() for name in NIH_SPLIT_LISTS.values()):
+            s.warnings.append(f"one of NIH's split lists {list(NIH_SPLIT_LISTS.values())} is in the source, not both: "
+                              "no split is read from it (name the lists with data.split_lists)")
         return s
     if cfg.split_lists:
         raise SourceError("data.split_lists names list files of images; an npz source carries its split in its arrays")
@@ -567,7 +570,7 @@ def _split_from_lists(s: Scan, source: Path, lists: dict[str, str], cfg: SourceC
     """The published split from list files, one image per line by its path relative to the source or its file
     name (NIH's test_list.txt, train_val_list.txt). An image in two lists, or a file name two images share,
     stops; an image in none is quarantined; a split the folders or a CSV column also give must agree."""
-    names = set(lists.values())
+    names = {_norm_path(name) for name in lists.values()}
     s.items = [it for it in s.items if it.rel not in names]   # the lists are not images
     s.quarantined = [q for q in s.quarantined if q[0] not in names]
     described = "split lists " + ", ".join(f"{name} ({split})" for split, name in lists.items())
@@ -578,9 +581,11 @@ def _split_from_lists(s: Scan, source: Path, lists: dict[str, str], cfg: SourceC
         raise SourceError(f"the split is published twice: by {described} and by the labels CSV's column "
                           f"{s.table.columns['split']!r}, which is read from the DICOM headers after decoding; "
                           "keep one (data.split_lists, data.split_column) or set data.split_from: patients")
-    by_rel, by_name = {it.rel: it for it in s.items}, defaultdict(list)
-    for it in s.items:
-        by_name[PurePosixPath(it.rel).name].append(it)
+    # every file found, quarantined ones too: a listed image the labels CSV left out is no missing download
+    by_rel = {rel: None for rel, _ in s.quarantined} | {it.rel: it for it in s.items}
+    by_name = defaultdict(list)
+    for rel in by_rel:
+        by_name[PurePosixPath(rel).name].append(rel)
     listed: dict[str, tuple[str, str]] = {}   # rel -> (split, "list:line")
     unmatched: dict[str, list[str]] = defaultdict(list)
     for split, name in lists.items():
@@ -592,14 +597,18 @@ def _split_from_lists(s: Scan, source: Path, lists: dict[str, str], cfg: SourceC
             entry = _norm_path(line)
             if not entry:
                 continue
-            found = [by_rel[entry]] if entry in by_rel else by_name.get(entry, [])
+            found = [entry] if entry in by_rel else by_name.get(entry, [])
+            if len(found) > 1:   # one image beside quarantined namesakes (a mask of the same name) is that image
+                found = [rel for rel in found if by_rel[rel] is not None] or found
             if len(found) > 1:
-                raise SourceError(f"{name}:{n} names {entry!r}, the file name of {len(found)} images "
-                                  f"({[it.rel for it in found[:2]]}); list paths relative to the source instead")
+                raise SourceError(f"{name}:{n} names {entry!r}, the file name of {len(found)} files "
+                                  f"({found[:2]}); list paths relative to the source instead")
             if not found:
                 unmatched[name].append(entry)
                 continue
-            rel = found[0].rel
+            rel = found[0]
+            if by_rel[rel] is None:   # quarantined already, for its own reason
+                continue
             if rel in listed and listed[rel][0] != split:
                 raise SourceError(f"{rel} is in two split lists ({listed[rel][1]}, {name}:{n}); an image belongs "
                                   "to one split")
@@ -613,6 +622,11 @@ def _split_from_lists(s: Scan, source: Path, lists: dict[str, str], cfg: SourceC
         raise SourceError(f"{described} and {s.published_split} disagree for {len(differ)} images ({what}; e.g. "
                           f"{differ[0][0]!r}). Which split is the published one is yours to say: fix one, or set "
                           "data.split_from: patients to split anew by patient")
+    if s.items and not any(it.rel in listed for it in s.items):
+        examples = [entries[0] for entries in unmatched.values()][:2]
+        raise SourceError(f"{described} name none of the {len(s.items)} labelled images (lines like {examples}, "
+                          f"files like {[it.rel for it in s.items[:2]]}); a line holds a path relative to the source "
+                          "or a file name")
     s.published_split = f"{s.published_split} (agrees with {described})" if s.published_split else described
     kept = []
     for it in s.items:

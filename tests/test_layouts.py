@@ -262,14 +262,21 @@ def test_nih_split_lists_are_the_published_split(project, capsys):
     q = quarantine(project)
     assert q["images_001/images/00000006_000.png"].startswith("not_in_split_lists: in none of ['test_list.txt', ")
     assert not any(path.endswith(".txt") for path in q)
-    assert any("1 names in test_list.txt match no image under the source (e.g. '00099999_000.png')" in w
-               for w in s["warnings"])
+    # listed images the CSV leaves out (other findings: unmapped_label) are no missing download
+    assert [w for w in s["warnings"] if "_list.txt" in w] == \
+        ["1 names in test_list.txt match no image under the source (e.g. '00099999_000.png')"]
     assert run(project, f"data.source={src}", *NIH_PARAMS, "data.split_from=patients")["split_origin"]["test"] \
         != "published"
+    (src / "test_list.txt").write_text("images/00000010_000.png\n")   # a prefix the files do not have
+    with pytest.raises(SystemExit, match=r"name none of the .* labelled images \(lines like \['images/00000010_0"):
+        run(project, f"data.source={src}", *NIH_PARAMS, "++data.split_lists={test: test_list.txt}")
     (src / "test_list.txt").write_text("00000010_000.png\n00000001_000.png\n")   # 00000001_000.png in both lists
     with pytest.raises(SystemExit, match=r"images_001/images/00000001_000.png is in two split lists "
                                          r"\(train_val_list.txt:1, test_list.txt:2\)"):
         run(project, f"data.source={src}", *NIH_PARAMS)
+    (src / "train_val_list.txt").unlink()   # one list alone is no split, and the summary says it is there
+    assert any(w.startswith("one of NIH's split lists ['train_val_list.txt', 'test_list.txt'] is in the source")
+               for w in plan(project, f"data.source={src}", *NIH_PARAMS, "data.min_val_images=1")["warnings"])
 
 
 def test_split_lists_beside_split_folders_must_agree(project, capsys):
