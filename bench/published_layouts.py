@@ -201,7 +201,9 @@ def run(args) -> dict:
         nih_params = ("data.labels=Data_Entry_2017.csv", "data.labels_key=Image Index",
                       "data.labels_column=Finding Labels", "data.patient_column=Patient ID",
                       "++data.label_map={Pneumonia: pneumonia, Cardiomegaly: cardiomegaly, No Finding: normal}")
-        s, _ = run_prepare(nih, work / "nih_prepared", *nih_params)
+        # two real images: too few patients to split (prepare stops on fewer patients than splits), and the
+        # split is not what this checks, so all go to train
+        s, _ = run_prepare(nih, work / "nih_prepared", *nih_params, "prepare.split={train: 1.0, val: 0, test: 0}")
         res["nih"] = {"params": list(nih_params), "prepared": s["prepared"], "quarantined": s["quarantined"],
                       "class_counts": s["class_counts"], "patient_id_from": s["patient_id_from"],
                       "labels_from": s["labels_from"], "voi": s["voi"]}
