@@ -28,3 +28,9 @@ def test_a_windows_encoding_stops_at_its_first_foreign_byte(tmp_path):
     path.write_bytes("id,name\n1,Smith\r\n2,Müller\n3,Dvořák\n".encode("cp1250"))
     with pytest.raises(ValueError, match=r"a\.csv is not UTF-8: byte b'\\xfc' on line 3 .*CSV UTF-8"):
         read_utf8(path, "response file")
+
+
+def test_a_file_that_cannot_be_read_is_named(tmp_path):
+    (tmp_path / "a.csv").mkdir()   # as root every permission is granted; a folder by the name fails alike
+    with pytest.raises(ValueError, match=r"labels file .*a\.csv cannot be read: Is a directory"):
+        read_utf8(tmp_path / "a.csv", "labels file")
