@@ -582,9 +582,10 @@ def _split_from_lists(s: Scan, source: Path, lists: dict[str, str], cfg: SourceC
                           f"{s.table.columns['split']!r}, which is read from the DICOM headers after decoding; "
                           "keep one (data.split_lists, data.split_column) or set data.split_from: patients")
     # every file found, quarantined ones too: a listed image the labels CSV left out is no missing download
-    by_rel = {rel: None for rel, _ in s.quarantined} | {it.rel: it for it in s.items}
+    labelled = {it.rel for it in s.items}
+    files = {rel for rel, _ in s.quarantined} | labelled
     by_name = defaultdict(list)
-    for rel in by_rel:
+    for rel in files:
         by_name[PurePosixPath(rel).name].append(rel)
     listed: dict[str, tuple[str, str]] = {}   # rel -> (split, "list:line")
     unmatched: dict[str, list[str]] = defaultdict(list)
@@ -597,9 +598,9 @@ def _split_from_lists(s: Scan, source: Path, lists: dict[str, str], cfg: SourceC
             entry = _norm_path(line)
             if not entry:
                 continue
-            found = [entry] if entry in by_rel else by_name.get(entry, [])
+            found = [entry] if entry in files else sorted(by_name.get(entry, []))
             if len(found) > 1:   # one image beside quarantined namesakes (a mask of the same name) is that image
-                found = [rel for rel in found if by_rel[rel] is not None] or found
+                found = [rel for rel in found if rel in labelled] or found
             if len(found) > 1:
                 raise SourceError(f"{name}:{n} names {entry!r}, the file name of {len(found)} files "
                                   f"({found[:2]}); list paths relative to the source instead")
@@ -607,7 +608,7 @@ def _split_from_lists(s: Scan, source: Path, lists: dict[str, str], cfg: SourceC
                 unmatched[name].append(entry)
                 continue
             rel = found[0]
-            if by_rel[rel] is None:   # quarantined already, for its own reason
+            if rel not in labelled:   # quarantined already, for its own reason
                 continue
             if rel in listed and listed[rel][0] != split:
                 raise SourceError(f"{rel} is in two split lists ({listed[rel][1]}, {name}:{n}); an image belongs "
@@ -622,7 +623,7 @@ def _split_from_lists(s: Scan, source: Path, lists: dict[str, str], cfg: SourceC
         raise SourceError(f"{described} and {s.published_split} disagree for {len(differ)} images ({what}; e.g. "
                           f"{differ[0][0]!r}). Which split is the published one is yours to say: fix one, or set "
                           "data.split_from: patients to split anew by patient")
-    if s.items and not any(it.rel in listed for it in s.items):
+    if s.items and not listed:
         examples = [entries[0] for entries in unmatched.values()][:2]
         raise SourceError(f"{described} name none of the {len(s.items)} labelled images (lines like {examples}, "
                           f"files like {[it.rel for it in s.items[:2]]}); a line holds a path relative to the source "
