@@ -51,6 +51,7 @@ class TrainConfig:
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
+    lr_decay: float = 0.0                # last fraction of the steps over which both LRs fall linearly to 0; 0: off
     loss: str = "bce"                    # bce (non-saturating) | hinge
     label_smoothing: float = 0.0         # one-sided, bce only: real target 1 - s
     r1_gamma: float = 0.0                # R1 penalty weight on D's gradient at real (augmented) images; 0: off
@@ -73,6 +74,8 @@ class TrainConfig:
                              f" with {self.loss}")
         if not 0 <= self.r1_gamma < math.inf:
             raise ValueError(f"r1_gamma must be finite and >= 0, got {self.r1_gamma}")
+        if not 0 <= self.lr_decay <= 1:
+            raise ValueError(f"lr_decay must be in [0, 1], got {self.lr_decay}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.steps < 1 or self.batch < 1 or self.log_every < 1:
@@ -171,13 +174,17 @@ class StepGraph:
         torch.cuda.empty_cache()
 
 
-def set_capturable(opt: torch.optim.Optimizer, capturable: bool) -> None:
+def set_capturable(opt: torch.optim.Optimizer, capturable: bool, tensor_lr: bool = False) -> None:
     """Make an Adam instance (and its loaded state) fit for graph capture or for eager steps, so a
     checkpoint written with or without CUDA graphs resumes under either, and a failed capture goes on
     eagerly. Capturable keeps ``step`` on the parameter's device (a graph cannot read host values); eager
-    keeps it on the host (no sync per step)."""
+    keeps it on the host (no sync per step). ``tensor_lr`` (capturable only): the learning rate becomes a
+    device tensor, so a schedule can change it between replays (a graph would replay a float as captured);
+    eager Adam takes a float (foreach Adam refuses a tensor LR unless capturable)."""
     for group in opt.param_groups:
         group["capturable"] = capturable
+        lr = float(group["lr"])
+        group["lr"] = torch.tensor(lr, device=group["params"][0].device) if capturable and tensor_lr else lr
         for p in group["params"]:
             state = opt.state.get(p)
             if state and torch.is_tensor(state.get("step")):
@@ -368,8 +375,8 @@ class Trainer:
             if self._graph.graph is None:
                 self.opt_d.zero_grad(set_to_none=True)  # grads are then allocated in the graph's pool
                 self.opt_g.zero_grad(set_to_none=True)
-                set_capturable(self.opt_d, True)
-                set_capturable(self.opt_g, True)
+                set_capturable(self.opt_d, True, self._tensor_lr)
+                set_capturable(self.opt_g, True, self._tensor_lr)
                 self._graph.capture(self._train_step)
             self._graph.replay()
             if self._replays < GRAPH_CHECKED:
@@ -403,7 +410,27 @@ class Trainer:
         """With CUDA graphs, every step (the eager warm-up steps too) uses capturable Adam, so a run resumed
         from a checkpoint does the same arithmetic as one that was never interrupted."""
         for opt in (self.opt_d, self.opt_g):
-            set_capturable(opt, self.use_graphs and self.cuda)
+            set_capturable(opt, self.use_graphs and self.cuda, self._tensor_lr)
+
+    @property
+    def _tensor_lr(self) -> bool:
+        return self.cfg.lr_decay > 0
+
+    def lr_factor(self, step: int) -> float:
+        """The learning rates' factor for the update that follows ``step`` steps: 1, and with ``lr_decay`` a
+        linear fall over the run's last round(lr_decay * steps) updates, to 1/that at the last one (as in
+        pix2pix and CycleGAN, whose LR falls to 0 over the second half). A resumed run gets the same factors."""
+        n = round(self.cfg.lr_decay * self.cfg.steps)
+        return min(1.0, max(0.0, (self.cfg.steps - step) / n)) if n else 1.0
+
+    def _set_lr(self) -> None:
+        f = self.lr_factor(self.step)
+        for opt, base in ((self.opt_d, self.cfg.lr_d), (self.opt_g, self.cfg.lr_g)):
+            for group in opt.param_groups:
+                if torch.is_tensor(group["lr"]):
+                    group["lr"].fill_(base * f)   # read by the captured step at its next replay
+                else:
+                    group["lr"] = base * f
 
     @property
     def graph_mode(self) -> str:
@@ -426,6 +453,8 @@ class Trainer:
         self.G.train(), self.D.train()
         window = _Window(step0=self.step)
         while self.step < until:
+            if self.cfg.lr_decay:
+                self._set_lr()
             if not (self.use_graphs and self._graph_step()):
                 self._train_step()
             self.step += 1
@@ -453,7 +482,8 @@ class Trainer:
         count = max(sums[-1], 1.0)
         seconds = time.perf_counter() - window.t0
         m = {k: v / count for k, v in zip(METRICS, sums)}
-        m["lr_g"], m["lr_d"] = self.cfg.lr_g, self.cfg.lr_d
+        f = self.lr_factor(self.step - 1)   # the last update's
+        m["lr_g"], m["lr_d"] = self.cfg.lr_g * f, self.cfg.lr_d * f
         m["images_per_second"] = (self.step - window.step0) * self.cfg.batch / max(seconds, 1e-9)
         m["epoch"] = self.step / self.steps_per_epoch
         self.history.append({"step": self.step, **m})

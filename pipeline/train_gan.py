@@ -219,7 +219,7 @@ def train_config(gan_params: dict, runtime: dict, **override) -> TrainConfig:
     g = gan_params
     return TrainConfig(**{
         "steps": int(g["steps"]), "batch": int(g["batch"]), "lr_g": float(g["lr_g"]), "lr_d": float(g["lr_d"]),
-        "betas": tuple(float(beta) for beta in g["betas"]), "loss": g["loss"],
+        "betas": tuple(float(beta) for beta in g["betas"]), "lr_decay": float(g["lr_decay"]), "loss": g["loss"],
         "label_smoothing": float(g["label_smoothing"]), "r1_gamma": float(g["r1_gamma"]),
         "diffaugment": g["diffaugment"] or "", "ema_decay": float(g["ema_decay"]),
         "precision": runtime["precision"], "channels_last": runtime["channels_last"],

@@ -10,7 +10,8 @@ import torch
 
 from conftest import cpu_gen, separable
 from dcgan.models import GanConfig, load_generator
-from dcgan.train import DivergenceError, StepGraph, TrainConfig, Trainer, generator_state, seed_device
+from dcgan.train import (DivergenceError, StepGraph, TrainConfig, Trainer, generator_state, seed_device,
+                         set_capturable)
 
 
 def trainer(gan=None, res=32, classes=2, seed=3, **cfg):
@@ -181,13 +182,14 @@ def test_sampler_output_does_not_depend_on_batch_mates():
         torch.testing.assert_close(g(z, y)[2:3], g(z[2:3], y[2:3]), rtol=1e-5, atol=1e-5)
 
 
-def test_resume_continues_exactly():
-    straight = trainer(diffaugment="translation,cutout")
+@pytest.mark.parametrize("lr_decay", [0.0, 0.95])   # 0.95 of 100 steps: the LRs fall from step 5, mid-run here
+def test_resume_continues_exactly(lr_decay):
+    straight = trainer(diffaugment="translation,cutout", lr_decay=lr_decay)
     straight.run(12)   # 24 images, batch 8: epochs of 3 steps, so this crosses epoch ends
-    first = trainer(diffaugment="translation,cutout")
+    first = trainer(diffaugment="translation,cutout", lr_decay=lr_decay)
     first.run(7)
     state = first.state_dict()
-    second = trainer(diffaugment="translation,cutout", seed=3)
+    second = trainer(diffaugment="translation,cutout", seed=3, lr_decay=lr_decay)
     second.load_state_dict(state)
     second.run(12)
     assert second.step == 12
@@ -197,6 +199,36 @@ def test_resume_continues_exactly():
         assert torch.equal(a, b)
     rows = lambda t: {h["step"]: h["loss_d"] for h in t.history if h["step"] > 8}  # noqa: E731 windows after the resume
     assert rows(second) == rows(straight) and list(rows(second)) == [10, 12]
+
+
+def test_lr_decay_is_the_linear_fall_adam_reads_at_each_step():
+    """lr_decay 0.5 of 10 steps: constant for 5 updates, then 5/5 ... 1/5 of the base LR (the last update's LR
+    > 0), in both optimisers, read by Adam itself at each step; the logged LR is the window's last update's.
+    lr_decay 0 leaves every LR at its base, a float (what foreach Adam needs when not capturable)."""
+    schedules = {0.5: [1, 1, 1, 1, 1, 1, .8, .6, .4, .2], 0.0: [1] * 10, 1.0: [1, .9, .8, .7, .6, .5, .4, .3, .2, .1]}
+    for decay, want in schedules.items():
+        t = trainer(steps=10, log_every=1, lr_g=1e-3, lr_d=4e-3, lr_decay=decay)
+        seen = {"g": [], "d": []}
+        t.opt_g.register_step_pre_hook(lambda opt, *_: seen["g"].append(opt.param_groups[0]["lr"]))
+        t.opt_d.register_step_pre_hook(lambda opt, *_: seen["d"].append(opt.param_groups[0]["lr"]))
+        t.run(10)
+        assert seen["g"] == pytest.approx([1e-3 * f for f in want])
+        assert seen["d"] == pytest.approx([4e-3 * f for f in want])
+        assert all(isinstance(lr, float) for lr in seen["g"] + seen["d"])
+        assert [h["lr_g"] for h in t.history] == seen["g"] and [h["lr_d"] for h in t.history] == seen["d"]
+    with pytest.raises(ValueError, match="lr_decay"):
+        TrainConfig(lr_decay=1.5)
+
+
+def test_capturable_adam_gets_a_device_lr_a_schedule_can_change_and_eager_adam_a_float():
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(3))], lr=2e-4)
+    set_capturable(opt, True, tensor_lr=True)
+    lr = opt.param_groups[0]["lr"]
+    assert torch.is_tensor(lr) and lr.device.type == "cpu" and float(lr) == pytest.approx(2e-4)
+    set_capturable(opt, False, tensor_lr=True)   # eager: a float, whatever tensor_lr says
+    assert opt.param_groups[0]["lr"] == pytest.approx(2e-4) and isinstance(opt.param_groups[0]["lr"], float)
+    set_capturable(opt, True)
+    assert isinstance(opt.param_groups[0]["lr"], float) and opt.param_groups[0]["capturable"]
 
 
 def test_checkpoint_for_another_config_is_refused():
@@ -371,10 +403,11 @@ def test_cuda_graphs_are_refused_by_the_trainer_without_cuda():
                    x, None, "cpu", 0)
 
 
-def test_failed_capture_falls_back_and_trains_on_from_the_same_state(failing_capture):
-    eager = trainer(res=16, steps=10, diffaugment="translation,cutout")
+@pytest.mark.parametrize("lr_decay", [0.0, 0.5])
+def test_failed_capture_falls_back_and_trains_on_from_the_same_state(failing_capture, lr_decay):
+    eager = trainer(res=16, steps=10, diffaugment="translation,cutout", lr_decay=lr_decay)
     eager.run(10)
-    t = trainer(res=16, steps=10, diffaugment="translation,cutout", cuda_graphs=True)
+    t = trainer(res=16, steps=10, diffaugment="translation,cutout", cuda_graphs=True, lr_decay=lr_decay)
     assert t.graph_status == "on"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -388,6 +421,7 @@ def test_failed_capture_falls_back_and_trains_on_from_the_same_state(failing_cap
     assert not t.use_graphs and t._graph is None
     assert all(p.requires_grad for p in t.D.parameters())
     assert not any(g["capturable"] for o in (t.opt_d, t.opt_g) for g in o.param_groups)
+    assert all(isinstance(g["lr"], float) for o in (t.opt_d, t.opt_g) for g in o.param_groups)
     # three eager warm-up steps, the failed capture redone eagerly, eager from then on: the eager run exactly
     for a, b in zip(eager.state_dict()["G"].values(), t.state_dict()["G"].values()):
         assert torch.equal(a, b)
