@@ -242,7 +242,9 @@ def run(args) -> int:
 
     def make(graphs: bool):
         gan = GanConfig(resolution=res, width=width, num_classes=2)
-        cfg = TrainConfig(steps=steps, batch=batch, diffaugment="translation,cutout", log_every=5,
+        # lr_decay: the LRs change at every step of the second half, which a graph replays only from the device
+        # tensor Adam reads (a float LR would be baked into the capture and the graph run would drift from eager)
+        cfg = TrainConfig(steps=steps, batch=batch, diffaugment="translation,cutout", log_every=5, lr_decay=0.5,
                           precision=runtime["precision"], channels_last=runtime["channels_last"],
                           cuda_graphs=graphs and cuda)
         return Trainer(gan, cfg, xt, yt, device, seed=0)
