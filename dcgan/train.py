@@ -51,7 +51,7 @@ class TrainConfig:
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
-    lr_decay: float = 0.0                # last fraction of the steps over which both LRs fall linearly to 0; 0: off
+    lr_decay: float = 0.0                # fraction of `steps` at the end over which both LRs fall linearly to 0; 0: off
     loss: str = "bce"                    # bce (non-saturating) | hinge
     label_smoothing: float = 0.0         # one-sided, bce only: real target 1 - s
     r1_gamma: float = 0.0                # R1 penalty weight on D's gradient at real (augmented) images; 0: off
@@ -74,8 +74,9 @@ class TrainConfig:
                              f" with {self.loss}")
         if not 0 <= self.r1_gamma < math.inf:
             raise ValueError(f"r1_gamma must be finite and >= 0, got {self.r1_gamma}")
-        if not 0 <= self.lr_decay <= 1:
-            raise ValueError(f"lr_decay must be in [0, 1], got {self.lr_decay}")
+        if not 0 <= self.lr_decay <= 1 or (self.lr_decay and round(self.lr_decay * self.steps) < 1):
+            raise ValueError(f"lr_decay is the fraction of the {self.steps} steps over which the LRs fall to 0 (in "
+                             f"[0, 1], 0: off, at least one step), got {self.lr_decay}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.steps < 1 or self.batch < 1 or self.log_every < 1:
@@ -180,7 +181,8 @@ def set_capturable(opt: torch.optim.Optimizer, capturable: bool, tensor_lr: bool
     eagerly. Capturable keeps ``step`` on the parameter's device (a graph cannot read host values); eager
     keeps it on the host (no sync per step). ``tensor_lr`` (capturable only): the learning rate becomes a
     device tensor, so a schedule can change it between replays (a graph would replay a float as captured);
-    eager Adam takes a float (foreach Adam refuses a tensor LR unless capturable)."""
+    eager Adam keeps a float (with a tensor LR and not capturable, Adam leaves its foreach path for the slow
+    per-tensor one). A float made back from a tensor is float32-rounded: the caller sets the exact LR again."""
     for group in opt.param_groups:
         group["capturable"] = capturable
         lr = float(group["lr"])
@@ -402,6 +404,8 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         set_capturable(self.opt_d, False)
         set_capturable(self.opt_g, False)
+        if self.cfg.lr_decay:
+            self._set_lr()   # the step redone eagerly takes the exact LR, not the tensor's float32 rounding
         warnings.warn(f"CUDA graph capture failed at step {self.step} ({reason}); training goes on with eager "
                       "steps from the same state. Set gan.cuda_graphs=false to skip the attempt.",
                       RuntimeWarning, stacklevel=3)
@@ -450,6 +454,9 @@ class Trainer:
     def run(self, until: int, callbacks: Callbacks | None = None, checkpoint_every: int = 0) -> None:
         """Train until ``self.step == until``. Raises DivergenceError (no checkpoint after the bad window)."""
         cb = callbacks or Callbacks()
+        if self.cfg.lr_decay and until > self.cfg.steps:
+            raise ValueError(f"the LR schedule (lr_decay {self.cfg.lr_decay}) ends at step {self.cfg.steps}, "
+                             f"not {until}")
         self.G.train(), self.D.train()
         window = _Window(step0=self.step)
         while self.step < until:

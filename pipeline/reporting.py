@@ -25,7 +25,8 @@ from pipeline.verdict import identical_models, seed_interval, verdict
 from pipeline.prepared import dataset_hash
 from pipeline.tracking import log_to_parent, numeric_metrics, stage_run
 
-GAN_SHOWN = ("num_classes", "width", "steps", "batch", "loss", "diffaugment", "ema_decay", "lr_g", "lr_d")
+GAN_SHOWN = ("num_classes", "width", "steps", "batch", "loss", "diffaugment", "r1_gamma", "ema_decay", "lr_g", "lr_d",
+             "lr_decay")
 QUARANTINE_LISTED = 50  # quarantined files listed by name; the rest are counted
 TRAINSET_METRICS = (M.ROC_AUC, M.ACCURACY, M.BALANCED_ACCURACY, M.SENSITIVITY, M.SPECIFICITY, M.F1, M.PR_AUC,
                     "seeds")

@@ -216,8 +216,11 @@ def test_lr_decay_is_the_linear_fall_adam_reads_at_each_step():
         assert seen["d"] == pytest.approx([4e-3 * f for f in want])
         assert all(isinstance(lr, float) for lr in seen["g"] + seen["d"])
         assert [h["lr_g"] for h in t.history] == seen["g"] and [h["lr_d"] for h in t.history] == seen["d"]
-    with pytest.raises(ValueError, match="lr_decay"):
-        TrainConfig(lr_decay=1.5)
+    for bad in (1.5, -0.1, 0.04):   # 0.04 of 10 steps rounds to no step at all
+        with pytest.raises(ValueError, match="lr_decay"):
+            TrainConfig(steps=10, lr_decay=bad)
+    with pytest.raises(ValueError, match="ends at step 10"):   # past its end the LRs would be 0
+        trainer(steps=10, lr_decay=0.5).run(11)
 
 
 def test_capturable_adam_gets_a_device_lr_a_schedule_can_change_and_eager_adam_a_float():
@@ -403,7 +406,7 @@ def test_cuda_graphs_are_refused_by_the_trainer_without_cuda():
                    x, None, "cpu", 0)
 
 
-@pytest.mark.parametrize("lr_decay", [0.0, 0.5])
+@pytest.mark.parametrize("lr_decay", [0.0, 0.8])   # 0.8 of 10 steps: the failed capture (step 3) is mid-decay
 def test_failed_capture_falls_back_and_trains_on_from_the_same_state(failing_capture, lr_decay):
     eager = trainer(res=16, steps=10, diffaugment="translation,cutout", lr_decay=lr_decay)
     eager.run(10)
