@@ -137,12 +137,26 @@ def run_prepare(source: Path, out: Path, *overrides: str) -> tuple[dict, float]:
     return summary, time.perf_counter() - t
 
 
+def experiment_baselines(project: Path) -> list[str]:
+    """The commits a DVC project's experiments ran on (refs/exps/<2 hex>/<38 hex>/<name>), HEAD's among them or not:
+    a project whose code was brought up to date since has its earlier experiments on the earlier baseline."""
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=project, check=True,
+                          capture_output=True, text=True).stdout.split()
+    return sorted({p[2] + p[3] for p in (r.split("/") for r in refs) if len(p) == 5 and len(p[2]) == 2
+                   and len(p[3]) == 38})
+
+
 def dvc_experiments(project: Path, env: dict) -> list[dict]:
-    """The finished experiments of a DVC project, as `dvc exp show --json` lists them: each named rev without an
-    error (its name, rev and data), with ``baseline``, the commit it was run on, added. Queued and running
-    experiments are left out: they have no outputs yet."""
-    shown = json.loads(subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=project, env=env,
-                                      check=True, capture_output=True, text=True).stdout or "[]")
-    return [{**rev, "baseline": row["rev"]} for row in shown for exp in (row.get("experiments") or [])
-            if (exp.get("executor") or {}).get("state") in (None, "success")
-            for rev in exp.get("revs", []) if rev.get("name") and not rev.get("error")]
+    """The finished experiments of a DVC project, as `dvc exp show --json --rev <baseline>` lists them for each
+    baseline with experiments (plain `dvc exp show` lists HEAD's only): each named rev without an error (its name,
+    rev and data), with ``baseline``, the commit it was run on, added. Queued and running experiments are left
+    out: they have no outputs yet."""
+    out = []
+    for baseline in experiment_baselines(project):
+        shown = json.loads(subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json", "--rev", baseline],
+                                          cwd=project, env=env, check=True, capture_output=True, text=True).stdout
+                           or "[]")
+        out += [{**rev, "baseline": row["rev"]} for row in shown for exp in (row.get("experiments") or [])
+                if (exp.get("executor") or {}).get("state") in (None, "success")
+                for rev in exp.get("revs", []) if rev.get("name") and not rev.get("error")]
+    return out

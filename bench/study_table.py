@@ -115,7 +115,7 @@ def tabulate(exps: list[dict]) -> dict:
         dom = e["fidelity"]["extractors"]["medaug-domain"]["overall"]
         mem = e["fidelity"]["memorisation"]
         splits = e["prepared"]["splits"]
-        gan.append({"fraction": e["fraction"], "experiment": e["name"], "rev": e["rev"][:7], "code": e["code"][:7],
+        gan.append({"fraction": e["fraction"], "experiment": e["name"], "rev": e["rev"][:7], "code": e["code"],
                     "train_images": splits["train"]["images"], "train_patients": splits["train"]["patients"],
                     "val_images": splits["val"]["images"], "test_images": splits["test"]["images"],
                     "domain_fid": dom["fid"], "relative_fid": dom["relative_fid"],
@@ -127,9 +127,13 @@ def tabulate(exps: list[dict]) -> dict:
 
 
 def code_commit(project: Path, baseline: str) -> str:
-    """The commit of this repository an experiment ran: the study project's baseline commit sits on top of it."""
-    return subprocess.run(["git", "rev-parse", f"{baseline}~1"], cwd=project, check=True, capture_output=True,
-                          text=True).stdout.strip()
+    """The commit of this repository an experiment ran: the study project's baseline commit sits on top of it and
+    changes params.yaml only. A baseline that changes code as well (a project whose code was brought up to date
+    by hand) holds its own code: then that commit, marked as the project's."""
+    git = lambda *a: subprocess.run(["git", *a], cwd=project, check=True, capture_output=True, text=True)  # noqa: E731
+    if git("diff", "--name-only", f"{baseline}~1", baseline).stdout.split() in ([], ["params.yaml"]):
+        return git("rev-parse", f"{baseline}~1").stdout.strip()[:7]
+    return f"{baseline[:7]} (a study project commit)"
 
 
 def carry_over(res: dict, previous: dict) -> dict:
@@ -228,7 +232,7 @@ def markdown(res: dict) -> str:
                      f"{fmt(g['memorisation_synthetic_below'])} / {fmt(g['memorisation_heldout_below'])} |")
     ours = [r for r in res["rows"] if r["classifier"] == "cnn" and r["training_set"] in REAL_ONLY
             and r["fraction"] == 1.0]
-    lines += scale_up_section(res)
+    lines += scale_up_section(res) + spread_section(res)
     lines += ["", "## Against the published anchor", "",
               f"{ANCHOR['model']} ({ANCHOR['source']}): ROC AUC {ANCHOR['roc_auc']}, accuracy {ANCHOR['accuracy']}. "
               + (f"Our CNN on real images only at fraction 1.0 (mean of {ours[0]['seeds']} seeds): "
@@ -239,6 +243,27 @@ def markdown(res: dict) -> str:
               HONESTY.format(**res["shift"], seeds=max((r["seeds"] for r in res["rows"]), default=0)), "## Reproduce", "", "    python bench/study.py --shared ../shared    # hours on 2 CPU cores",
               "    python bench/study_table.py", ""]
     return "\n".join(lines)
+
+
+def spread_section(res: dict) -> list[str]:
+    """Relative FID redrawn (bench/relative_fid_spread.py): the fidelity stage's figure is one draw of the halves."""
+    if "relative_fid_spread" not in res:
+        return []
+    s = res["relative_fid_spread"]
+    q = lambda d, n=2: f"{fmt(d['median'], n)} [{fmt(d['p2.5'], n)}, {fmt(d['p97.5'], n)}]"  # noqa: E731
+    lines = ["", f"## Relative FID over {s['draws']} draws of the halves (bench/relative_fid_spread.py)", "",
+             "The tables above give the fidelity stage's relative FID: one random draw of two real val halves and of "
+             "a synthetic subset. Redrawn (median [2.5th, 97.5th percentile] over the draws, same val split and "
+             "extractor as the stage):", "",
+             "| experiment | n_half | relative FID | FID synthetic half | FID real halves |", "|---|---|---|---|---|"]
+    lines += [f"| {name} (rev {e['rev']}) | {e['n_half']} | {q(e['relative_fid'])} | "
+              f"{q(e['fid_synthetic_vs_real_half'], 3)} | {q(e['fid_real_halves'], 3)} |"
+              for name, e in s["experiments"].items()]
+    if s["paired"]:
+        lines += ["", "Draw by draw (the same real halves and synthetic rows for both): "
+                  + "; ".join(f"{p['a']} / {p['b']}: ratio {q(p['ratio_a_over_b'])}, {p['a']} lower in "
+                              f"{p['share_a_lower']:.0%} of the draws" for p in s["paired"]) + "."]
+    return lines
 
 
 def real_only_cnn(res: dict) -> dict[tuple[str, str, str], list[str]]:
@@ -378,6 +403,12 @@ def main(argv=None) -> dict:
                "scale_up": scale_up_results([e for e in exps if e not in in_study], in_study, args.project)}
         if previous:
             res = carry_over(res, previous)
+        spread = args.results / "relative_fid_spread.json"   # bench/relative_fid_spread.py, when it has run
+        if spread.is_file():
+            s = json.loads(spread.read_text())
+            res["relative_fid_spread"] = {"draws": s["draws"], "paired": s["paired"], "experiments": {
+                name: {k: e[k] for k in ("rev", "n_half", "relative_fid", "fid_synthetic_vs_real_half",
+                                         "fid_real_halves")} for name, e in s["experiments"].items()}}
         (args.results / "kermany_study.json").write_text(json.dumps(res, indent=1) + "\n")
         (args.results / "kermany_study.md").write_text(markdown(res))
         plot(res, args.results / "kermany_study_delta_auc.png")

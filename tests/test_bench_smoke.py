@@ -202,6 +202,16 @@ def check_study(out: Path) -> None:
     assert [(g["experiment"], g.get("carried_over", False)) for g in merged["gan"]] == [("fraction-0.1", True),
                                                                                          ("fraction-1", False)]
     assert [r["fraction"] for r in merged["rows"]] == [0.1] * len(res["rows"]) + [1.0] * len(res["rows"])
+    # relative FID redrawn: both experiments have one GAN (the run cache's), so draw by draw the same figures
+    spread = read_json(run_smoke("relative_fid_spread.py", out.parent / "spread", "--project", runs["project"])
+                       / "relative_fid_spread.json")
+    assert spread["smoke"] is True and list(spread["experiments"]) == names
+    first = spread["experiments"]["fraction-1"]
+    assert len(first["relative_fid_draws"]) == spread["draws"] == 3
+    assert all(finite(v, 0) for v in first["relative_fid_draws"])
+    assert first["relative_fid"]["p2.5"] <= first["relative_fid"]["median"] <= first["relative_fid"]["p97.5"]
+    assert spread["paired"] == [{"a": "fraction-1", "b": "fraction-1-scaled", "share_a_lower": 0.0,
+                                 "ratio_a_over_b": {"median": 1.0, "p2.5": 1.0, "p97.5": 1.0}}]
 
 
 def check_gan_throughput(out: Path) -> None:
@@ -229,8 +239,8 @@ CHECKS = {"gan_throughput.py": check_gan_throughput, "cnn_throughput.py": check_
           "fidelity_speed.py": check_fidelity_speed, "gan_defaults.py": check_gan_defaults,
           "prepare_shared_data.py": check_prepare_shared_data, "prepare_throughput.py": check_prepare_throughput,
           "screenshots.py": check_screenshots, "study.py": check_study}
-# scripts whose smoke runs inside another script's check (study_table.py reads the smoke study of study.py)
-RUN_BY = {"study_table.py": "study.py"}
+# scripts whose smoke runs inside another script's check (they read the smoke study project of study.py)
+RUN_BY = {"study_table.py": "study.py", "relative_fid_spread.py": "study.py"}
 # the parts that need a browser run in the slow tier (test_screenshots_smoke_with_browser)
 EXTRA_ARGS = {"screenshots.py": ("--no-browser",)}
 

@@ -1,0 +1,137 @@
+"""How much the fidelity stage's relative FID moves with its one random draw, for the study's experiments.
+
+The stage computes relative FID (evaluation.fidelity.relative_fid) from one draw: two random real halves of the
+val split and a random synthetic subset of the same size. This script redraws them ``--draws`` times (seeds
+0..draws-1) on the experiment's own features (its synthetic set, val split and domain extractor, read from the
+study project's DVC cache at the experiment's rev) and reports the median and the 2.5th / 97.5th percentiles of
+relative FID and of its two FIDs. Experiments that share the extractor and the prepared data get the same real
+halves and synthetic rows in every draw, so they are also compared draw by draw (the ratio of their relative
+FIDs, and how often the first is the lower).
+
+    python bench/relative_fid_spread.py [--project bench/work/kermany_study] [--only NAME ...] [--draws 200]
+
+Writes <results>/relative_fid_spread.json. Validation images only (the fidelity stage's reference split).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _data import WORK, add_folder_args, folders  # noqa: E402
+
+
+def experiment_revs(project: Path) -> dict[str, str]:
+    """Name -> rev of every experiment in the project, whatever commit it ran on (refs/exps/<baseline>/<name>)."""
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps"], cwd=project,
+                          check=True, capture_output=True, text=True).stdout.split("\n")
+    out = {}
+    for line in filter(None, refs):
+        ref, rev = line.split()
+        parts = ref.split("/")
+        if len(parts) == 5 and len(parts[2]) == 2 and len(parts[3]) == 38:   # not the queue's or executors' refs
+            out[parts[4]] = rev
+    return dict(sorted(out.items()))
+
+
+def outputs_at(project: Path, rev: str, dest: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """The experiment's outs (dvc.lock at ``rev``) as folders of links into the project's cache, and their md5s."""
+    lock = yaml.safe_load(subprocess.run(["git", "show", f"{rev}:dvc.lock"], cwd=project, check=True,
+                                         capture_output=True, text=True).stdout)
+    md5s = {o["path"]: o["md5"] for stage in lock["stages"].values() for o in stage.get("outs", [])}
+    params = yaml.safe_load(subprocess.run(["git", "show", f"{rev}:params.yaml"], cwd=project, check=True,
+                                           capture_output=True, text=True).stdout)
+    blob = lambda md5: project / ".dvc/cache/files/md5" / md5[:2] / md5[2:]  # noqa: E731
+    folders_ = {}
+    for key in ("synthetic", "prepared", "extractor"):
+        path, md5 = params["paths"][key], md5s[params["paths"][key]]
+        for entry in json.loads(blob(md5).read_text()):
+            link = dest / key / entry["relpath"]
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                os.symlink(blob(entry["md5"]), link)
+        folders_[key] = dest / key
+    return folders_, {key: md5s[params["paths"][key]] for key in ("prepared", "extractor")}
+
+
+def quantiles(values) -> dict:
+    lo, mid, hi = np.percentile(np.asarray(values, dtype=float), [2.5, 50, 97.5])
+    return {"median": round(float(mid), 4), "p2.5": round(float(lo), 4), "p97.5": round(float(hi), 4)}
+
+
+def spread(f_syn, f_ref, draws: int) -> dict:
+    from evaluation import fidelity as fd
+
+    runs = [fd.relative_fid(f_syn, f_ref, np.random.default_rng(seed)) for seed in range(draws)]
+    return {"n_half": runs[0]["n_half"], "draws": draws, "fid_full": round(float(fd.fid(f_syn, f_ref)), 4),
+            "relative_fid_draws": [r["relative_fid"] for r in runs],
+            "relative_fid": quantiles([r["relative_fid"] for r in runs]),
+            "fid_synthetic_vs_real_half": quantiles([r["fid_synthetic_vs_real_half"] for r in runs]),
+            "fid_real_halves": quantiles([r["fid_real_halves"] for r in runs])}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--project", type=Path, default=None, help="the study project (default bench/work/kermany_study)")
+    ap.add_argument("--only", nargs="+", default=None, metavar="NAME", help="these experiments (default: all)")
+    ap.add_argument("--draws", type=int, default=200)
+    add_folder_args(ap)
+    args = ap.parse_args(argv)
+    with folders(args):
+        return run(args)
+
+
+def run(args) -> dict:
+    import torch
+
+    from evaluation import fidelity as fd
+    from pipeline.prepared import load_split, load_synthetic
+
+    project = (args.project or WORK / "kermany_study").resolve()
+    revs = experiment_revs(project)
+    names = args.only or list(revs)
+    missing = sorted(set(names) - set(revs))
+    if missing:
+        raise SystemExit(f"relative_fid_spread: no experiment {missing} in {project}; it has {list(revs)}")
+    draws = 3 if args.smoke else args.draws
+    res, inputs = {}, {}
+    for name in names:
+        paths, md5s = outputs_at(project, revs[name], args.work / "relative_fid_spread" / name)
+        synthetic, _, _ = load_synthetic(paths["synthetic"])
+        val = load_split(paths["prepared"], "val")
+        domain = torch.load(paths["extractor"] / "extractor.pt", map_location="cpu", weights_only=True)
+        f_syn, f_ref = (fd.features(x, fd.DOMAIN, "cpu", domain_state=domain) for x in (synthetic, val.images))
+        res[name] = {"rev": revs[name][:7], **md5s, **spread(f_syn, f_ref, draws)}
+        inputs[name] = (md5s["prepared"], md5s["extractor"], len(synthetic))
+        r = res[name]
+        print(f"{name}: relative FID median {r['relative_fid']['median']} [{r['relative_fid']['p2.5']}, "
+              f"{r['relative_fid']['p97.5']}] over {draws} draws (n_half {r['n_half']}); synthetic half "
+              f"{r['fid_synthetic_vs_real_half']['median']}, real halves {r['fid_real_halves']['median']}", flush=True)
+    paired = []
+    for a, b in itertools.combinations(names, 2):
+        if inputs[a] != inputs[b]:
+            continue   # other real halves or synthetic rows: not paired draw by draw
+        ra, rb = np.array(res[a]["relative_fid_draws"]), np.array(res[b]["relative_fid_draws"])
+        paired.append({"a": a, "b": b, "ratio_a_over_b": quantiles(ra / rb),
+                       "share_a_lower": round(float((ra < rb).mean()), 4)})
+        print(f"{a} / {b}: ratio median {paired[-1]['ratio_a_over_b']['median']}, {a} lower in "
+              f"{paired[-1]['share_a_lower']:.0%} of the draws", flush=True)
+    out = {"smoke": args.smoke, "project": project.name, "draws": draws, "experiments": res, "paired": paired}
+    (args.results / "relative_fid_spread.json").write_text(json.dumps(out, indent=1) + "\n")
+    print(f"-> {args.results / 'relative_fid_spread.json'}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
