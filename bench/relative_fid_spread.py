@@ -29,20 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _data import WORK, add_folder_args, folders  # noqa: E402
-
-
-def experiment_revs(project: Path) -> dict[str, str]:
-    """Name -> rev of every experiment in the project, whatever commit it ran on (refs/exps/<baseline>/<name>)."""
-    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps"], cwd=project,
-                          check=True, capture_output=True, text=True).stdout.split("\n")
-    out = {}
-    for line in filter(None, refs):
-        ref, rev = line.split()
-        parts = ref.split("/")
-        if len(parts) == 5 and len(parts[2]) == 2 and len(parts[3]) == 38:   # not the queue's or executors' refs
-            out[parts[4]] = rev
-    return dict(sorted(out.items()))
+from _data import WORK, add_folder_args, dvc_experiments, folders  # noqa: E402
 
 
 def outputs_at(project: Path, rev: str, dest: Path) -> tuple[dict[str, Path], dict[str, str]]:
@@ -99,7 +86,8 @@ def run(args) -> dict:
     from pipeline.prepared import load_split, load_synthetic
 
     project = (args.project or WORK / "kermany_study").resolve()
-    revs = experiment_revs(project)
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(project / ".dvc/tmp/site-cache")}
+    revs = {e["name"]: e["rev"] for e in sorted(dvc_experiments(project, env), key=lambda e: e["name"])}
     names = args.only or list(revs)
     missing = sorted(set(names) - set(revs))
     if missing:
