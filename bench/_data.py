@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -135,6 +136,11 @@ def run_prepare(source: Path, out: Path, *overrides: str) -> tuple[dict, float]:
     t = time.perf_counter()
     summary = prepare.main(args)
     return summary, time.perf_counter() - t
+
+
+def dvc_env(project: Path) -> dict:
+    """The environment for DVC commands in a study project: no analytics, the project's own site cache."""
+    return {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(project / ".dvc/tmp/site-cache")}
 
 
 def experiment_baselines(project: Path) -> list[str]:

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _data import WORK, add_folder_args, dvc_experiments, folders  # noqa: E402
+from _data import WORK, add_folder_args, dvc_env, dvc_experiments, folders  # noqa: E402
 
 
 def outputs_at(project: Path, rev: str, dest: Path) -> tuple[dict[str, Path], dict[str, str]]:
@@ -40,16 +40,14 @@ def outputs_at(project: Path, rev: str, dest: Path) -> tuple[dict[str, Path], di
     params = yaml.safe_load(subprocess.run(["git", "show", f"{rev}:params.yaml"], cwd=project, check=True,
                                            capture_output=True, text=True).stdout)
     blob = lambda md5: project / ".dvc/cache/files/md5" / md5[:2] / md5[2:]  # noqa: E731
-    folders_ = {}
-    for key in ("synthetic", "prepared", "extractor"):
-        path, md5 = params["paths"][key], md5s[params["paths"][key]]
+    dirs = {key: md5s[params["paths"][key]] for key in ("synthetic", "prepared", "extractor")}
+    for key, md5 in dirs.items():
         for entry in json.loads(blob(md5).read_text()):
             link = dest / key / entry["relpath"]
             link.parent.mkdir(parents=True, exist_ok=True)
             if not link.exists():
                 os.symlink(blob(entry["md5"]), link)
-        folders_[key] = dest / key
-    return folders_, {key: md5s[params["paths"][key]] for key in ("prepared", "extractor")}
+    return {key: dest / key for key in dirs}, {key: dirs[key] for key in ("prepared", "extractor")}
 
 
 def quantiles(values) -> dict:
@@ -83,11 +81,11 @@ def run(args) -> dict:
     import torch
 
     from evaluation import fidelity as fd
+    from pipeline import outputs
     from pipeline.prepared import load_split, load_synthetic
 
     project = (args.project or WORK / "kermany_study").resolve()
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(project / ".dvc/tmp/site-cache")}
-    revs = {e["name"]: e["rev"] for e in sorted(dvc_experiments(project, env), key=lambda e: e["name"])}
+    revs = {e["name"]: e["rev"] for e in sorted(dvc_experiments(project, dvc_env(project)), key=lambda e: e["name"])}
     names = args.only or list(revs)
     missing = sorted(set(names) - set(revs))
     if missing:
@@ -98,7 +96,7 @@ def run(args) -> dict:
         paths, md5s = outputs_at(project, revs[name], args.work / "relative_fid_spread" / name)
         synthetic, _, _ = load_synthetic(paths["synthetic"])
         val = load_split(paths["prepared"], "val")
-        domain = torch.load(paths["extractor"] / "extractor.pt", map_location="cpu", weights_only=True)
+        domain = torch.load(paths["extractor"] / outputs.EXTRACTOR, map_location="cpu", weights_only=True)
         f_syn, f_ref = (fd.features(x, fd.DOMAIN, "cpu", domain_state=domain) for x in (synthetic, val.images))
         res[name] = {"rev": revs[name][:7], **md5s, **spread(f_syn, f_ref, draws)}
         inputs[name] = (md5s["prepared"], md5s["extractor"], len(synthetic))

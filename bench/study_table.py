@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from pipeline.arms import REAL_ONLY  # noqa: E402
 from pipeline.verdict import identical_models, seed_interval, verdict  # noqa: E402
-from _data import WORK, add_folder_args, dvc_experiments, folders  # noqa: E402
+from _data import WORK, add_folder_args, dvc_env, dvc_experiments, folders  # noqa: E402
 
 SETS = ("real", "real_classic", "real_synthetic", "synthetic")
 COMPARED = ("real_classic", "real_synthetic", "synthetic")
@@ -81,9 +81,8 @@ def experiments(project: Path) -> list[dict]:
     """Every experiment of the study project: name, rev and its full params and metrics files."""
     import dvc.api
 
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(project / ".dvc/tmp/site-cache")}
     out = []
-    for rev in dvc_experiments(project, env):
+    for rev in dvc_experiments(project, dvc_env(project)):
         params = rev["data"]["params"]["params.yaml"]["data"]
         read = lambda path: json.loads(dvc.api.read(path, repo=str(project), rev=rev["rev"]))  # noqa: E731
         out.append({"name": rev["name"], "rev": rev["rev"], "baseline": rev["baseline"],
