@@ -1,16 +1,20 @@
-"""How much the fidelity stage's relative FID moves with its one random draw, for the study's experiments.
+"""Relative FID as the fidelity stage now gives it, for the study's experiments, and draw by draw between them.
 
-The stage computes relative FID (evaluation.fidelity.relative_fid) from one draw: two random real halves of the
-val split and a random synthetic subset of the same size. This script redraws them ``--draws`` times (seeds
-0..draws-1) on the experiment's own features (its synthetic set, val split and domain extractor, read from the
-study project's DVC cache at the experiment's rev) and reports the median and the 2.5th / 97.5th percentiles of
-relative FID and of its two FIDs. Experiments that share the extractor and the prepared data get the same real
-halves and synthetic rows in every draw, so they are also compared draw by draw (the ratio of their relative
-FIDs, and how often the first is the lower).
+The fidelity stage reports relative FID (evaluation.fidelity.relative_fid_draws) as the median over
+``fidelity.relative_fid_draws`` draws of two real val halves and a synthetic subset, with the draws' 2.5th-97.5th
+percentile range. Experiments run before that took one draw. This script makes the stage's draws (the same
+generator, stage_rng(base.seed, "fidelity", "medaug-domain"), so the same numbers as the stage) on each
+experiment's own features (its synthetic set, val split and domain extractor, read from the study project's DVC
+cache at the experiment's rev) and reports the median and the 2.5th / 97.5th percentiles of relative FID and of
+its two FIDs. Experiments that share the extractor, the prepared data and the seed get the same real halves and
+synthetic rows in every draw, so they are also compared draw by draw (the ratio of their relative FIDs, and how
+often the first is the lower).
 
-    python bench/relative_fid_spread.py [--project bench/work/kermany_study] [--only NAME ...] [--draws 200]
+    python bench/relative_fid_spread.py [--project bench/work/kermany_study] [--only NAME ...] [--draws N]
 
-Writes <results>/relative_fid_spread.json. Validation images only (the fidelity stage's reference split).
+--draws defaults to the experiment's fidelity.relative_fid_draws, else (an experiment from before it) this
+repository's params.yaml's, the number the stage now takes. Writes
+<results>/relative_fid_spread.json. Validation images only (the fidelity stage's reference split).
 """
 from __future__ import annotations
 
@@ -32,8 +36,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from _data import WORK, add_folder_args, dvc_env, dvc_experiments, folders  # noqa: E402
 
 
-def outputs_at(project: Path, rev: str, dest: Path) -> tuple[dict[str, Path], dict[str, str]]:
-    """The experiment's outs (dvc.lock at ``rev``) as folders of links into the project's cache, and their md5s."""
+def outputs_at(project: Path, rev: str, dest: Path) -> tuple[dict[str, Path], dict[str, str], dict]:
+    """The experiment's outs (dvc.lock at ``rev``) as folders of links into the project's cache, their md5s, and
+    the experiment's params."""
     lock = yaml.safe_load(subprocess.run(["git", "show", f"{rev}:dvc.lock"], cwd=project, check=True,
                                          capture_output=True, text=True).stdout)
     md5s = {o["path"]: o["md5"] for stage in lock["stages"].values() for o in stage.get("outs", [])}
@@ -47,7 +52,7 @@ def outputs_at(project: Path, rev: str, dest: Path) -> tuple[dict[str, Path], di
             link.parent.mkdir(parents=True, exist_ok=True)
             if not link.exists():
                 os.symlink(blob(entry["md5"]), link)
-    return {key: dest / key for key in dirs}, {key: dirs[key] for key in ("prepared", "extractor")}
+    return {key: dest / key for key in dirs}, {key: dirs[key] for key in ("prepared", "extractor")}, params
 
 
 def quantiles(values) -> dict:
@@ -55,10 +60,12 @@ def quantiles(values) -> dict:
     return {"median": round(float(mid), 4), "p2.5": round(float(lo), 4), "p97.5": round(float(hi), 4)}
 
 
-def spread(f_syn, f_ref, draws: int) -> dict:
+def spread(f_syn, f_ref, seed: int, draws: int) -> dict:
+    """The fidelity stage's relative FID draws for the domain extractor's overall figure, summarised."""
+    from common.seeding import stage_rng
     from evaluation import fidelity as fd
 
-    runs = [fd.relative_fid(f_syn, f_ref, np.random.default_rng(seed)) for seed in range(draws)]
+    _, runs = fd.relative_fid_draws(f_syn, f_ref, stage_rng(seed, "fidelity", fd.DOMAIN), draws)
     return {"n_half": runs[0]["n_half"], "draws": draws, "fid_full": round(float(fd.fid(f_syn, f_ref)), 4),
             "relative_fid_draws": [r["relative_fid"] for r in runs],
             "relative_fid": quantiles([r["relative_fid"] for r in runs]),
@@ -70,7 +77,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--project", type=Path, default=None, help="the study project (default bench/work/kermany_study)")
     ap.add_argument("--only", nargs="+", default=None, metavar="NAME", help="these experiments (default: all)")
-    ap.add_argument("--draws", type=int, default=200)
+    ap.add_argument("--draws", type=int, default=None, help="default: the experiment's (the stage's) fidelity.relative_fid_draws")
     add_folder_args(ap)
     args = ap.parse_args(argv)
     with folders(args):
@@ -90,16 +97,18 @@ def run(args) -> dict:
     missing = sorted(set(names) - set(revs))
     if missing:
         raise SystemExit(f"relative_fid_spread: no experiment {missing} in {project}; it has {list(revs)}")
-    draws = 3 if args.smoke else args.draws
+    default_draws = yaml.safe_load((ROOT / "params.yaml").read_text())["fidelity"]["relative_fid_draws"]
     res, inputs = {}, {}
     for name in names:
-        paths, md5s = outputs_at(project, revs[name], args.work / "relative_fid_spread" / name)
+        paths, md5s, params = outputs_at(project, revs[name], args.work / "relative_fid_spread" / name)
+        seed = int(params["base"]["seed"])
+        draws = args.draws or int(params["fidelity"].get("relative_fid_draws", default_draws))
         synthetic, _, _ = load_synthetic(paths["synthetic"])
         val = load_split(paths["prepared"], "val")
         domain = torch.load(paths["extractor"] / outputs.EXTRACTOR, map_location="cpu", weights_only=True)
         f_syn, f_ref = (fd.features(x, fd.DOMAIN, "cpu", domain_state=domain) for x in (synthetic, val.images))
-        res[name] = {"rev": revs[name][:7], **md5s, **spread(f_syn, f_ref, draws)}
-        inputs[name] = (md5s["prepared"], md5s["extractor"], len(synthetic))
+        res[name] = {"rev": revs[name][:7], **md5s, **spread(f_syn, f_ref, seed, draws)}
+        inputs[name] = (md5s["prepared"], md5s["extractor"], len(synthetic), seed, draws)
         r = res[name]
         print(f"{name}: relative FID median {r['relative_fid']['median']} [{r['relative_fid']['p2.5']}, "
               f"{r['relative_fid']['p97.5']}] over {draws} draws (n_half {r['n_half']}); synthetic half "
@@ -113,7 +122,7 @@ def run(args) -> dict:
                        "share_a_lower": round(float((ra < rb).mean()), 4)})
         print(f"{a} / {b}: ratio median {paired[-1]['ratio_a_over_b']['median']}, {a} lower in "
               f"{paired[-1]['share_a_lower']:.0%} of the draws", flush=True)
-    out = {"smoke": args.smoke, "project": project.name, "draws": draws, "experiments": res, "paired": paired}
+    out = {"smoke": args.smoke, "project": project.name, "experiments": res, "paired": paired}
     (args.results / "relative_fid_spread.json").write_text(json.dumps(out, indent=1) + "\n")
     print(f"-> {args.results / 'relative_fid_spread.json'}")
     return out

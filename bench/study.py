@@ -46,6 +46,7 @@ SMOKE = {  # the same code path in a minute or two: tiny sizes, two arms
                             "xgboost": {"real": [], "synthetic": []}},
                    "seeds": [0], "cnn": {"batch": 8}, "bootstrap": {"samples": 20}},
     "vtt": {"n": 2, "display_size": 64},
+    "fidelity": {"relative_fid_draws": 5},
 }
 # a scale-up experiment that changes the CNN only: its GAN, extractor and prepare come from DVC's run cache
 SMOKE_SCALE_UP = {"fraction-1-scaled": {"data.train_fraction": 1.0, "downstream.cnn.epochs": 2}}

@@ -118,6 +118,9 @@ def tabulate(exps: list[dict]) -> dict:
                     "train_images": splits["train"]["images"], "train_patients": splits["train"]["patients"],
                     "val_images": splits["val"]["images"], "test_images": splits["test"]["images"],
                     "domain_fid": dom["fid"], "relative_fid": dom["relative_fid"],
+                    "relative_fid_range": dom.get("relative_fid_range"),
+                    "relative_fid_draws": dom.get("relative_fid_draws", 1),   # one draw before 100 became the default
+                    "fid_synthetic_vs_real_half": dom.get("fid_synthetic_vs_real_half"),
                     "fid_real_halves": dom.get("fid_real_halves"), "precision": dom["precision"], "recall": dom["recall"],
                     "memorisation_synthetic_below": mem["features"]["fraction_synthetic_below"],
                     "memorisation_heldout_below": mem["features"]["fraction_heldout_below"],
@@ -172,16 +175,40 @@ def shift(prepared: dict) -> dict:
             "shared_ids": prepared.get("patients_in_several_published_splits", 0)}
 
 
-RELATIVE = "relative FID (FID of a synthetic half / of two real halves)"
+RELATIVE = ("relative FID, median [95% of the draws] (FID of a synthetic half / of two real halves, their medians; "
+            "† redrawn)")
 
 
 def relative_cell(g: dict) -> str:
-    """Relative FID with its two FIDs where the run recorded them: each study project trains its own domain
-    extractor, so a change across projects can come from the real halves' FID (the denominator) alone."""
-    if g.get("fid_real_halves") is None or g.get("relative_fid") is None:
-        return fmt(g.get("relative_fid"), 2)
-    return (f"{fmt(g['relative_fid'], 2)} ({fmt(g['relative_fid'] * g['fid_real_halves'])} / "
-            f"{fmt(g['fid_real_halves'])})")
+    """Relative FID, the median over draws of the halves with the range of 95% of them (or "one draw": a run
+    from before the stage drew more than once, not redrawn), with its two FIDs where the run recorded them: each
+    study project trains its own domain extractor, so a change across projects can come from the real halves'
+    FID (the denominator) alone. † marks figures bench/relative_fid_spread.py redrew with the stage's draws."""
+    if g.get("relative_fid") is None:
+        return fmt(None)
+    cell = fmt(g["relative_fid"], 2)
+    if g.get("relative_fid_range"):
+        cell += f" [{fmt(g['relative_fid_range'][0], 2)}, {fmt(g['relative_fid_range'][1], 2)}]"
+    else:
+        cell += ", one draw"
+    real = g.get("fid_real_halves")
+    synthetic = g.get("fid_synthetic_vs_real_half") or (real and g["relative_fid"] * real)   # one draw: their ratio
+    if real is not None:
+        cell += f" ({fmt(synthetic)} / {fmt(real)})"
+    return cell + (" †" if g.get("relative_fid_redrawn") else "")
+
+
+def redraw(gan: dict, spread: dict) -> dict:
+    """A GAN row whose fidelity stage took one draw, with relative FID and its FIDs as bench/relative_fid_spread.py
+    redrew them at the same rev (the figures the stage gives now); the one draw is kept beside them."""
+    e = spread["experiments"].get(gan["experiment"])
+    if gan.get("relative_fid_draws", 1) > 1 or gan.get("carried_over") or not e or e["rev"] != gan["rev"]:
+        return gan
+    return {**gan, "relative_fid_one_draw": gan["relative_fid"], "relative_fid": e["relative_fid"]["median"],
+            "relative_fid_range": [e["relative_fid"]["p2.5"], e["relative_fid"]["p97.5"]],
+            "relative_fid_draws": e["draws"], "relative_fid_redrawn": True,
+            "fid_synthetic_vs_real_half": e["fid_synthetic_vs_real_half"]["median"],
+            "fid_real_halves": e["fid_real_halves"]["median"]}
 
 
 def fmt(x, digits: int = 3) -> str:
@@ -245,18 +272,23 @@ def markdown(res: dict) -> str:
 
 
 def spread_section(res: dict) -> list[str]:
-    """Relative FID redrawn (bench/relative_fid_spread.py): the fidelity stage's figure is one draw of the halves."""
+    """Relative FID redrawn (bench/relative_fid_spread.py) for runs whose fidelity stage took one draw."""
     if "relative_fid_spread" not in res:
         return []
     s = res["relative_fid_spread"]
     q = lambda d, n=2: f"{fmt(d['median'], n)} [{fmt(d['p2.5'], n)}, {fmt(d['p97.5'], n)}]"  # noqa: E731
-    lines = ["", f"## Relative FID over {s['draws']} draws of the halves (bench/relative_fid_spread.py)", "",
-             "The tables above give the fidelity stage's relative FID: one random draw of two real val halves and of "
-             "a synthetic subset. Redrawn (median [2.5th, 97.5th percentile] over the draws, same val split and "
-             "extractor as the stage):", "",
-             "| experiment | n_half | relative FID | FID synthetic half | FID real halves |", "|---|---|---|---|---|"]
-    lines += [f"| {name} (rev {e['rev']}) | {e['n_half']} | {q(e['relative_fid'])} | "
-              f"{q(e['fid_synthetic_vs_real_half'], 3)} | {q(e['fid_real_halves'], 3)} |"
+    one_draw = {g["experiment"]: g.get("relative_fid_one_draw")
+                for g in res["gan"] + [exp["gan"] for exp in res.get("scale_up", [])]}
+    lines = ["", "## Relative FID over draws of the halves (bench/relative_fid_spread.py)", "",
+             "The fidelity stage gives relative FID as the median over `fidelity.relative_fid_draws` draws of two "
+             "real val halves and a synthetic subset, with the range of 95% of the draws. Runs from before it took "
+             "one draw, which moves several-fold. The script makes the stage's draws (the same seeds) on each "
+             "experiment's own features, so the figures marked † in the tables above are the ones the stage gives "
+             "now. Median [2.5th, 97.5th percentile] over the draws:", "",
+             "| experiment | draws | n_half | relative FID | the stage's one draw | FID synthetic half | "
+             "FID real halves |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {name} (rev {e['rev']}) | {e['draws']} | {e['n_half']} | {q(e['relative_fid'])} | "
+              f"{fmt(one_draw.get(name), 2)} | {q(e['fid_synthetic_vs_real_half'], 3)} | {q(e['fid_real_halves'], 3)} |"
               for name, e in s["experiments"].items()]
     if s["paired"]:
         lines += ["", "Draw by draw (the same real halves and synthetic rows for both): "
@@ -405,9 +437,12 @@ def main(argv=None) -> dict:
         spread = args.results / "relative_fid_spread.json"   # bench/relative_fid_spread.py, when it has run
         if spread.is_file():
             s = json.loads(spread.read_text())
-            res["relative_fid_spread"] = {"draws": s["draws"], "paired": s["paired"], "experiments": {
-                name: {k: e[k] for k in ("rev", "n_half", "relative_fid", "fid_synthetic_vs_real_half",
+            res["relative_fid_spread"] = {"paired": s["paired"], "experiments": {
+                name: {k: e[k] for k in ("rev", "draws", "n_half", "relative_fid", "fid_synthetic_vs_real_half",
                                          "fid_real_halves")} for name, e in s["experiments"].items()}}
+            res["gan"] = [redraw(g, res["relative_fid_spread"]) for g in res["gan"]]
+            res["scale_up"] = [{**exp, "gan": redraw(exp["gan"], res["relative_fid_spread"])}
+                               for exp in res["scale_up"]]
         (args.results / "kermany_study.json").write_text(json.dumps(res, indent=1) + "\n")
         (args.results / "kermany_study.md").write_text(markdown(res))
         plot(res, args.results / "kermany_study_delta_auc.png")

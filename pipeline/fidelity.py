@@ -32,22 +32,23 @@ INCEPTION_UNAVAILABLE = ("Inception weights not found: set fidelity.inception_we
                          "the download")
 
 
-def set_metrics(f_syn, f_ref, rng, kid_subsets: int) -> dict:
-    """Fidelity metrics plus relative FID for one pair of feature sets (nulls with a note when too small)."""
+def set_metrics(f_syn, f_ref, rng, kid_subsets: int, draws: int) -> dict:
+    """Fidelity metrics plus relative FID (medians over ``draws`` draws of the halves) for one pair of feature
+    sets (nulls with a note when too small)."""
     if min(len(f_syn), len(f_ref)) < 2:
         return {**NULL_METRICS, fd.N_SYNTHETIC: len(f_syn), fd.N_REAL: len(f_ref), "note": "fewer than 2 images"}
     out = fd.fidelity_metrics(f_syn, f_ref, kid_subsets=kid_subsets)
     try:
-        out.update(fd.relative_fid(f_syn, f_ref, rng))
+        out.update(fd.relative_fid_draws(f_syn, f_ref, rng, draws)[0])
     except ValueError as e:
         out.update(relative_fid=None, note=str(e))
     return out
 
 
-def evaluate(name, f_syn, f_ref, y_syn, y_ref, classes, rng, kid_subsets) -> dict:
-    numbers = {"overall": set_metrics(f_syn, f_ref, rng, kid_subsets)}
+def evaluate(name, f_syn, f_ref, y_syn, y_ref, classes, rng, kid_subsets, draws) -> dict:
+    numbers = {"overall": set_metrics(f_syn, f_ref, rng, kid_subsets, draws)}
     if (y_syn >= 0).all():
-        numbers["per_class"] = {cls: set_metrics(f_syn[y_syn == i], f_ref[y_ref == i], rng, kid_subsets)
+        numbers["per_class"] = {cls: set_metrics(f_syn[y_syn == i], f_ref[y_ref == i], rng, kid_subsets, draws)
                                 for i, cls in enumerate(classes)}
     return {"extractor": name, **numbers}
 
@@ -130,7 +131,8 @@ def compare_extractors(args, fid_params: dict, sets: Compared, domain: dict, dev
             extractors[name] = unavailable(name, e)
             continue
         extractors[name] = evaluate(name, f_syn, f_ref, sets.synthetic_labels, sets.reference.labels,
-                                    sets.train.classes, rng, int(fid_params["kid_subsets"]))
+                                    sets.train.classes, rng, int(fid_params["kid_subsets"]),
+                                    int(fid_params["relative_fid_draws"]))
         if name == fd.DOMAIN:
             domain_features = (f_syn, fd.features(sets.train.images, name, device, **kwargs), f_ref)
     return extractors, domain_features
@@ -167,7 +169,9 @@ def print_results(result: dict, seconds: float, percentile: float) -> None:
         if overall[fd.FID] is None:
             print(f"fidelity: {name}: unavailable ({numbers.get('unavailable', numbers.get('note'))})")
         else:
-            print(f"fidelity: {name}: FID {overall[fd.FID]:.3f}, relative FID {overall['relative_fid']}, "
+            print(f"fidelity: {name}: FID {overall[fd.FID]:.3f}, relative FID {overall['relative_fid']} "
+                  f"(median of {overall.get('relative_fid_draws')} draws; 95% of them in "
+                  f"{overall.get('relative_fid_range')}), "
                   f"KID {overall[fd.KID]:.4f}, precision {overall[fd.PRECISION]}, recall {overall[fd.RECALL]} "
                   f"({overall[fd.N_SYNTHETIC]} vs {overall[fd.N_REAL]})")
     print(f"fidelity: {seconds:.0f} s")
@@ -183,6 +187,8 @@ def main(argv=None) -> dict:
     params = args.params
     fid_params, seed = params["fidelity"], int(params["base"]["seed"])
     check_reference_split(fid_params["reference_split"])
+    if int(fid_params["relative_fid_draws"]) < 1:
+        raise SystemExit(f"fidelity: relative_fid_draws must be at least 1, got {fid_params['relative_fid_draws']}")
     device = resolve_device(fid_params["device"])
     sets, domain = load_inputs(args, fid_params["reference_split"])
     reports = args.path(params["paths"]["fidelity_reports"])

@@ -31,7 +31,7 @@ QUARANTINE_LISTED = 50  # quarantined files listed by name; the rest are counted
 TRAINSET_METRICS = (M.ROC_AUC, M.ACCURACY, M.BALANCED_ACCURACY, M.SENSITIVITY, M.SPECIFICITY, M.F1, M.PR_AUC,
                     "seeds")
 FIDELITY_KEYS = ("fid", "relative_fid", "fid_real_halves", "kid", "kid_std", "precision", "recall",
-                 "n_synthetic", "n_real", "n_half")
+                 "n_synthetic", "n_real", "n_half", "relative_fid_draws")
 READER_KEYS = ("n", "accuracy", "sensitivity_synthetic", "specificity", "binomial_p_vs_chance")
 
 
@@ -100,6 +100,13 @@ def gan_summary(gan_reports: Path) -> dict:
         "classes": gan.get("classes", [])}
 
 
+def fidelity_numbers(numbers: dict) -> dict:
+    """The report's fidelity figures of one part (overall, a class): relative FID's range over the draws as two
+    numbers (``relative_fid_low``/``_high``, MLflow metrics), null where it has none."""
+    low, high = numbers.get("relative_fid_range") or (None, None)
+    return {**{k: numbers.get(k) for k in FIDELITY_KEYS}, "relative_fid_low": low, "relative_fid_high": high}
+
+
 def fidelity_summary(fidelity: dict | None) -> dict:
     """``fidelity`` (extractor -> overall numbers and ``per_class``), ``fidelity_setup`` (the sets compared,
     extractors that could not run and why) and ``memorisation`` (per space)."""
@@ -110,8 +117,8 @@ def fidelity_summary(fidelity: dict | None) -> dict:
         if "unavailable" in result:
             unavailable[name] = result["unavailable"]
             continue
-        computed[name] = {k: result["overall"].get(k) for k in FIDELITY_KEYS}
-        computed[name]["per_class"] = {cls: {k: numbers.get(k) for k in FIDELITY_KEYS}
+        computed[name] = fidelity_numbers(result["overall"])
+        computed[name]["per_class"] = {cls: fidelity_numbers(numbers)
                                        for cls, numbers in result.get("per_class", {}).items()}
     setup = {k: fidelity[k] for k in ("reference_split", "n_synthetic", "n_reference", "n_train")}
     memorisation = {space: {"synthetic_below": audit["fraction_synthetic_below"],

@@ -207,9 +207,13 @@ def check_study(out: Path) -> None:
                        / "relative_fid_spread.json")
     assert spread["smoke"] is True and list(spread["experiments"]) == names
     first = spread["experiments"]["fraction-1"]
-    assert len(first["relative_fid_draws"]) == spread["draws"] == 3
+    assert len(first["relative_fid_draws"]) == first["draws"] == res["gan"][0]["relative_fid_draws"] == 5
     assert all(finite(v, 0) for v in first["relative_fid_draws"])
-    assert first["relative_fid"]["p2.5"] <= first["relative_fid"]["median"] <= first["relative_fid"]["p97.5"]
+    # the stage's own draws: the script gives the figure the fidelity stage wrote (rounded to 4 places)
+    stage = res["gan"][0]
+    assert first["relative_fid"]["median"] == pytest.approx(stage["relative_fid"], abs=1e-4)
+    assert [first["relative_fid"]["p2.5"], first["relative_fid"]["p97.5"]] == pytest.approx(
+        stage["relative_fid_range"], abs=1e-4)
     assert spread["paired"] == [{"a": "fraction-1", "b": "fraction-1-scaled", "share_a_lower": 0.0,
                                  "ratio_a_over_b": {"median": 1.0, "p2.5": 1.0, "p97.5": 1.0}}]
 
@@ -398,12 +402,35 @@ def test_study_table_carries_over_the_scale_up_experiments_of_an_earlier_project
     assert "## Beside the study at fraction 1: fraction-1-wide-gan (rev aaaaaaa, code bbbbbbb, carried over" in md
     assert ("Settings on top of the study project's baseline (this project has no fraction-1 experiment): "
             "gan.diffaugment=color. The study column is fraction-1.") in md
-    assert "| xgboost | real_synthetic | 0.900 → 0.910 |" in md and "| fraction-1-gan-color | 0.40 | 6.00 (0.240 / 0.040) |" in md
-    assert "| fraction-1 | 0.40 | 8.00 |" in md   # recorded before the real halves' FID was
+    assert "| xgboost | real_synthetic | 0.900 → 0.910 |" in md and "| fraction-1-gan-color | 0.40 | 6.00, one draw (0.240 / 0.040) |" in md
+    assert "| fraction-1 | 0.40 | 8.00, one draw |" in md   # recorded before the real halves' FID was
     assert "The study's fraction-1 ran code bbbbbbb, this experiment code" not in md          # the same code
     res["scale_up"][0]["gan"]["code"] = "ccccccc"
     assert ("The study's fraction-1 ran code bbbbbbb, this experiment code ccccccc: a figure whose definition "
             "changed in between") in table.markdown(res)
+
+
+def test_study_table_shows_relative_fid_redrawn_for_one_draw_runs(monkeypatch):
+    """A run whose fidelity stage took one draw gets relative_fid_spread's figures at its rev (marked †, its one
+    draw kept); a run at another rev, one carried over from an earlier project and one whose stage drew already
+    keep their own."""
+    table = load_script("study_table", monkeypatch)
+    q = lambda m, lo, hi: {"median": m, "p2.5": lo, "p97.5": hi}  # noqa: E731
+    spread = {"paired": [], "experiments": {name: {
+        "rev": "aaaaaaa", "draws": 100, "n_half": 460, "relative_fid": q(3.0, 0.6, 9.2),
+        "fid_synthetic_vs_real_half": q(0.15, 0.1, 0.2), "fid_real_halves": q(0.05, 0.02, 0.17)}
+        for name in ("fraction-1", "fraction-1-old", "fraction-1-carried", "fraction-1-drawn")}}
+    gan = {"fraction": 1.0, "rev": "aaaaaaa", "relative_fid": 2.12, "relative_fid_draws": 1,
+           "fid_synthetic_vs_real_half": 0.084, "fid_real_halves": 0.04}
+    redrawn = table.redraw({**gan, "experiment": "fraction-1"}, spread)
+    assert redrawn["relative_fid"] == 3.0 and redrawn["relative_fid_one_draw"] == 2.12
+    assert table.relative_cell(redrawn) == "3.00 [0.60, 9.20] (0.150 / 0.050) †"
+    assert table.relative_cell(table.redraw({**gan, "experiment": "fraction-1-old", "rev": "bbbbbbb"}, spread)) == (
+        "2.12, one draw (0.084 / 0.040)")
+    carried = {**gan, "experiment": "fraction-1-carried", "carried_over": True}
+    assert table.redraw(carried, spread) == carried
+    drawn = {**gan, "experiment": "fraction-1-drawn", "relative_fid_draws": 100, "relative_fid_range": [1.0, 5.0]}
+    assert table.redraw(drawn, spread) == drawn and table.relative_cell(drawn) == "2.12 [1.00, 5.00] (0.084 / 0.040)"
 
 
 def load_script(name: str, monkeypatch):

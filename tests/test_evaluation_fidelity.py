@@ -110,6 +110,34 @@ def test_held_out_halves_share_no_patient():
     assert not one["heldout_split"] and one["n_heldout_measured"] == len(groups)   # one patient: no halves
 
 
+def test_fid_few_is_fid_where_rows_are_fewer_than_features():
+    """The n x n route relative FID takes below the feature dimension gives torch-fidelity's number (it takes
+    the D x D matrix's eigenvalues), at equal and unequal sizes, for identical and for shifted sets."""
+    a, b = gauss(40, d=64, seed=1), gauss(30, d=64, shift=0.2, seed=2) * 1.3
+    assert fd.fid_few(a, b) == pytest.approx(fd.fid(a, b), rel=1e-6)
+    assert abs(fd.fid_few(a, a)) < 1e-9
+    assert fd.fid_few(gauss(300, d=16, seed=1), gauss(300, d=16, seed=2)) == pytest.approx(
+        fd.fid(gauss(300, d=16, seed=1), gauss(300, d=16, seed=2)), rel=1e-6)   # more rows than features: too
+
+
+def test_relative_fid_is_a_median_over_draws_with_their_range():
+    """One draw of the halves moves relative FID a lot at small n: the figure is the median over draws, each
+    draw the one relative_fid gives with the i-th spawned generator, with the draws' 2.5th-97.5th range."""
+    syn, real = gauss(150, shift=0.15, seed=3), gauss(160, seed=4)
+    summary, runs = fd.relative_fid_draws(syn, real, np.random.default_rng(5), 9)
+    one = [fd.relative_fid(syn, real, g)["relative_fid"] for g in np.random.default_rng(5).spawn(9)]
+    assert [r["relative_fid"] for r in runs] == one and len(set(one)) == 9
+    assert summary["relative_fid"] == np.median(one) and summary["relative_fid_draws"] == 9
+    low, high = summary["relative_fid_range"]
+    assert min(one) < low < summary["relative_fid"] < high < max(one)
+    assert summary["fid_real_halves"] == np.median([r["fid_real_halves"] for r in runs])
+    assert summary["n_half"] == 80
+    again, _ = fd.relative_fid_draws(syn, real, np.random.default_rng(5), 9)
+    assert again == summary                                            # seeded: the same figure every run
+    with pytest.raises(ValueError, match="at least one draw"):
+        fd.relative_fid_draws(syn, real, np.random.default_rng(5), 0)
+
+
 def test_precision_recall_at_equal_sizes_and_their_real_scale():
     """Precision/recall's k-NN radii shrink with n: they are taken at equal sizes, and beside relative FID at
     the half size, with the same two numbers for two real halves (their value for a perfect generator)."""

@@ -127,6 +127,11 @@ def test_inception_weights_other_than_torch_fidelitys_are_refused(tmp_path, monk
     assert fidelity.extractor_kwargs(args, {"inception_weights": None}, INCEPTION, {}) == {}
 
 
+def test_fidelity_stage_stops_at_no_relative_fid_draws(tmp_path, demo_archive):
+    with pytest.raises(SystemExit, match="relative_fid_draws must be at least 1, got 0"):
+        fidelity.main(stage_args(tiny_params(tmp_path, demo_archive), "fidelity.relative_fid_draws=0"))
+
+
 def test_fidelity_stage_metrics(trained):
     project, _, _ = trained
     synthesize.main(stage_args(project, "synthesize.count=12"))
@@ -141,6 +146,14 @@ def test_fidelity_stage_metrics(trained):
     assert dom["overall"]["n_real"] == r["n_reference"]
     assert set(dom["per_class"]) == {"normal", "pneumonia"}
     assert dom["per_class"]["normal"]["n_synthetic"] == 12
+    draws = yaml.safe_load((project / "params.yaml").read_text())["fidelity"]["relative_fid_draws"]
+    for part in (dom["overall"], *dom["per_class"].values()):   # relative FID: medians over the draws, with a range
+        if "note" in part:   # a class with too few val images for two halves
+            assert part["relative_fid"] is None and "relative FID needs" in part["note"]
+            continue
+        low, high = part["relative_fid_range"]
+        assert part["relative_fid_draws"] == draws > 1 and low <= part["relative_fid"] <= high and low < high
+    assert "note" not in dom["overall"]
     for space in ("features", "pixels"):
         assert saved["memorisation"][space]["n_synthetic"] == 24
     # the pixel-space audit against a plain SciPy nearest-neighbour reference: synthetic images closer to a
