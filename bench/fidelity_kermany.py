@@ -40,8 +40,8 @@ def summarise(result: dict) -> dict:
     dom = result["extractors"]["medaug-domain"]
     rows = {"overall": dom["overall"], **dom.get("per_class", {})}
     keep = ("fid", "relative_fid", "relative_fid_range", "relative_fid_draws", "fid_real_halves",
-            "fid_synthetic_vs_real_half", "kid", "precision", "recall", "n_precision_recall", "precision_vs_half", "recall_vs_half", "precision_real_halves", "recall_real_halves",
-            "n_synthetic", "n_real", "n_half")
+            "fid_synthetic_vs_real_half", "kid", "precision", "recall", "n_precision_recall", "precision_vs_half",
+            "recall_vs_half", "precision_real_halves", "recall_real_halves", "n_synthetic", "n_real", "n_half")
     return {"domain": {k: {f: v.get(f) for f in keep} for k, v in rows.items()},
             "memorisation": result["memorisation"],
             "inception": ("not requested" if "inception-v3-compat" not in result["extractors"] else

@@ -56,7 +56,8 @@ def outputs_at(project: Path, rev: str, dest: Path) -> tuple[dict[str, Path], di
 
 
 def quantiles(values) -> dict:
-    lo, mid, hi = np.percentile(np.asarray(values, dtype=float), [2.5, 50, 97.5])
+    """Median and 2.5th / 97.5th percentiles of the defined values (as evaluation.fidelity's summary takes them)."""
+    lo, mid, hi = np.percentile(np.asarray([v for v in values if v is not None], dtype=float), [2.5, 50, 97.5])
     return {"median": round(float(mid), 4), "p2.5": round(float(lo), 4), "p97.5": round(float(hi), 4)}
 
 
@@ -67,7 +68,7 @@ def spread(f_syn, f_ref, seed: int, draws: int) -> dict:
 
     _, runs = fd.relative_fid_draws(f_syn, f_ref, stage_rng(seed, "fidelity", fd.DOMAIN), draws)
     return {"n_half": runs[0]["n_half"], "draws": draws, "fid_full": round(float(fd.fid(f_syn, f_ref)), 4),
-            "relative_fid_draws": [r["relative_fid"] for r in runs],
+            "relative_fid_each": [r["relative_fid"] for r in runs],
             "relative_fid": quantiles([r["relative_fid"] for r in runs]),
             "fid_synthetic_vs_real_half": quantiles([r["fid_synthetic_vs_real_half"] for r in runs]),
             "fid_real_halves": quantiles([r["fid_real_halves"] for r in runs])}
@@ -77,7 +78,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--project", type=Path, default=None, help="the study project (default bench/work/kermany_study)")
     ap.add_argument("--only", nargs="+", default=None, metavar="NAME", help="these experiments (default: all)")
-    ap.add_argument("--draws", type=int, default=None, help="default: the experiment's (the stage's) fidelity.relative_fid_draws")
+    ap.add_argument("--draws", type=int, default=None,
+                    help="default: the experiment's (the stage's) fidelity.relative_fid_draws")
     add_folder_args(ap)
     args = ap.parse_args(argv)
     with folders(args):
@@ -117,12 +119,16 @@ def run(args) -> dict:
     for a, b in itertools.combinations(names, 2):
         if inputs[a] != inputs[b]:
             continue   # other real halves or synthetic rows: not paired draw by draw
-        ra, rb = np.array(res[a]["relative_fid_draws"]), np.array(res[b]["relative_fid_draws"])
+        both = [(x, y) for x, y in zip(res[a]["relative_fid_each"], res[b]["relative_fid_each"])
+                if x is not None and y is not None]
+        ra, rb = np.array(both, dtype=float).T
         paired.append({"a": a, "b": b, "ratio_a_over_b": quantiles(ra / rb),
                        "share_a_lower": round(float((ra < rb).mean()), 4)})
         print(f"{a} / {b}: ratio median {paired[-1]['ratio_a_over_b']['median']}, {a} lower in "
               f"{paired[-1]['share_a_lower']:.0%} of the draws", flush=True)
-    out = {"smoke": args.smoke, "project": project.name, "experiments": res, "paired": paired}
+    # the stage's draws (their number from each experiment's params): the figures the fidelity stage reports now
+    out = {"smoke": args.smoke, "project": project.name, "stage_draws": args.draws is None, "experiments": res,
+           "paired": paired}
     (args.results / "relative_fid_spread.json").write_text(json.dumps(out, indent=1) + "\n")
     print(f"-> {args.results / 'relative_fid_spread.json'}")
     return out

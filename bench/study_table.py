@@ -440,9 +440,10 @@ def main(argv=None) -> dict:
             res["relative_fid_spread"] = {"paired": s["paired"], "experiments": {
                 name: {k: e[k] for k in ("rev", "draws", "n_half", "relative_fid", "fid_synthetic_vs_real_half",
                                          "fid_real_halves")} for name, e in s["experiments"].items()}}
-            res["gan"] = [redraw(g, res["relative_fid_spread"]) for g in res["gan"]]
-            res["scale_up"] = [{**exp, "gan": redraw(exp["gan"], res["relative_fid_spread"])}
-                               for exp in res["scale_up"]]
+            if s.get("stage_draws"):   # the stage's own draws (not a file of the script's earlier seeds or --draws)
+                res["gan"] = [redraw(g, res["relative_fid_spread"]) for g in res["gan"]]
+                res["scale_up"] = [{**exp, "gan": redraw(exp["gan"], res["relative_fid_spread"])}
+                                   for exp in res["scale_up"]]
         (args.results / "kermany_study.json").write_text(json.dumps(res, indent=1) + "\n")
         (args.results / "kermany_study.md").write_text(markdown(res))
         plot(res, args.results / "kermany_study_delta_auc.png")

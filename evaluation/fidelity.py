@@ -166,7 +166,8 @@ def fid_few(f_synthetic, f_real) -> float:
     """FID for sets of fewer rows than features, where the covariances are of low rank: with X the centred
     rows, the trace of sqrt(S1 S2) is the sum of the singular values of X1 X2^T / sqrt((n1 - 1)(n2 - 1)), an
     n1 x n2 matrix, where torch-fidelity (``fid``) takes the eigenvalues of the D x D product (2.7 s at D 2048
-    on 2 cores; this: milliseconds at 460 rows). The same number up to rounding (tested)."""
+    on 2 cores; this: milliseconds at 460 rows). The same number up to rounding (tested). For n1, n2 below D
+    only: the product is n1 x n2."""
     x1, x2 = (_as_tensor(f).numpy() for f in (f_synthetic, f_real))
     if x1.shape[1] != x2.shape[1]:
         raise ValueError(f"feature dimensions differ: {x1.shape[1]} and {x2.shape[1]}")
@@ -272,15 +273,19 @@ def relative_fid_draws(f_synthetic, f_real, rng: np.random.Generator, draws: int
     a, b = _as_tensor(f_synthetic), _as_tensor(f_real)
     runs = [relative_fid(a, b, g) for g in rng.spawn(draws)]
     summary = {k: _median([r[k] for r in runs]) for k in DRAWN}
-    values = [r["relative_fid"] for r in runs]
-    summary["relative_fid_range"] = (None if None in values else
-                                     [float(v) for v in np.percentile(np.asarray(values, float), [2.5, 97.5])])
+    values = [r["relative_fid"] for r in runs if r["relative_fid"] is not None]
+    summary["relative_fid_range"] = ([float(v) for v in np.percentile(np.asarray(values, float), [2.5, 97.5])]
+                                     if values else None)
+    if len(values) < draws:   # real halves at FID 0 (duplicate images): no ratio in that draw
+        summary["note"] = f"relative FID undefined in {draws - len(values)} of {draws} draws (real halves' FID 0)"
     return {**summary, "relative_fid_draws": draws, "n_half": runs[0]["n_half"],
             "n_synthetic_used": runs[0]["n_synthetic_used"]}, runs
 
 
 def _median(values: list) -> float | None:
-    return None if None in values else float(np.median(np.asarray(values, float)))
+    """The median of the defined values (None: none is)."""
+    values = [v for v in values if v is not None]
+    return float(np.median(np.asarray(values, float))) if values else None
 
 
 def nearest(query, base, batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:

@@ -207,8 +207,8 @@ def check_study(out: Path) -> None:
                        / "relative_fid_spread.json")
     assert spread["smoke"] is True and list(spread["experiments"]) == names
     first = spread["experiments"]["fraction-1"]
-    assert len(first["relative_fid_draws"]) == first["draws"] == res["gan"][0]["relative_fid_draws"] == 5
-    assert all(finite(v, 0) for v in first["relative_fid_draws"])
+    assert len(first["relative_fid_each"]) == first["draws"] == res["gan"][0]["relative_fid_draws"] == 5
+    assert all(finite(v, 0) for v in first["relative_fid_each"]) and spread["stage_draws"]
     # the stage's own draws: the script gives the figure the fidelity stage wrote (rounded to 4 places)
     stage = res["gan"][0]
     assert first["relative_fid"]["median"] == pytest.approx(stage["relative_fid"], abs=1e-4)

@@ -136,6 +136,10 @@ def test_relative_fid_is_a_median_over_draws_with_their_range():
     assert again == summary                                            # seeded: the same figure every run
     with pytest.raises(ValueError, match="at least one draw"):
         fd.relative_fid_draws(syn, real, np.random.default_rng(5), 0)
+    same = np.repeat(gauss(1, seed=6), 40, axis=0)   # every real image alike: the halves' FID is 0, no ratio
+    undefined, _ = fd.relative_fid_draws(syn, same, np.random.default_rng(5), 3)
+    assert undefined["relative_fid"] is None and undefined["relative_fid_range"] is None
+    assert undefined["note"] == "relative FID undefined in 3 of 3 draws (real halves' FID 0)"
 
 
 def test_precision_recall_at_equal_sizes_and_their_real_scale():
