@@ -73,7 +73,11 @@ HONESTY = """\
   (bench/results/fidelity_kermany_cpu.json shows them for a 3000-step generator). Relative FIDs compare across
   the fractions: one validation split, one n_half. Each fraction, and each study project, trains its own domain
   extractor, so both FIDs of a relative FID are shown: a change in the real halves' FID (the denominator) is the
-  extractor's, not the GAN's.
+  extractor's, not the GAN's. Since ab9f99f the stage's relative FID is the median over draws of the halves with
+  the range of 95% of them; runs from before took one draw. Those of this study project are redrawn with the
+  stage's draws (†); those carried over from earlier projects, whose DVC caches are gone, keep their one draw,
+  marked: such a draw may sit anywhere in the range (the last section sets redrawn runs' one draw beside their
+  median).
 """
 
 
