@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evaluation import fidelity as fd  # noqa: E402
-from evaluation.features import DomainNet, ExtractorConfig  # noqa: E402
+from evaluation.features import DomainNet, ExtractorConfig, extractor_state  # noqa: E402
 from pipeline.prepared import load_split  # noqa: E402
 from pipeline.runtime import resolve_device  # noqa: E402
 from _data import add_folder_args, folders, kermany, kermany_miniature  # noqa: E402  (bench/ is on sys.path)
@@ -59,7 +59,7 @@ def run(args):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         net = DomainNet(ExtractorConfig(resolution=64, num_classes=2, width=args.width, dim=args.dim)).eval()
-    state = fd.extractor_state(net)
+    state = extractor_state(net)
     fd.features(a[:256], fd.DOMAIN, device, domain_state=state)  # warm-up (cuDNN, allocator)
     if device.type == "cuda":
         torch.cuda.synchronize()

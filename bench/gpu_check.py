@@ -171,7 +171,7 @@ def verdict_throughput(r: dict) -> tuple[str, str]:
 def check_evaluation(x, y, device, precision, steps, cnn_width, cnn_batch) -> dict:
     from evaluation import fidelity as fd
     from evaluation.downstream import CNNClassifier
-    from evaluation.features import ExtractorConfig, extract, train_extractor
+    from evaluation.features import ExtractorConfig, extract, extractor_state, train_extractor
 
     def sync():
         if device.type == "cuda":
@@ -185,7 +185,7 @@ def check_evaluation(x, y, device, precision, steps, cnn_width, cnn_batch) -> di
                           precision=precision)
     sync()
     t_extractor = time.perf_counter() - t0
-    state = fd.extractor_state(net.cpu())
+    state = extractor_state(net.cpu())
     f = {}
     for dev in ([device, torch.device("cpu")] if device.type == "cuda" else [device]):
         fa = fd.features(x[:n], fd.DOMAIN, dev, domain_state=state)

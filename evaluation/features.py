@@ -58,6 +58,20 @@ class DomainNet(nn.Module):
         return self.classify(f), self.rotation(f)
 
 
+def extractor_state(net: DomainNet, **extra) -> dict:
+    """The domain extractor as a self-describing dict (for torch.save and ``domain_state=``)."""
+    return {"format": 1, "config": net.cfg.to_dict(), "state_dict": net.state_dict(), **extra}
+
+
+def domain_net_from_state(state: dict) -> DomainNet:
+    """The network ``extractor_state`` saved, in eval mode."""
+    if state.get("format") != 1:
+        raise ValueError(f"unknown domain extractor format {state.get('format')}")
+    net = DomainNet(ExtractorConfig(**state["config"]))
+    net.load_state_dict(state["state_dict"])
+    return net.eval()
+
+
 def check_images(x, resolution: int | None = None) -> None:
     shape = tuple(x.shape)
     if len(shape) != 4 or shape[1] != 1 or (resolution and shape[-2:] != (resolution, resolution)):

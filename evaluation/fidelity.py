@@ -18,7 +18,7 @@ import torch
 
 from common.images import to_uint8
 from common.torchvision_guard import ensure_torchvision
-from evaluation.features import DomainNet, ExtractorConfig, check_images
+from evaluation.features import check_images, domain_net_from_state
 
 ensure_torchvision()
 import torch_fidelity  # noqa: E402
@@ -63,19 +63,6 @@ def check_inception_weights(path: str | Path) -> None:
         raise ValueError(f"{path} is not torch-fidelity's Inception weights (weights-inception-2015-12-05-"
                          f"{INCEPTION_SHA256_PREFIX}.pth): its SHA-256 is {digest.hexdigest()}; FIDs from other "
                          "weights do not compare with published FIDs")
-
-
-def extractor_state(net: DomainNet, **extra) -> dict:
-    """The domain extractor as a self-describing dict (for torch.save and ``domain_state=``)."""
-    return {"format": 1, "config": net.cfg.to_dict(), "state_dict": net.state_dict(), **extra}
-
-
-def domain_net_from_state(state: dict) -> DomainNet:
-    if state.get("format") != 1:
-        raise ValueError(f"unknown domain extractor format {state.get('format')}")
-    net = DomainNet(ExtractorConfig(**state["config"]))
-    net.load_state_dict(state["state_dict"])
-    return net.eval()
 
 
 class DomainFeatureExtractor(FeatureExtractorBase):

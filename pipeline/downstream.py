@@ -115,8 +115,7 @@ def domain_feature_fn(args, classifier_name: str):
     params = args.params
     if classifier_name != "xgboost" or "domain" not in params["downstream"]["xgboost"]["features"]:
         return None
-    from evaluation.features import extract
-    from evaluation.fidelity import domain_net_from_state
+    from evaluation.features import domain_net_from_state, extract
     net = domain_net_from_state(torch.load(args.path(params["paths"]["extractor"]) / outputs.EXTRACTOR,
                                            map_location="cpu", weights_only=True))
     return lambda images: extract(net, images)

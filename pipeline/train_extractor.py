@@ -13,8 +13,7 @@ import torch
 
 from common.io import save_torch, write_json
 from common.seeding import derive_seed
-from evaluation.features import ExtractorConfig, extract, rotate_quarters, train_extractor
-from evaluation.fidelity import extractor_state
+from evaluation.features import ExtractorConfig, extract, extractor_state, rotate_quarters, train_extractor
 from pipeline import outputs
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split

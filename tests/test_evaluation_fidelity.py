@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from evaluation import fidelity as fd
-from evaluation.features import ExtractorConfig, train_extractor
+from evaluation.features import ExtractorConfig, extractor_state, train_extractor
 from evaluation.fid import fid as scipy_fid
 
 
@@ -17,7 +17,7 @@ def domain():
     y = np.arange(64) % 2
     x[y == 1, :, :16] = -1
     net = train_extractor(x, y, cfg, steps=20, batch=16, seed=1)
-    return fd.extractor_state(net), x
+    return extractor_state(net), x
 
 
 def gauss(n, d=16, shift=0.0, seed=0):

@@ -37,7 +37,7 @@ def test_extractor_stage(trained):
     assert state["config"]["dim"] == 16 and state["classes"] == ["normal", "pneumonia"]
     # the reported accuracies are the saved network's, on the validation split
     from evaluation.features import rotate_quarters
-    from evaluation.fidelity import domain_net_from_state
+    from evaluation.features import domain_net_from_state
     from pipeline.prepared import load_split
 
     net, val = domain_net_from_state(state), load_split(project / "data/prepared", "val")
