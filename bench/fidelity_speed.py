@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evaluation import fidelity as fd  # noqa: E402
+from evaluation import fidelity_stats as fs  # noqa: E402
 from evaluation.features import DomainNet, ExtractorConfig, extractor_state  # noqa: E402
 from pipeline.prepared import load_split  # noqa: E402
 from pipeline.runtime import resolve_device  # noqa: E402
@@ -69,7 +70,7 @@ def run(args):
     t1 = time.perf_counter()
     fid = fd.fid(fa, fb)
     t2 = time.perf_counter()
-    m = fd.fidelity_metrics(fa, fb) if args.prc else None
+    m = fs.fidelity_metrics(fa, fb) if args.prc else None
     kid_t0 = time.perf_counter()
     from torch_fidelity.metric_kid import kid_features_to_metric
     kid = kid_features_to_metric(fa.double(), fb.double(), kid_subsets=100, kid_subset_size=min(1000, args.n),

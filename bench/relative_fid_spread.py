@@ -1,6 +1,6 @@
 """Relative FID as the fidelity stage now gives it, for the study's experiments, and draw by draw between them.
 
-The fidelity stage reports relative FID (evaluation.fidelity.relative_fid_draws) as the median over
+The fidelity stage reports relative FID (evaluation.fidelity_stats.relative_fid_draws) as the median over
 ``fidelity.relative_fid_draws`` draws of two real val halves and a synthetic subset, with the draws' 2.5th-97.5th
 percentile range. Experiments run before that took one draw. This script makes the stage's draws (the same
 generator, stage_rng(base.seed, "fidelity", "medaug-domain"), so the same numbers as the stage) on each
@@ -56,7 +56,7 @@ def outputs_at(project: Path, rev: str, dest: Path) -> tuple[dict[str, Path], di
 
 
 def quantiles(values) -> dict:
-    """Median and 2.5th / 97.5th percentiles of the defined values (as evaluation.fidelity's summary takes them)."""
+    """Median and 2.5th / 97.5th percentiles of the defined values (as evaluation.fidelity_stats' summary takes them)."""
     lo, mid, hi = np.percentile(np.asarray([v for v in values if v is not None], dtype=float), [2.5, 50, 97.5])
     return {"median": round(float(mid), 4), "p2.5": round(float(lo), 4), "p97.5": round(float(hi), 4)}
 
@@ -65,11 +65,14 @@ def spread(f_syn, f_ref, seed: int, draws: int) -> dict:
     """The fidelity stage's relative FID draws for the domain extractor's overall figure, summarised."""
     from common.seeding import stage_rng
     from evaluation import fidelity as fd
+    from evaluation import fidelity_stats as fs
 
-    _, runs = fd.relative_fid_draws(f_syn, f_ref, stage_rng(seed, "fidelity", fd.DOMAIN), draws)
+    summary, runs = fs.relative_fid_draws(f_syn, f_ref, stage_rng(seed, "fidelity", fd.DOMAIN), draws)
+    low, high = summary["relative_fid_range"]
     return {"n_half": runs[0]["n_half"], "draws": draws, "fid_full": round(float(fd.fid(f_syn, f_ref)), 4),
             "relative_fid_each": [r["relative_fid"] for r in runs],
-            "relative_fid": quantiles([r["relative_fid"] for r in runs]),
+            "relative_fid": {"median": round(summary["relative_fid"], 4), "p2.5": round(low, 4),
+                             "p97.5": round(high, 4)},
             "fid_synthetic_vs_real_half": quantiles([r["fid_synthetic_vs_real_half"] for r in runs]),
             "fid_real_halves": quantiles([r["fid_real_halves"] for r in runs])}
 
@@ -104,7 +107,8 @@ def run(args) -> dict:
     for name in names:
         paths, md5s, params = outputs_at(project, revs[name], args.work / "relative_fid_spread" / name)
         seed = int(params["base"]["seed"])
-        draws = args.draws or int(params["fidelity"].get("relative_fid_draws", default_draws))
+        draws = args.draws if args.draws is not None else int(params["fidelity"].get("relative_fid_draws",
+                                                                                         default_draws))
         synthetic, _, _ = load_synthetic(paths["synthetic"])
         val = load_split(paths["prepared"], "val")
         domain = torch.load(paths["extractor"] / outputs.EXTRACTOR, map_location="cpu", weights_only=True)

@@ -179,8 +179,8 @@ def shift(prepared: dict) -> dict:
             "shared_ids": prepared.get("patients_in_several_published_splits", 0)}
 
 
-RELATIVE = ("relative FID, median [95% of the draws] (FID of a synthetic half / of two real halves, their medians; "
-            "† redrawn)")
+RELATIVE = ("relative FID, median [95% of the draws] or one draw (FID of a synthetic half / of two real halves, "
+            "medians where drawn; † redrawn)")
 
 
 def relative_cell(g: dict) -> str:

@@ -21,13 +21,14 @@ from common.images import save_png, tile
 from common.io import write_json
 from common.seeding import stage_rng
 from evaluation import fidelity as fd
+from evaluation import fidelity_stats as fs
 from pipeline import outputs
 from pipeline.params import parse_stage_args
 from pipeline.prepared import Split, load_split, load_synthetic
 from pipeline.runtime import resolve_device
 from pipeline.tracking import numeric_metrics, stage_run
 
-NULL_METRICS = dict.fromkeys((fd.FID, fd.KID, fd.KID_STD, fd.PRECISION, fd.RECALL, "relative_fid"))
+NULL_METRICS = dict.fromkeys((fd.FID, fs.KID, fs.KID_STD, fs.PRECISION, fs.RECALL, "relative_fid"))
 INCEPTION_UNAVAILABLE = ("Inception weights not found: set fidelity.inception_weights to a local copy, or allow "
                          "the download")
 
@@ -36,10 +37,10 @@ def set_metrics(f_syn, f_ref, rng, kid_subsets: int, draws: int) -> dict:
     """Fidelity metrics plus relative FID (medians over ``draws`` draws of the halves) for one pair of feature
     sets (nulls with a note when too small)."""
     if min(len(f_syn), len(f_ref)) < 2:
-        return {**NULL_METRICS, fd.N_SYNTHETIC: len(f_syn), fd.N_REAL: len(f_ref), "note": "fewer than 2 images"}
-    out = fd.fidelity_metrics(f_syn, f_ref, kid_subsets=kid_subsets)
+        return {**NULL_METRICS, fs.N_SYNTHETIC: len(f_syn), fs.N_REAL: len(f_ref), "note": "fewer than 2 images"}
+    out = fs.fidelity_metrics(f_syn, f_ref, kid_subsets=kid_subsets)
     try:
-        out.update(fd.relative_fid_draws(f_syn, f_ref, rng, draws)[0])
+        out.update(fs.relative_fid_draws(f_syn, f_ref, rng, draws)[0])
     except ValueError as e:
         out.update(relative_fid=None, note=str(e))
     return out
@@ -141,12 +142,12 @@ def compare_extractors(args, fid_params: dict, sets: Compared, domain: dict, dev
 def memorisation_audits(domain_features, sets: Compared, percentile: float, seed: int) -> dict[str, dict]:
     """space (features when the domain extractor ran, pixels) -> the memorisation audit, the held-out images
     split by patient into a threshold half and a measured half (one split for both spaces)."""
-    halves = fd.patient_halves([row["patient_id"] for row in sets.reference.rows],
+    halves = fs.patient_halves([row["patient_id"] for row in sets.reference.rows],
                                stage_rng(seed, "fidelity", "memorisation"))
     audits = {}
     if domain_features is not None:
-        audits["features"] = fd.memorisation_audit(*domain_features, percentile=percentile, halves=halves)
-    audits["pixels"] = fd.memorisation_audit(sets.synthetic.astype(np.float32), sets.train.images.astype(np.float32),
+        audits["features"] = fs.memorisation_audit(*domain_features, percentile=percentile, halves=halves)
+    audits["pixels"] = fs.memorisation_audit(sets.synthetic.astype(np.float32), sets.train.images.astype(np.float32),
                                              sets.reference.images.astype(np.float32), percentile=percentile,
                                              halves=halves)
     return audits
@@ -172,8 +173,8 @@ def print_results(result: dict, seconds: float, percentile: float) -> None:
             print(f"fidelity: {name}: FID {overall[fd.FID]:.3f}, relative FID {overall['relative_fid']} "
                   f"(median of {overall.get('relative_fid_draws')} draws; 95% of them in "
                   f"{overall.get('relative_fid_range')}), "
-                  f"KID {overall[fd.KID]:.4f}, precision {overall[fd.PRECISION]}, recall {overall[fd.RECALL]} "
-                  f"({overall[fd.N_SYNTHETIC]} vs {overall[fd.N_REAL]})")
+                  f"KID {overall[fs.KID]:.4f}, precision {overall[fs.PRECISION]}, recall {overall[fs.RECALL]} "
+                  f"({overall[fs.N_SYNTHETIC]} vs {overall[fs.N_REAL]})")
     print(f"fidelity: {seconds:.0f} s")
     for space, audit in result["memorisation"].items():
         (s_low, s_high), (h_low, h_high) = audit["fraction_synthetic_below_ci"], audit["fraction_heldout_below_ci"]

@@ -56,6 +56,11 @@ def stage_args(project: Path, *overrides: str) -> list[str]:
     return ["--params", str(project / "params.yaml"), *[a for o in overrides for a in ("-S", o)]]
 
 
+def gauss(n, d=16, shift=0.0, seed=0):
+    """``n`` standard normal feature rows of dimension ``d``, shifted by ``shift``."""
+    return np.random.default_rng(seed).normal(size=(n, d)) + shift
+
+
 def cpu_gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
