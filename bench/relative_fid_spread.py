@@ -56,7 +56,8 @@ def outputs_at(project: Path, rev: str, dest: Path) -> tuple[dict[str, Path], di
 
 
 def quantiles(values) -> dict:
-    """Median and 2.5th / 97.5th percentiles of the defined values (as evaluation.fidelity_stats' summary takes them)."""
+    """Median and 2.5th / 97.5th percentiles of the defined values (as evaluation.fidelity_stats' summary takes
+    them)."""
     lo, mid, hi = np.percentile(np.asarray([v for v in values if v is not None], dtype=float), [2.5, 50, 97.5])
     return {"median": round(float(mid), 4), "p2.5": round(float(lo), 4), "p97.5": round(float(hi), 4)}
 

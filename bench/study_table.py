@@ -286,9 +286,9 @@ def spread_section(res: dict) -> list[str]:
     lines = ["", "## Relative FID over draws of the halves (bench/relative_fid_spread.py)", "",
              "The fidelity stage gives relative FID as the median over `fidelity.relative_fid_draws` draws of two "
              "real val halves and a synthetic subset, with the range of 95% of the draws. Runs from before it took "
-             "one draw, which moves several-fold. The script makes the stage's draws (the same seeds) on each "
-             "experiment's own features, so the figures marked † in the tables above are the ones the stage gives "
-             "now. Median [2.5th, 97.5th percentile] over the draws:", "",
+             "one draw, which moves several-fold. The script (without --draws) makes the stage's draws, the same "
+             "seeds, on each experiment's own features: then the figures marked † in the tables above are the ones "
+             "the stage gives now. Median [2.5th, 97.5th percentile] over the draws:", "",
              "| experiment | draws | n_half | relative FID | the stage's one draw | FID synthetic half | "
              "FID real halves |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {name} (rev {e['rev']}) | {e['draws']} | {e['n_half']} | {q(e['relative_fid'])} | "
