@@ -10,7 +10,8 @@
    data.train_fraction keeps that share of the training patients in the prepare stage, so the extractor, the
    GAN and every classifier see the same reduced real set; val (carved from train by patient) and the
    official test folder are untouched. DVC's run cache restores any stage already run with the same inputs,
-   so an interrupted study resumes where it stopped (run this script again).
+   so an interrupted study resumes where it stopped (run this script again); a GAN killed mid-run resumes from
+   its checkpoint in <work>/kermany_study/checkpoints/<name> (paths.gan_work, outside the queue's temp folder).
 4. Then the scale-up experiments of bench/kermany_study.yaml (`scale_up`: name -> overrides), queued the same
    way: fraction 1.0 with more compute, to show how far the goals move with it.
 
@@ -149,8 +150,11 @@ def run(args) -> dict:
         if name in done:
             print(f"{name}: already run ({done[name][:7]}); skipped")
             continue
-        sh([sys.executable, "-m", "dvc", "exp", "run", "--queue", "-n", name, *(a for o in overrides for a in ("-S", o))],
-           path, env)
+        # a queued run works in a temp folder that a rerun does not reuse: its GAN checkpoint lives outside it,
+        # one folder per experiment, so a study killed mid-GAN resumes from its last checkpoint
+        gan_work = override("paths.gan_work", str(path / "checkpoints" / name))
+        sh([sys.executable, "-m", "dvc", "exp", "run", "--queue", "-n", name,
+            *(a for o in (*overrides, gan_work) for a in ("-S", o))], path, env)
         # one queued experiment per --run-all: with two queued, DVC 3's worker finished the first and left the
         # second queued, with no worker and `--run-all` waiting for ever
         sh([sys.executable, "-m", "dvc", "exp", "run", "--run-all", "--jobs", "1"], path, env, log=log)

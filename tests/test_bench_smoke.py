@@ -170,6 +170,8 @@ def check_study(out: Path) -> None:
     # fraction-1-scaled changes only the CNN: its GAN is fraction-1's, restored from DVC's run cache, not retrained
     log = (Path(runs["project"]).parent / "kermany_study.log").read_text()
     assert log.count("Running stage 'train_gan'") == 1 and "Stage 'train_gan' is cached" in log
+    # the GAN's checkpoint lives outside the queue's temp folder, one folder per experiment, so a rerun resumes it
+    assert [p.parent.name for p in (Path(runs["project"]) / "checkpoints").glob("*/checkpoint.pt")] == ["fraction-1"]
     table = run_smoke("study_table.py", out.parent / "table", "--project", runs["project"])
     res = read_json(table / "kermany_study.json")
     assert res["smoke"] is True and [g["experiment"] for g in res["gan"]] == ["fraction-1"]
