@@ -62,6 +62,16 @@ def load_split(prepared: Path, split: str) -> Split:
                  rows=rows, classes=classes)
 
 
+CONTACT_SHEET_PER_CLASS = 16
+
+
+def contact_sheet_rows(labels: np.ndarray) -> np.ndarray:
+    """The rows of a synthetic set that its contact sheet shows (synthesize writes it, vtt_export leaves them out
+    of the blinded set): the first CONTACT_SHEET_PER_CLASS of each label (-1 when unconditional), in label order."""
+    return np.concatenate([np.array([], dtype=np.int64)] + [np.flatnonzero(labels == label)[:CONTACT_SHEET_PER_CLASS]
+                                                           for label in np.unique(labels)])
+
+
 def load_synthetic(folder: Path) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """The synthesize stage's images (N,1,S,S float16), labels (-1 when unconditional) and index rows."""
     folder = Path(folder)

@@ -21,7 +21,7 @@ from dcgan.models import generate, latents
 from dcgan.models import load_generator
 from pipeline import outputs
 from pipeline.params import parse_stage_args
-from pipeline.prepared import load_split
+from pipeline.prepared import CONTACT_SHEET_PER_CLASS, contact_sheet_rows, load_split
 from pipeline.tracking import numeric_metrics, stage_run
 from pipeline.runtime import resolve_device
 
@@ -72,17 +72,14 @@ def generate_images(generator, wanted: dict[str, int], conditional: bool, batch:
     return labels, seeds, images, time.perf_counter() - started
 
 
-def write_set(folder, images, labels, names: list[str], seeds, classes: list[str], conditional: bool) -> None:
+def write_set(folder, images, labels, names: list[str], seeds) -> None:
     """images.npy, index.csv and the contact sheet (up to 16 per class, one block of rows per class)."""
     np.save(folder / outputs.IMAGES, images)
     with open(folder / outputs.INDEX, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(INDEX_COLUMNS)
         writer.writerows(zip(range(len(labels)), labels.tolist(), names, seeds.tolist()))
-    sheet = []
-    for label in (range(len(classes)) if conditional else [-1]):
-        sheet.extend(np.flatnonzero(labels == label)[:16].tolist())
-    save_png(folder / outputs.CONTACT_SHEET, tile(images[sheet], 16))
+    save_png(folder / outputs.CONTACT_SHEET, tile(images[contact_sheet_rows(labels)], CONTACT_SHEET_PER_CLASS))
 
 
 def write_pngs(folder, images, names: list[str]) -> None:
@@ -134,7 +131,7 @@ def main(argv=None) -> dict:
                "generator": "EMA" if state.get("ema") else "raw", "png": bool(synth_params["png"]),
                "dicom": bool(synth_params["dicom"])}
     with atomic_dir(out) as tmp:
-        write_set(tmp, images, labels, names, seeds, classes, conditional)
+        write_set(tmp, images, labels, names, seeds)
         if synth_params["png"]:
             write_pngs(tmp, images, names)
         if synth_params["dicom"]:

@@ -7,8 +7,8 @@
 vtt.n real images from the held-out real split (vtt.real_split, default test: never used to choose
 anything) and as many synthetic images with the same class counts, so neither the class nor anything but
 the pixels says which is which; none of the synthetic images the report's nearest-pairs figures show (listed in
-paths.fidelity_metrics) unless a class has too few others (a small synthetic set: the summary counts them and
-the stage warns). Selection is seeded. Ids, order, salts and the key version are drawn from
+paths.fidelity_metrics) or the contact sheet shows (data/synthetic and MLflow) unless a class has too few others
+(a small synthetic set: the summary counts them and the stage warns). Selection is seeded. Ids, order, salts and the key version are drawn from
 base.seed, the secret in the MEDAUG_VTT_SECRET environment variable when vtt.secret is true, and the images
 themselves (evaluation.vtt.blind): the same inputs give the same export byte for byte, and a set with any
 other image gets other ids and a new key version, so answers cannot be scored against the wrong set.
@@ -34,7 +34,7 @@ from evaluation import vtt
 from imaging.dicom_write import reader_study_dataset
 from pipeline import outputs
 from pipeline.params import parse_stage_args
-from pipeline.prepared import load_split, load_synthetic
+from pipeline.prepared import contact_sheet_rows, load_split, load_synthetic
 from pipeline.tracking import stage_run
 
 SECRET_ENV = "MEDAUG_VTT_SECRET"  # blinding secret; not a param, so it is never written to dvc.lock or MLflow
@@ -192,9 +192,10 @@ def main(argv=None) -> dict:
     real = load_split(args.path(params["paths"]["prepared"]), vtt_params["real_split"])
     syn_images, syn_labels, syn_rows = load_synthetic(args.path(params["paths"]["synthetic"]))
     n = int(vtt_params["n"])
-    shown = shown_rows(args.path(params["paths"]["fidelity_metrics"]), syn_labels)
+    in_report = shown_rows(args.path(params["paths"]["fidelity_metrics"]), syn_labels)
+    on_sheet = contact_sheet_rows(syn_labels)
     pick_real, pick_syn, taken_shown = pick_images(real, syn_labels, n, stage_rng(seed, "vtt_export"),
-                                                   vtt_params["real_split"], shown)
+                                                   vtt_params["real_split"], np.union1d(in_report, on_sheet))
     size = int(vtt_params["display_size"])
     secret = blinding_secret(vtt_params)
     entropy = derive_seed(seed, "vtt_export", "blinding").generate_state(8).tobytes() + secret.encode()
@@ -207,7 +208,9 @@ def main(argv=None) -> dict:
                                  margin)
         (tmp / outputs.VTT_KEY).write_text(key)
         summary = export_summary(items, manifest, vtt_params, secret) | {
-            "synthetic_shown_in_report": len(shown), "synthetic_in_set_shown_in_report": taken_shown}
+            "synthetic_shown_in_report": len(in_report), "synthetic_on_contact_sheet": len(on_sheet),
+            "synthetic_in_set_shown_in_report": int(np.isin(pick_syn, in_report).sum()),
+            "synthetic_in_set_on_contact_sheet": int(np.isin(pick_syn, on_sheet).sum())}
         write_json(tmp / outputs.SUMMARY, summary)
     with stage_run("vtt_export", params, args.root, {"base": params["base"], "vtt": vtt_params}) as ml:
         if ml:
@@ -216,8 +219,8 @@ def main(argv=None) -> dict:
             ml.log_artifact(str(out / outputs.SUMMARY))
     if taken_shown:
         print(f"vtt_export: warning: {taken_shown} of the {n} synthetic images in the set are shown in the report "
-              "(too few others in the synthetic set): readers must not see the report before they answer; raise "
-              "synthesize.ratio/count to avoid it")
+              "or on the contact sheet (too few others in the synthetic set): readers must not see either before "
+              "they answer; raise synthesize.ratio/count to avoid it")
     if not secret:
         print(f"vtt_export: blinding from base.seed only: set vtt.secret and {SECRET_ENV} if the readers could see "
               "this project's params, code and data")

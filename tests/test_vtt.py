@@ -22,6 +22,7 @@ def exported(project, demo_archive):
     tiny_params(project, demo_archive, gan=dict(width=0.25, steps=2, batch=8, fid_every=0, grid_every=0),
                 extractor=dict(width=4, dim=16, steps=5, batch=16),
                 fidelity=dict(kid_subsets=5, inception_weights="no-such-file.pth", pairs=4),
+                synthesize=dict(count=24),   # more than the contact sheet's 16 a class shows
                 vtt=dict(n=4, display_size=64, dicom=True))
     a = stage_args(project)
     for stage in (prepare, train_extractor, train_gan, synthesize):
@@ -32,8 +33,9 @@ def exported(project, demo_archive):
 
 
 def test_the_synthetic_images_the_report_shows_are_not_in_the_blinded_set(exported):
-    """The report's nearest-pairs figures show synthetic images (fidelity records their rows): a reader who saw
-    the report would know them, so the export draws from the others, and says how many it left out. A train
+    """The report's nearest-pairs figures and the contact sheet show synthetic images (fidelity records the
+    figures' rows): a reader who saw them would know them, so the export draws from the others, and says how many
+    it left out. A train
     split, or fidelity metrics that do not list the rows, stop the export."""
     project, summary = exported
     memorisation = json.loads((project / "metrics/fidelity.json").read_text())["memorisation"]
@@ -44,6 +46,12 @@ def test_the_synthetic_images_the_report_shows_are_not_in_the_blinded_set(export
         picked = {int(r["origin"].split(":")[1].removeprefix("row")) for r in csv.DictReader(fh)
                   if r["truth"] == "synthetic"}
     assert len(picked) == 4 and not picked & shown
+    # nor the contact sheet's (data/synthetic and MLflow show it)
+    from pipeline.prepared import contact_sheet_rows, load_synthetic
+
+    sheet = set(contact_sheet_rows(load_synthetic(project / "data/synthetic")[1]).tolist())
+    assert sheet - shown and not picked & sheet
+    assert summary["synthetic_on_contact_sheet"] == len(sheet) and summary["synthetic_in_set_on_contact_sheet"] == 0
     # a train split (the report shows train images; the GAN learnt them) and fidelity metrics without the rows
     from pipeline import vtt_export
 
