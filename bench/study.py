@@ -152,7 +152,7 @@ def run(args) -> dict:
             continue
         # a queued run works in a temp folder that a rerun does not reuse: its GAN checkpoint lives outside it,
         # one folder per experiment, so a study killed mid-GAN resumes from its last checkpoint
-        gan_work = override("paths.gan_work", str(path / "checkpoints" / name))
+        gan_work = f"paths.gan_work='{path / 'checkpoints' / name}'"   # quoted: a path may hold : or =
         sh([sys.executable, "-m", "dvc", "exp", "run", "--queue", "-n", name,
             *(a for o in (*overrides, gan_work) for a in ("-S", o))], path, env)
         # one queued experiment per --run-all: with two queued, DVC 3's worker finished the first and left the

@@ -170,7 +170,8 @@ def vtt_export_summary(folder: Path, shown: str) -> dict:
         return {}
     return {"folder": shown, **{k: export.get(k) for k in ("images", "real_split", "display_size", "dicom",
                                                           "key_version", "key_sha256",
-                                                          "synthetic_in_set_shown_in_report")},
+                                                          "synthetic_in_set_shown_in_report",
+                                                          "synthetic_in_set_on_contact_sheet")},
             "per_truth_and_class": export.get("per_truth_and_class", {})}
 
 

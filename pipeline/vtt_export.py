@@ -4,18 +4,18 @@
   key.csv    the answer key (outside blinded/: never send it)
   summary.json
 
-vtt.n real images from the held-out real split (vtt.real_split, default test: never used to choose
-anything) and as many synthetic images with the same class counts, so neither the class nor anything but
-the pixels says which is which; none of the synthetic images the report's nearest-pairs figures show (listed in
-paths.fidelity_metrics) or the contact sheet shows (data/synthetic and MLflow) unless a class has too few others
-(a small synthetic set: the summary counts them and the stage warns). Selection is seeded. Ids, order, salts and the key version are drawn from
-base.seed, the secret in the MEDAUG_VTT_SECRET environment variable when vtt.secret is true, and the images
-themselves (evaluation.vtt.blind): the same inputs give the same export byte for byte, and a set with any
-other image gets other ids and a new key version, so answers cannot be scored against the wrong set.
-Without the secret, whoever holds the project's params, code and data can rebuild the key: set vtt.secret
-and MEDAUG_VTT_SECRET (and keep it) for a study whose readers might. DVC does not see environment variables,
-so the param says whether the export is keyed, and the stage stops when the variable disagrees with it.
-Zip blinded/ and send it as it is.
+vtt.n real images from the held-out real split (vtt.real_split, default test: never used to choose anything)
+and as many synthetic images with the same class counts, so neither the class nor anything but the pixels
+says which is which; none of the synthetic images the report's nearest-pairs figures show (listed in
+paths.fidelity_metrics) or the contact sheet shows (data/synthetic and MLflow) unless a class has too few
+others (a small synthetic set: the summary counts them and the stage warns). Selection is seeded. Ids,
+order, salts and the key version are drawn from base.seed, the secret in the MEDAUG_VTT_SECRET environment
+variable when vtt.secret is true, and the images themselves (evaluation.vtt.blind): the same inputs give the
+same export byte for byte, and a set with any other image gets other ids and a new key version, so answers
+cannot be scored against the wrong set. Without the secret, whoever holds the project's params, code and
+data can rebuild the key: set vtt.secret and MEDAUG_VTT_SECRET (and keep it) for a study whose readers
+might. DVC does not see environment variables, so the param says whether the export is keyed, and the stage
+stops when the variable disagrees with it. Zip blinded/ and send it as it is.
 """
 from __future__ import annotations
 

@@ -138,8 +138,12 @@ def test_charts_are_the_same_bytes_and_leave_matplotlib_settings_alone():
 
 
 def test_the_page_says_when_the_blinded_set_holds_images_it_shows(tmp_path):
-    """A tiny synthetic set can force vtt_export to take images of the nearest-pairs figures: the page says so."""
+    """A tiny synthetic set can force vtt_export to take images of the nearest-pairs figures or the contact sheet:
+    the page says so."""
     summary, figures = page_with_vtt_export(tmp_path, 2)
     assert "are shown on this page" not in report_page.render(summary, figures)
     summary["vtt_export"]["synthetic_in_set_shown_in_report"] = 1
     assert "<b>1 synthetic image(s) of the set are shown on this page</b>" in report_page.render(summary, figures)
+    assert "on the contact sheet" not in report_page.render(summary, figures)
+    summary["vtt_export"]["synthetic_in_set_on_contact_sheet"] = 2
+    assert "<b>2 synthetic image(s) of the set are on the contact sheet</b>" in report_page.render(summary, figures)

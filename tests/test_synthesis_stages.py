@@ -93,6 +93,17 @@ def test_synthesize_counts_seeds_and_copies(trained):
     assert counts["per_class"] == {"normal": 5, "pneumonia": 5} and counts["images"] == 10
 
 
+def test_contact_sheet_rows_are_the_first_of_each_label():
+    """The sheet's rows (vtt_export leaves them out): the first 16 of each label in label order, none for a class
+    with no images, the first 16 of all for an unconditional set (labels -1)."""
+    from pipeline.prepared import contact_sheet_rows
+
+    labels = np.array([1] * 20 + [0] * 3 + [3] * 17)             # class 2 has no images
+    assert contact_sheet_rows(labels).tolist() == [20, 21, 22, *range(16), *range(23, 39)]
+    assert contact_sheet_rows(np.full(40, -1)).tolist() == list(range(16))
+    assert contact_sheet_rows(np.array([], dtype=np.int64)).tolist() == []
+
+
 def test_an_unavailable_extractor_gets_a_fixed_reason_in_the_out():
     """The reason goes into metrics/fidelity.json (a DVC out) and the report: the same on every machine, whatever
     the error said (a DNS message, a path); the error itself goes to stderr as a warning."""

@@ -34,9 +34,8 @@ def exported(project, demo_archive):
 
 def test_the_synthetic_images_the_report_shows_are_not_in_the_blinded_set(exported):
     """The report's nearest-pairs figures and the contact sheet show synthetic images (fidelity records the
-    figures' rows): a reader who saw them would know them, so the export draws from the others, and says how many
-    it left out. A train
-    split, or fidelity metrics that do not list the rows, stop the export."""
+    figures' rows): a reader who saw them would know them, so the export draws from the others, and says how
+    many it left out. A train split, or fidelity metrics that do not list the rows, stop the export."""
     project, summary = exported
     memorisation = json.loads((project / "metrics/fidelity.json").read_text())["memorisation"]
     shown = {i for audit in memorisation.values() for i in audit["pairs_synthetic_rows"]}
