@@ -158,18 +158,30 @@ def _class_order(names: Iterable[str], classes: Sequence[str]) -> list[str]:
     return found
 
 
-def patient_ids(records: Sequence, regex: re.Pattern | None) -> tuple[list[str], list[str]]:
-    """Each record's patient id and where it came from: the labels CSV's patient column, the DICOM
-    PatientID, data.patient_regex on the relative path, else the file itself (it stands alone)."""
+PATIENT_ID_FROM = ("csv", "dicom", "regex")   # data.patient_id_from's default order and its only values
+
+
+def patient_id_order(order) -> tuple[str, ...]:
+    """data.patient_id_from checked: some of csv, dicom and regex, each once."""
+    order = tuple(order or ())
+    if not order or set(order) - set(PATIENT_ID_FROM) or len(set(order)) != len(order):
+        raise SourceError(f"data.patient_id_from must list some of {list(PATIENT_ID_FROM)}, each once, in the order "
+                          f"to try them; got {list(order)}")
+    return order
+
+
+def patient_ids(records: Sequence, regex: re.Pattern | None,
+                order: Sequence[str] = PATIENT_ID_FROM) -> tuple[list[str], list[str]]:
+    """Each record's patient id and where it came from: the first of ``order`` (data.patient_id_from) that gives
+    one, of the labels CSV's patient column (csv), the DICOM PatientID (dicom) and data.patient_regex on the
+    relative path (regex); else the file itself (it stands alone)."""
+    look = {"csv": lambda r: r.patient or "",
+            "dicom": lambda r: (r.meta.get("patient_id") or "") if hasattr(r, "meta") else "",
+            "regex": lambda r: patient_from_path(r.rel, regex) or ""}
+    order = patient_id_order(order)
     pids, froms = [], []
     for r in records:
-        pid, src = (r.patient or ""), "csv"
-        if not pid:
-            pid, src = (r.meta.get("patient_id") or "") if hasattr(r, "meta") else "", "dicom"
-        if not pid:
-            pid, src = patient_from_path(r.rel, regex) or "", "regex"
-        if not pid:
-            pid, src = r.rel, "file"
+        pid, src = next(((pid, src) for src in order if (pid := look[src](r))), (r.rel, "file"))
         pids.append(pid)
         froms.append(src)
     return pids, froms
@@ -177,6 +189,7 @@ def patient_ids(records: Sequence, regex: re.Pattern | None) -> tuple[list[str],
 
 def assemble(scan_result: Scan, records: Iterable[Record | tuple[str, str]], *, classes: Sequence[str],
              patient_regex: str | None, fractions: Mapping[str, float], split_rng: np.random.Generator,
+             patient_id_from: Sequence[str] = PATIENT_ID_FROM,
              size: int, split_from: str = "auto", min_val_images: int = 0, train_fraction: float = 1.0,
              fraction_rng: np.random.Generator | None = None) -> Dataset:
     """Labels, patient ids, duplicates and the split for decoded records; quarantines what has no label."""
@@ -184,6 +197,7 @@ def assemble(scan_result: Scan, records: Iterable[Record | tuple[str, str]], *, 
     table = scan_result.table  # labels keyed by a DICOM header field: resolved now
     mode = next((m for m in HEADER_MODES if table is not None and m in scan_result.labels_from["key_matches"]), None)
     regex = re.compile(patient_regex) if patient_regex else None
+    patient_id_from = patient_id_order(patient_id_from)   # checked before the images are decoded
     kept: list[Record] = []
     n_decoded, seen_keys = 0, []
     for r in records:
@@ -232,7 +246,7 @@ def assemble(scan_result: Scan, records: Iterable[Record | tuple[str, str]], *, 
                           f"({dict(Counter(q[1].split(':')[0] for q in quarantine))}); expected readable "
                           "DICOM/PNG/JPEG/TIFF images with labels")
 
-    patients, pid_from = patient_ids(usable, regex)
+    patients, pid_from = patient_ids(usable, regex, patient_id_from)
     labels = np.array([lookup[r.label_name] for r in usable])
     hashes = [r.meta["sha256"] for r in usable]
     splits, split_info = assign_splits(patients, labels, hashes, [r.source_split for r in usable], fractions,
@@ -282,7 +296,8 @@ def assemble(scan_result: Scan, records: Iterable[Record | tuple[str, str]], *, 
         warnings.append(f"patient id {top!r} (from {source}) is on {n_top} of {len(usable)} images "
                         f"({n_top / len(usable):.0%}), all in one split: if it is not one patient (an anonymiser's "
                         "constant PatientID, a site code), set data.patient_column or data.patient_regex to the real "
-                        "patient id")
+                        f"patient id, and put csv or regex before {source} in data.patient_id_from (now "
+                        f"{list(patient_id_from)})")
     inverse = sum(1 for r in usable if str(r.meta.get("photometric", "")).startswith("MONOCHROME2 INVERSE"))
     if inverse:
         warnings.append(f"{inverse} images are MONOCHROME2 with Presentation LUT Shape INVERSE: shown inverted, as "
@@ -295,9 +310,9 @@ def assemble(scan_result: Scan, records: Iterable[Record | tuple[str, str]], *, 
                         "(PS3.3 C.8.11.1.1.1; index.csv's photometric column names them). Mixed with those, the GAN "
                         "and the classifiers learn two looks; use one kind")
     if pid_from.count("file"):
-        warnings.append(f"{pid_from.count('file')} images have no patient id (no patient column, no PatientID, no "
-                        "data.patient_regex match): each is treated as its own patient, so images of one patient "
-                        "may straddle splits")
+        warnings.append(f"{pid_from.count('file')} images have no patient id (none from data.patient_id_from "
+                        f"{list(patient_id_from)}: patient column, PatientID, data.patient_regex): each is treated as "
+                        "its own patient, so images of one patient may straddle splits")
     summary = {
         "kind": scan_result.kind, "size": size,
         "found": len(usable) + len(quarantine), "prepared": len(usable), "quarantined": len(quarantine),

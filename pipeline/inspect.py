@@ -18,7 +18,7 @@ import numpy as np
 
 from common.seeding import stage_rng
 from imaging.decode import IMAGE_SUFFIXES
-from imaging.ingest import _class_order, patient_ids
+from imaging.ingest import PATIENT_ID_FROM, _class_order, patient_id_order, patient_ids
 from imaging.sources import HEADER_MODES, SourceConfig, SourceError, npz_labels, scan, split_column_vs_folders
 from imaging.split import SPLITS, assign_splits, keep_patients
 from pipeline.params import parse_stage_args
@@ -103,7 +103,10 @@ def collect_entries(source: Path, data: dict, headers: bool) -> tuple[object, li
                    for i, (split, label) in enumerate(npz_labels(source))]
         return found, entries, quarantine
     mode = header_mode(found)
-    need_header = headers and (mode is not None or "patient_column" not in found.labels_from)
+    order = patient_id_order(data.get("patient_id_from") or PATIENT_ID_FROM)
+    patient_id_wanted = "dicom" in order and ("patient_column" not in found.labels_from or "csv" not in order
+                                              or order.index("dicom") < order.index("csv"))
+    need_header = headers and (mode is not None or patient_id_wanted)
     entries = []
     for item in found.items:
         entry, reason = item_entry(item, found, mode, need_header, headers)
@@ -176,7 +179,8 @@ def inspect_source(source: Path, data: dict, fractions: dict, seed: int, headers
         raise SourceError(f"nothing usable in the source: {plan['quarantine_before_decoding']}; examples: "
                           f"{list(plan['quarantine_examples'].values())[:3]}")
     regex = re.compile(data["patient_regex"]) if data.get("patient_regex") else None
-    patients, pid_from = patient_ids(entries, regex)
+    order = data.get("patient_id_from") or PATIENT_ID_FROM
+    patients, pid_from = patient_ids(entries, regex, order)
     labels = np.array([classes.index(entry.label_name) for entry in entries])
     rels = [entry.rel for entry in entries]
     # no pixel hashes before decoding: identical images are not merged here (prepare merges them)
@@ -192,9 +196,9 @@ def inspect_source(source: Path, data: dict, fractions: dict, seed: int, headers
     plan["splits"] = split_counts(patients, labels, splits, classes)
     plan["patients"] = patient_counts(patients, pid_from)
     if pid_from.count("file"):
-        plan["warnings"].append(f"{pid_from.count('file')} images have no patient id (no patient column, "
-                                f"{'no PatientID, ' if headers else ''}no data.patient_regex match): each stands "
-                                "alone, so one patient's images may straddle splits")
+        plan["warnings"].append(f"{pid_from.count('file')} images have no patient id (none from data.patient_id_from "
+                                f"{list(order)}{'' if headers else ', DICOM headers not read'}): each stands alone, "
+                                "so one patient's images may straddle splits")
     return plan
 
 

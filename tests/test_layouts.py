@@ -785,3 +785,29 @@ def test_an_image_published_in_train_and_test_is_counted_and_warned(project):
     s = run(project, f"data.source={cx}", "data.min_val_images=1")
     assert s["duplicate_groups_across_splits"] == 1
     assert "1 groups of identical images sit in more than one split (kept as published)" in s["warnings"]
+
+
+def test_an_anonymisers_constant_patient_id_gives_way_to_the_path_when_asked(project):
+    """A folder of DICOMs whose anonymiser wrote one PatientID for all, the patient left in the file names: by
+    default PatientID comes first, so all 60 are one patient and the split stops saying how to change it;
+    data.patient_id_from [csv, regex] reads the 12 patients from the names, in prepare and inspect alike. An order
+    with another source stops."""
+    rng = np.random.default_rng(14)
+    src = project / "anon"
+    for cls in ("NORMAL", "PNEUMONIA"):
+        (src / cls).mkdir(parents=True)
+        for p in range(6):
+            for i in range(5):
+                grey_dataset(phantom(rng, cls == "PNEUMONIA"), bits_stored=8, PatientID="ANONYMOUS").save_as(
+                    src / cls / f"person{p + 10 * (cls == 'PNEUMONIA')}_{i}.dcm", enforce_file_format=True)
+    with pytest.raises(SystemExit, match=r"the most frequent 'ANONYMOUS' on 60 images.*before dicom in "
+                                         r"data.patient_id_from"):
+        run(project, f"data.source={src}", "data.split_from=patients")
+    order = "data.patient_id_from=[csv,regex]"
+    s = run(project, f"data.source={src}", "data.split_from=patients", order)
+    assert s["patient_id_from"] == {"regex": 60} and s["patients"] == 12
+    assert {r["patient_id"] for r in index(project)} == {f"person{p}" for p in (*range(6), *range(10, 16))}
+    assert plan(project, f"data.source={src}", "data.split_from=patients", order)["patients"]["count"] == 12
+    with pytest.raises(SystemExit, match=r"data.patient_id_from must list some of \['csv', 'dicom', 'regex'\], "
+                                         r"each once.*got \['dicom', 'pixels'\]"):
+        run(project, f"data.source={src}", "data.patient_id_from=[dicom,pixels]")
