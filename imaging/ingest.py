@@ -159,15 +159,23 @@ def _class_order(names: Iterable[str], classes: Sequence[str]) -> list[str]:
 
 
 PATIENT_ID_FROM = ("csv", "dicom", "regex")   # data.patient_id_from's default order and its only values
+PATIENT_ID_ADVICE = {  # what to change when one id, from this source, is on too many images to be one patient
+    "csv": "check data.patient_column, or take the id from elsewhere in data.patient_id_from",
+    "dicom": "set data.patient_column or data.patient_regex to the real patient id and list csv or regex before "
+             "dicom in data.patient_id_from (e.g. [csv, regex, dicom])",
+    "regex": "set data.patient_regex to capture the real patient id"}
 
 
 def patient_id_order(order) -> tuple[str, ...]:
-    """data.patient_id_from checked: some of csv, dicom and regex, each once."""
-    order = tuple(order or ())
-    if not order or set(order) - set(PATIENT_ID_FROM) or len(set(order)) != len(order):
-        raise SourceError(f"data.patient_id_from must list some of {list(PATIENT_ID_FROM)}, each once, in the order "
-                          f"to try them; got {list(order)}")
-    return order
+    """data.patient_id_from checked: a list of some of csv, dicom and regex, each once; None (a params file from
+    before it): the default order."""
+    if order is None:
+        return PATIENT_ID_FROM
+    if not isinstance(order, (list, tuple)) or not order or set(order) - set(PATIENT_ID_FROM) \
+            or len(set(order)) != len(order):
+        raise SourceError(f"data.patient_id_from must be a list of some of {list(PATIENT_ID_FROM)}, each once, in "
+                          f"the order to try them (e.g. [csv, regex, dicom]); got {order!r}")
+    return tuple(order)
 
 
 def patient_ids(records: Sequence, regex: re.Pattern | None,
@@ -295,8 +303,7 @@ def assemble(scan_result: Scan, records: Iterable[Record | tuple[str, str]], *, 
         source = pid_from[patients.index(top)]
         warnings.append(f"patient id {top!r} (from {source}) is on {n_top} of {len(usable)} images "
                         f"({n_top / len(usable):.0%}), all in one split: if it is not one patient (an anonymiser's "
-                        "constant PatientID, a site code), set data.patient_column or data.patient_regex to the real "
-                        f"patient id, and put csv or regex before {source} in data.patient_id_from (now "
+                        f"constant PatientID, a site code), {PATIENT_ID_ADVICE[source]} (data.patient_id_from now "
                         f"{list(patient_id_from)})")
     inverse = sum(1 for r in usable if str(r.meta.get("photometric", "")).startswith("MONOCHROME2 INVERSE"))
     if inverse:
@@ -311,8 +318,8 @@ def assemble(scan_result: Scan, records: Iterable[Record | tuple[str, str]], *, 
                         "and the classifiers learn two looks; use one kind")
     if pid_from.count("file"):
         warnings.append(f"{pid_from.count('file')} images have no patient id (none from data.patient_id_from "
-                        f"{list(patient_id_from)}: patient column, PatientID, data.patient_regex): each is treated as "
-                        "its own patient, so images of one patient may straddle splits")
+                        f"{list(patient_id_from)}): each is treated as its own patient, so images of one patient may "
+                        "straddle splits")
     summary = {
         "kind": scan_result.kind, "size": size,
         "found": len(usable) + len(quarantine), "prepared": len(usable), "quarantined": len(quarantine),

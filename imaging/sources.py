@@ -51,7 +51,7 @@ class SourceConfig:
     labels_key: str | None = None  # the column naming the image; None: the first known key column
     labels_column: str | None = None  # the column holding the label; None: the first known label column
     label_map: tuple[tuple[str, str], ...] = ()  # (value, class) in order; empty: the value is the class
-    patient_column: str | None = None  # patient id from the CSV, before PatientID and the regex
+    patient_column: str | None = None  # patient id from the CSV (before PatientID and the regex by default)
     split_column: str | None = None  # None: a column named split/subset/partition when there is one
     patient_regex: str | None = None
     split_from: str = "auto"  # patients: published splits are not used, so a split column and folders may differ

@@ -63,8 +63,9 @@ def split_by_patient(patients: Sequence[str], labels: Sequence[int], hashes: Seq
             f"patients; found {len(ids)} distinct patient id(s) ({len(members)} once patients sharing an identical "
             f"image are joined), the most frequent {top!r} on {n_top} images. A constant PatientID (anonymisers "
             "write e.g. 'ANONYMOUS') makes one patient: set data.patient_column (a labels CSV column) or "
-            "data.patient_regex (on the path relative to the source) to the real patient id, and list it before "
-            "dicom in data.patient_id_from (e.g. [csv, regex])")
+            "data.patient_regex (on the path relative to the source) to the real patient id, and list it first in "
+            "data.patient_id_from (e.g. [csv, regex, dicom]; index.csv's patient_id_from column says where ids "
+            "came from)")
     out = np.empty(len(groups), dtype=object)
     for label in sorted(strata):
         gs = strata[label]

@@ -18,7 +18,7 @@ import numpy as np
 
 from common.seeding import stage_rng
 from imaging.decode import IMAGE_SUFFIXES
-from imaging.ingest import PATIENT_ID_FROM, _class_order, patient_id_order, patient_ids
+from imaging.ingest import _class_order, patient_id_order, patient_ids
 from imaging.sources import HEADER_MODES, SourceConfig, SourceError, npz_labels, scan, split_column_vs_folders
 from imaging.split import SPLITS, assign_splits, keep_patients
 from pipeline.params import parse_stage_args
@@ -103,7 +103,7 @@ def collect_entries(source: Path, data: dict, headers: bool) -> tuple[object, li
                    for i, (split, label) in enumerate(npz_labels(source))]
         return found, entries, quarantine
     mode = header_mode(found)
-    order = patient_id_order(data.get("patient_id_from") or PATIENT_ID_FROM)
+    order = patient_id_order(data.get("patient_id_from"))
     patient_id_wanted = "dicom" in order and ("patient_column" not in found.labels_from or "csv" not in order
                                               or order.index("dicom") < order.index("csv"))
     need_header = headers and (mode is not None or patient_id_wanted)
@@ -179,7 +179,7 @@ def inspect_source(source: Path, data: dict, fractions: dict, seed: int, headers
         raise SourceError(f"nothing usable in the source: {plan['quarantine_before_decoding']}; examples: "
                           f"{list(plan['quarantine_examples'].values())[:3]}")
     regex = re.compile(data["patient_regex"]) if data.get("patient_regex") else None
-    order = data.get("patient_id_from") or PATIENT_ID_FROM
+    order = patient_id_order(data.get("patient_id_from"))
     patients, pid_from = patient_ids(entries, regex, order)
     labels = np.array([classes.index(entry.label_name) for entry in entries])
     rels = [entry.rel for entry in entries]

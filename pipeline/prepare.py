@@ -36,7 +36,7 @@ def main(argv=None) -> dict:
             records = tqdm(ingest_many(found.items, cfg, int(prep["workers"])), total=len(found.items),
                            desc=f"prepare {found.kind}", unit="img", mininterval=1)
         ds = assemble(found, records, classes=data["classes"] or [], patient_regex=data["patient_regex"],
-                      patient_id_from=data["patient_id_from"],
+                      patient_id_from=data.get("patient_id_from"),
                       fractions=prep["split"], split_rng=stage_rng(params["base"]["seed"], "prepare", "split"),
                       size=cfg.size, split_from=data["split_from"], min_val_images=int(data["min_val_images"]),
                       train_fraction=float(data["train_fraction"]),

@@ -787,10 +787,10 @@ def test_an_image_published_in_train_and_test_is_counted_and_warned(project):
     assert "1 groups of identical images sit in more than one split (kept as published)" in s["warnings"]
 
 
-def test_an_anonymisers_constant_patient_id_gives_way_to_the_path_when_asked(project):
+def test_an_anonymisers_constant_patient_id_gives_way_to_the_path_when_asked(project, capsys):
     """A folder of DICOMs whose anonymiser wrote one PatientID for all, the patient left in the file names: by
     default PatientID comes first, so all 60 are one patient and the split stops saying how to change it;
-    data.patient_id_from [csv, regex] reads the 12 patients from the names, in prepare and inspect alike. An order
+    data.patient_id_from [csv, regex, dicom] reads the 12 patients from the names, in prepare and inspect alike. An order
     with another source stops."""
     rng = np.random.default_rng(14)
     src = project / "anon"
@@ -800,14 +800,18 @@ def test_an_anonymisers_constant_patient_id_gives_way_to_the_path_when_asked(pro
             for i in range(5):
                 grey_dataset(phantom(rng, cls == "PNEUMONIA"), bits_stored=8, PatientID="ANONYMOUS").save_as(
                     src / cls / f"person{p + 10 * (cls == 'PNEUMONIA')}_{i}.dcm", enforce_file_format=True)
-    with pytest.raises(SystemExit, match=r"the most frequent 'ANONYMOUS' on 60 images.*before dicom in "
-                                         r"data.patient_id_from"):
+    stops = r"the most frequent 'ANONYMOUS' on 60 images.*list it first in data.patient_id_from"
+    with pytest.raises(SystemExit, match=stops):
         run(project, f"data.source={src}", "data.split_from=patients")
-    order = "data.patient_id_from=[csv,regex]"
+    with pytest.raises(SystemExit):   # inspect tells the same before decoding
+        plan(project, f"data.source={src}", "data.split_from=patients")
+    assert re.search(stops, capsys.readouterr().err)
+    order = "data.patient_id_from=[csv,regex,dicom]"
     s = run(project, f"data.source={src}", "data.split_from=patients", order)
     assert s["patient_id_from"] == {"regex": 60} and s["patients"] == 12
     assert {r["patient_id"] for r in index(project)} == {f"person{p}" for p in (*range(6), *range(10, 16))}
     assert plan(project, f"data.source={src}", "data.split_from=patients", order)["patients"]["count"] == 12
-    with pytest.raises(SystemExit, match=r"data.patient_id_from must list some of \['csv', 'dicom', 'regex'\], "
-                                         r"each once.*got \['dicom', 'pixels'\]"):
-        run(project, f"data.source={src}", "data.patient_id_from=[dicom,pixels]")
+    for wrong, got in (("[dicom,pixels]", r"\['dicom', 'pixels'\]"), ("regex", "'regex'")):   # not a list
+        with pytest.raises(SystemExit, match=r"data.patient_id_from must be a list of some of \['csv', 'dicom', "
+                                             rf"'regex'\], each once.*got {got}"):
+            run(project, f"data.source={src}", f"data.patient_id_from={wrong}")

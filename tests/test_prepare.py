@@ -117,7 +117,8 @@ def test_one_patient_id_on_many_images_is_named_in_a_warning(project):
         Image.fromarray((chest_phantom(rng, 48, Anatomy.sample(rng), False) * 255).astype(np.uint8)).save(
             src / cls / f"{stem}.png")
     summary = run_prepare(project, f"data.source={src}", "prepare.size=32")
-    assert any("patient id 'person1' (from regex) is on 12 of 60 images (20%)" in w and "data.patient_regex" in w
+    assert any("patient id 'person1' (from regex) is on 12 of 60 images (20%)" in w
+               and "set data.patient_regex to capture the real patient id" in w
                for w in summary["warnings"]), summary["warnings"]
 
 
