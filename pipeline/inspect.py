@@ -94,8 +94,10 @@ def item_entry(item, found, mode: str | None, need_header: bool, headers: bool) 
     return label_from_table(entry, found.table, mode)
 
 
-def collect_entries(source: Path, data: dict, headers: bool) -> tuple[object, list[_Entry], list[tuple[str, str]]]:
-    """The scanned source, its usable entries and the (file, reason) pairs quarantined before decoding."""
+def collect_entries(source: Path, data: dict, headers: bool,
+                    order: tuple[str, ...]) -> tuple[object, list[_Entry], list[tuple[str, str]]]:
+    """The scanned source, its usable entries and the (file, reason) pairs quarantined before decoding; ``order``:
+    data.patient_id_from, checked (DICOM headers are read when it needs PatientID)."""
     found = scan(source, SourceConfig.from_params(data))
     quarantine = list(found.quarantined)
     if found.kind == "npz":
@@ -103,7 +105,6 @@ def collect_entries(source: Path, data: dict, headers: bool) -> tuple[object, li
                    for i, (split, label) in enumerate(npz_labels(source))]
         return found, entries, quarantine
     mode = header_mode(found)
-    order = patient_id_order(data.get("patient_id_from"))
     patient_id_wanted = "dicom" in order and ("patient_column" not in found.labels_from or "csv" not in order
                                               or order.index("dicom") < order.index("csv"))
     need_header = headers and (mode is not None or patient_id_wanted)
@@ -165,7 +166,8 @@ def patient_counts(patients: list, pid_from: list) -> dict:
 
 def inspect_source(source: Path, data: dict, fractions: dict, seed: int, headers: bool = True) -> dict:
     """The plan as data: everything prepare would decide before decoding (for printing and for tests)."""
-    found, entries, quarantine = collect_entries(source, data, headers)
+    order = patient_id_order(data.get("patient_id_from"))
+    found, entries, quarantine = collect_entries(source, data, headers, order)
     classes = _class_order((entry.label_name for entry in entries), data.get("classes") or [])
     plan = source_plan(data, found, entries, quarantine, classes)
     if header_mode(found) and headers and "split" in found.table.columns and data["split_from"] != "patients":
@@ -179,7 +181,6 @@ def inspect_source(source: Path, data: dict, fractions: dict, seed: int, headers
         raise SourceError(f"nothing usable in the source: {plan['quarantine_before_decoding']}; examples: "
                           f"{list(plan['quarantine_examples'].values())[:3]}")
     regex = re.compile(data["patient_regex"]) if data.get("patient_regex") else None
-    order = patient_id_order(data.get("patient_id_from"))
     patients, pid_from = patient_ids(entries, regex, order)
     labels = np.array([classes.index(entry.label_name) for entry in entries])
     rels = [entry.rel for entry in entries]
