@@ -3,15 +3,17 @@ training set, read from the study project's DVC experiments.
 
 The experiments are listed by `dvc exp show --json` (name, rev, params). Their metrics files are read whole at
 each experiment's rev with dvc.api.read (`dvc exp show` keeps only the numbers, and the 95% CIs are lists):
-metrics/downstream.json (means over seeds, paired differences against real only with their CIs) and
-metrics/fidelity.json (the GAN's domain FID, relative FID, precision/recall, memorisation audit).
+metrics/downstream.json (means over seeds, paired differences against real only and against real_classic with
+their CIs) and metrics/fidelity.json (the GAN's domain FID, relative FID, precision/recall, memorisation audit).
 
     python bench/study_table.py [--project bench/work/kermany_study] [--smoke]
 
 Writes <results>/kermany_study.md, kermany_study.json and kermany_study_delta_auc.png (ΔAUC against the real
-fraction with 95% CIs, real_synthetic next to real_classic, one panel per classifier). The study's experiments
-are named fraction-<f>; any other (the scale-up experiments of bench/kermany_study.yaml) is set beside the study
-experiment of its fraction in a section of its own, and kept out of the per-fraction table and the plot.
+fraction with 95% CIs, real_synthetic next to real_classic and real_synthetic_classic where run, one panel per
+classifier). The study's experiments are named fraction-<f>; any other (the scale-up experiments of
+bench/kermany_study.yaml) is set beside the study experiment of its fraction in a section of its own, and kept out
+of the per-fraction table and the plot. The paired differences against real_classic, of every experiment that
+has them, get a section of their own.
 """
 from __future__ import annotations
 
@@ -32,8 +34,7 @@ from pipeline.arms import REAL_ONLY  # noqa: E402
 from pipeline.verdict import identical_models, seed_interval, verdict  # noqa: E402
 from _data import WORK, add_folder_args, dvc_env, dvc_experiments, folders  # noqa: E402
 
-SETS = ("real", "real_classic", "real_synthetic", "synthetic")
-COMPARED = ("real_classic", "real_synthetic", "synthetic")
+SETS = ("real", "real_classic", "real_synthetic", "synthetic", "real_synthetic_classic")
 ANCHOR = {"source": "MedMNIST+ (Doerrich et al. 2024), PneumoniaMNIST test split = the official Kermany test images",
           "model": "ResNet-18 at 64 px", "roc_auc": 0.943, "accuracy": 0.860}
 HONESTY = """\
@@ -97,8 +98,16 @@ def experiments(project: Path) -> list[dict]:
     return sorted(out, key=lambda e: e["fraction"])
 
 
+def delta(difference: dict) -> dict:
+    """A summary's paired difference as a table row's ΔAUC keys."""
+    auc = difference["roc_auc"]
+    return {"delta_auc": auc["mean"], "delta_auc_ci": auc["ci"], "delta_auc_seed_spread": auc.get("seed_spread")}
+
+
 def tabulate(exps: list[dict]) -> dict:
-    rows, gan = [], []
+    """Rows (ΔAUC against real only), the paired differences against real_classic (``vs_classic``; summaries
+    written since downstream_summary makes them) and the GAN of each experiment."""
+    rows, vs_classic, gan = [], [], []
     for e in exps:
         table, diffs = e["downstream"]["table"], e["downstream"]["paired_differences"]
         for key, sets in table.items():
@@ -109,12 +118,12 @@ def tabulate(exps: list[dict]) -> dict:
                 m = sets[ts]
                 row = {"fraction": e["fraction"], "classifier": clf, "training_set": ts, "seeds": m["seeds"],
                        **{k: m[k] for k in ("roc_auc", "accuracy", "sensitivity", "specificity")}}
-                d = diffs[key].get(f"{ts}-real")
-                if d:
-                    auc = d["roc_auc"]
-                    row.update(delta_auc=auc["mean"], delta_auc_ci=auc["ci"],
-                               delta_auc_seed_spread=auc.get("seed_spread"))
+                if f"{ts}-real" in diffs[key]:
+                    row.update(delta(diffs[key][f"{ts}-real"]))
                 rows.append(recalled(row))
+            vs_classic += [recalled({"experiment": e["name"], "fraction": e["fraction"], "classifier": clf,
+                                     "comparison": name, "seeds": sets[name.split("-")[0]]["seeds"], **delta(d)})
+                           for name, d in diffs[key].items() if name.endswith("-real_classic")]
         dom = e["fidelity"]["extractors"]["medaug-domain"]["overall"]
         mem = e["fidelity"]["memorisation"]
         splits = e["prepared"]["splits"]
@@ -129,7 +138,7 @@ def tabulate(exps: list[dict]) -> dict:
                     "memorisation_synthetic_below": mem["features"]["fraction_synthetic_below"],
                     "memorisation_heldout_below": mem["features"]["fraction_heldout_below"],
                     "memorisation_percentile": mem["features"]["percentile"]})
-    return {"rows": rows, "gan": gan, "shift": shift(exps[-1]["prepared"]) if exps else {}}
+    return {"rows": rows, "vs_classic": vs_classic, "gan": gan, "shift": shift(exps[-1]["prepared"]) if exps else {}}
 
 
 def code_commit(project: Path, baseline: str) -> str:
@@ -220,8 +229,8 @@ def fmt(x, digits: int = 3) -> str:
 
 
 def delta_cell(row: dict) -> str:
-    """ΔAUC vs real [95% CI over test patients] (over seeds: [95% t], or "one model" where the seeds trained one
-    model on both sides) of a table row; empty for real only."""
+    """ΔAUC against the baseline [95% CI over test patients] (over seeds: [95% t], or "one model" where the seeds
+    trained one model on both sides) of a table row; empty for real only."""
     if "delta_auc" not in row:
         return ""
     difference = row_difference(row)
@@ -262,7 +271,7 @@ def markdown(res: dict) -> str:
                      f"{fmt(g['memorisation_synthetic_below'])} / {fmt(g['memorisation_heldout_below'])} |")
     ours = [r for r in res["rows"] if r["classifier"] == "cnn" and r["training_set"] in REAL_ONLY
             and r["fraction"] == 1.0]
-    lines += scale_up_section(res) + spread_section(res)
+    lines += vs_classic_section(res) + scale_up_section(res) + spread_section(res)
     lines += ["", "## Against the published anchor", "",
               f"{ANCHOR['model']} ({ANCHOR['source']}): ROC AUC {ANCHOR['roc_auc']}, accuracy {ANCHOR['accuracy']}. "
               + (f"Our CNN on real images only at fraction 1.0 (mean of {ours[0]['seeds']} seeds): "
@@ -273,6 +282,21 @@ def markdown(res: dict) -> str:
               HONESTY.format(**res["shift"], seeds=max((r["seeds"] for r in res["rows"]), default=0)), "## Reproduce", "", "    python bench/study.py --shared ../shared    # hours on 2 CPU cores",
               "    python bench/study_table.py", ""]
     return "\n".join(lines)
+
+
+def vs_classic_section(res: dict) -> list[str]:
+    """The paired differences against classic augmentation, of the study and the scale-up experiments alike."""
+    found = res.get("vs_classic", []) + [r for exp in res.get("scale_up", []) for r in exp.get("vs_classic", [])]
+    if not found:
+        return []
+    return ["", "## Synthetic images against classic augmentation (paired, same seeds)", "",
+            "Does a synthetic set beat classic augmentation (real_synthetic - real_classic), or add to it "
+            "(real_synthetic_classic - real_classic: real and synthetic images, all augmented)? ΔAUC as in the "
+            "tables above, with real_classic as the baseline; \"helped\": the set beat real_classic.", "",
+            "| experiment | real fraction | classifier | set - baseline | ΔAUC [95% CI] | verdict |",
+            "|---|---|---|---|---|---|"] + [
+        f"| {r['experiment']} | {r['fraction']:g} | {r['classifier']} | {r['comparison']} | {delta_cell(r)} | "
+        f"{r['verdict']} |" for r in found]
 
 
 def spread_section(res: dict) -> list[str]:
@@ -369,7 +393,8 @@ def scale_up_results(extra: list[dict], in_study: list[dict], project: Path) -> 
         base = flat(study["params"] if study else baseline_params(project, e["baseline"]))
         settings = {k: v for k, v in flat(e["params"]).items() if base.get(k) != v and not k.startswith("paths.")}
         table = tabulate([e])
-        out.append({"fraction": e["fraction"], "settings": settings, "rows": table["rows"], "gan": table["gan"][0],
+        out.append({"fraction": e["fraction"], "settings": settings, "rows": table["rows"],
+                    "vs_classic": table["vs_classic"], "gan": table["gan"][0],
                     **({} if study else {"settings_against": "baseline"})})
     return out
 
@@ -390,7 +415,8 @@ def plot(res: dict, out: Path) -> None:
     fig, axes = plt.subplots(1, len(classifiers), figsize=(5 * len(classifiers), 3.8), squeeze=False, sharey=True)
     fractions = sorted({r["fraction"] for r in res["rows"]})
     for ax, clf in zip(axes[0], classifiers):
-        for offset, (ts, colour) in zip((-0.08, 0.08), (("real_classic", "tab:gray"), ("real_synthetic", "tab:blue"))):
+        for offset, ts, colour in ((-0.1, "real_classic", "tab:gray"), (0.0, "real_synthetic", "tab:blue"),
+                                   (0.1, "real_synthetic_classic", "tab:green")):
             rows = [r for r in res["rows"] if r["classifier"] == clf and r["training_set"] == ts
                     and r.get("delta_auc") is not None]
             if not rows:

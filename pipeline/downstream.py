@@ -3,7 +3,8 @@
     python -m pipeline.downstream --arm CLASSIFIER TRAINSET FRACTION SEED
 
 CLASSIFIER: cnn | xgboost. TRAINSET: real | real_synthetic | synthetic | real_classic (real images with
-flips, small rotations and intensity jitter). FRACTION: share of the real training *patients* kept
+flips, small rotations and intensity jitter) | real_synthetic_classic (real and synthetic images, both with that
+augmentation). FRACTION: share of the real training *patients* kept
 (stratified by label). The classifier picks its epoch/rounds and decision threshold on the real val split
 and reads the real test split once. Writes metrics/downstream/<arm>.json (metrics with bootstrap 95% CIs
 over test patients) and reports/downstream/<arm>/ (roc.csv, predictions.csv for DVC plots).
@@ -22,7 +23,7 @@ from common.seeding import stage_rng
 from evaluation import metrics as M
 from evaluation.downstream import CNNClassifier, XGBoostClassifier, pixel_features
 from pipeline import outputs
-from pipeline.arms import CLASSIFIERS, GROUPS, TRAINSETS, arm_name, planned
+from pipeline.arms import CLASSIC, CLASSIFIERS, GROUPS, TRAINSETS, arm_name, planned
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split, load_synthetic
 from pipeline.runtime import resolve_device, resolve_precision
@@ -54,7 +55,7 @@ def build_classifier(name: str, trainset: str, params: dict, seed: int, domain_f
     if name == "cnn":
         cnn, device = downstream["cnn"], resolve_device(downstream["device"])
         return CNNClassifier(arch=cnn["arch"], width=int(cnn["width"]), epochs=int(cnn["epochs"]),
-                             batch=int(cnn["batch"]), lr=float(cnn["lr"]), augment=trainset == "real_classic",
+                             batch=int(cnn["batch"]), lr=float(cnn["lr"]), augment=trainset in CLASSIC,
                              device=str(device), random_state=seed,
                              precision=resolve_precision(device),  # bf16 on GPUs with native bf16
                              epoch_size=n_real)
@@ -72,14 +73,14 @@ def build_classifier(name: str, trainset: str, params: dict, seed: int, domain_f
 
         return XGBoostClassifier(feature_fn=features, n_estimators=int(xgb["n_estimators"]),
                                  max_depth=int(xgb["max_depth"]), learning_rate=float(xgb["learning_rate"]),
-                                 augment_copies=1 if trainset == "real_classic" else 0, random_state=seed)
+                                 augment_copies=1 if trainset in CLASSIC else 0, random_state=seed)
     raise ValueError(f"unknown classifier {name!r}; choose from {CLASSIFIERS}")
 
 
 def training_set(trainset: str, real_x, real_y, syn_x, syn_y):
     if trainset in ("real", "real_classic"):
         return real_x, real_y
-    if trainset == "real_synthetic":
+    if trainset in ("real_synthetic", "real_synthetic_classic"):
         return np.concatenate([real_x, syn_x]), np.concatenate([real_y, syn_y])
     if trainset == "synthetic":
         return syn_x, syn_y

@@ -1,10 +1,11 @@
 """downstream_summary stage: every arm's metrics -> metrics/downstream.json and reports/downstream.md.
 
 For each classifier and real-data fraction: the mean over seeds of each training set's metrics, and the
-paired difference (same seeds) of real_synthetic, real_classic and synthetic against real only for ROC AUC,
-accuracy and balanced accuracy: the mean over seeds with a 95% CI from a paired bootstrap over test
-patients (evaluation.metrics.paired_bootstrap_difference), plus the spread over seeds (t interval), and the
-verdict, which needs both intervals on one side of 0 (pipeline.verdict.verdict).
+paired differences (same seeds) of pipeline.arms.comparisons: every training set against real only, and
+real_synthetic and real_synthetic_classic against real_classic (does a synthetic set beat, or add to, classic
+augmentation?), for ROC AUC, accuracy and balanced accuracy: the mean over seeds with a 95% CI from a paired
+bootstrap over test patients (evaluation.metrics.paired_bootstrap_difference), plus the spread over seeds (t
+interval), and the verdict, which needs both intervals on one side of 0 (pipeline.verdict.verdict).
 
 Seeds whose test predictions are identical trained one model (XGBoost draws nothing at random unless the
 training set is augmented): the training set's row says ``identical_seeds``, and where both sides of a paired
@@ -21,7 +22,7 @@ import numpy as np
 from common.io import atomic_file, write_json
 from evaluation import metrics as M
 from pipeline import outputs
-from pipeline.arms import arm_name, planned
+from pipeline.arms import arm_name, comparisons, planned
 from pipeline.verdict import identical_models, seed_interval, verdict
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split
@@ -51,24 +52,22 @@ def summarise(arms: dict[str, dict], downstream: dict, predictions: dict[str, np
                 table[key][ts]["seeds"] = len(runs)
                 if one_model[ts]:
                     table[key][ts]["identical_seeds"] = True
-            for ts in trainsets:
-                if ts == "real" or "real" not in trainsets:
-                    continue
-                set_arms, real_arms = names[ts], names["real"]
+            for ts, base in comparisons(trainsets):
+                set_arms, base_arms = names[ts], names[base]
                 over_seeds = {metric: M.paired_difference([arms[arm]["metrics"][metric] for arm in set_arms],
-                                                          [arms[arm]["metrics"][metric] for arm in real_arms])
+                                                          [arms[arm]["metrics"][metric] for arm in base_arms])
                               for metric in COMPARED}
                 if predictions is not None and test is not None:
                     boot = M.paired_bootstrap_difference(
-                        test.labels, [predictions[arm] for arm in set_arms], [predictions[arm] for arm in real_arms],
-                        [arms[arm]["threshold"] for arm in set_arms], [arms[arm]["threshold"] for arm in real_arms],
+                        test.labels, [predictions[arm] for arm in set_arms], [predictions[arm] for arm in base_arms],
+                        [arms[arm]["threshold"] for arm in set_arms], [arms[arm]["threshold"] for arm in base_arms],
                         [row["patient_id"] for row in test.rows], names=COMPARED,
                         n_boot=int(downstream["bootstrap"]["samples"]), seed=seed)
-                    flag = {"identical_models": True} if one_model[ts] and one_model["real"] else {}
-                    diffs[key][f"{ts}-real"] = {metric: {**boot[metric], "seed_spread": {**over_seeds[metric], **flag}}
-                                                for metric in COMPARED}
+                    flag = {"identical_models": True} if one_model[ts] and one_model[base] else {}
+                    diffs[key][f"{ts}-{base}"] = {
+                        metric: {**boot[metric], "seed_spread": {**over_seeds[metric], **flag}} for metric in COMPARED}
                 else:
-                    diffs[key][f"{ts}-real"] = over_seeds
+                    diffs[key][f"{ts}-{base}"] = over_seeds
     return {"table": table, "paired_differences": diffs}
 
 
@@ -96,7 +95,9 @@ def markdown(summary: dict, downstream: dict) -> str:
              "calls a sign only when both exclude 0 on the same side; with one seed, training variance is not "
              "measured and the verdict says so. Seeds that predicted identically on both sides trained one model "
              "(XGBoost without random augmentation on the whole training set): no interval over seeds, and the "
-             "verdict rests on the bootstrap alone and says so.", ""]
+             "verdict rests on the bootstrap alone and says so. A row `<set>-<baseline>` is the set's metric minus "
+             "its baseline's (real only, or real_classic: classic augmentation); \"helped\" means the set beat "
+             "its baseline.", ""]
     for key, rows in summary["table"].items():
         clf, frac = key.split(".fraction_")
         lines += [f"## {clf}, real-data fraction {frac}", "",
@@ -104,7 +105,7 @@ def markdown(summary: dict, downstream: dict) -> str:
                   "|---|---|---|---|---|---|---|"]
         for ts, numbers in rows.items():
             lines.append(f"| {ts} | " + " | ".join(_fmt(numbers[metric]) for metric in MARKDOWN_COLUMNS) + " |")
-        lines += ["", "| vs real only | ΔAUC [95% CI] | ΔAUC over seeds [95% t] | Δaccuracy [95% CI] | "
+        lines += ["", "| set - baseline | ΔAUC [95% CI] | ΔAUC over seeds [95% t] | Δaccuracy [95% CI] | "
                   "verdict (AUC) |", "|---|---|---|---|---|"]
         for name, difference in summary["paired_differences"][key].items():
             auc, accuracy = difference[M.ROC_AUC], difference[M.ACCURACY]

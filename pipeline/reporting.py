@@ -9,8 +9,8 @@ renders it again with the readers' scores). Data first, then a view, one way:
 The summary holds every number and fact the page shows; the page adds words and pictures only. Sections:
 ``run`` (identity: data hash, data source, GAN params, downstream seeds; not metrics: they are MLflow params
 and tags), ``data``, ``gan``, ``fidelity`` (per extractor) with ``fidelity_setup`` and ``memorisation``,
-``downstream`` (classifier -> fraction -> training set, and paired differences ``<set>-real`` with their CI and
-verdict), ``vtt_export``, and ``vtt`` once the readers' answers are scored.
+``downstream`` (classifier -> fraction -> training set, and paired differences ``<set>-<baseline>`` with their CI
+and verdict), ``vtt_export``, and ``vtt`` once the readers' answers are scored.
 """
 from __future__ import annotations
 
@@ -148,8 +148,8 @@ def paired_difference(difference: dict) -> dict:
 
 
 def downstream_summary(downstream: dict | None) -> dict:
-    """classifier -> ``fraction_<f>`` -> training set -> test metrics (means over seeds), and -> ``<set>-real``
-    -> paired difference (the entries that carry a ``verdict``)."""
+    """classifier -> ``fraction_<f>`` -> training set -> test metrics (means over seeds), and ->
+    ``<set>-<baseline>`` (pipeline.arms.comparisons) -> paired difference (the entries that carry a ``verdict``)."""
     if not downstream:
         return {}
     summary: dict = {}

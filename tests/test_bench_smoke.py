@@ -54,11 +54,12 @@ def check_downstream_kermany(out: Path) -> None:
     # every classifier x training set ran and is in the summary (the CLI maps them into downstream.arms)
     assert set(res["table"]) == {"cnn.fraction_1.0", "xgboost.fraction_1.0"}
     for row in res["table"].values():
-        assert set(row) == {"real", "real_classic", "real_synthetic", "synthetic"}
+        assert set(row) == {"real", "real_classic", "real_synthetic", "synthetic", "real_synthetic_classic"}
         for m in row.values():
             assert m["seeds"] == 1 and all(finite(m[k], 0, 1) for k in ("roc_auc", "accuracy", "sensitivity"))
     for diffs in res["paired_differences"].values():
-        assert set(diffs) == {"real_classic-real", "real_synthetic-real", "synthetic-real"}
+        assert set(diffs) == {"real_classic-real", "real_synthetic-real", "synthetic-real", "real_synthetic_classic-real",
+                              "real_synthetic-real_classic", "real_synthetic_classic-real_classic"}
     md = (out / "downstream_kermany_cpu.md").read_text()
     assert "## cnn, real-data fraction 1.0" in md and "## xgboost, real-data fraction 1.0" in md
 
@@ -356,7 +357,9 @@ def test_study_table_says_when_seeds_gave_one_model(monkeypatch):
                       "synthetic-real": {"roc_auc": {"mean": 0.02, "ci": [0.01, 0.03], "seeds": 3,
                                                      "seed_spread": point}},
                       "real_classic-real": {"roc_auc": {"mean": 0.02, "ci": [0.01, 0.03], "seeds": 3,
-                                                        "seed_spread": {**point, "ci": [0.01, 0.03]}}}}}}
+                                                        "seed_spread": {**point, "ci": [0.01, 0.03]}}},
+                      "real_synthetic-real_classic": {"roc_auc": {"mean": -0.004, "ci": [-0.01, 0.002], "seeds": 3,
+                                                                  "seed_spread": {**point, "ci": [-0.03, 0.02]}}}}}}
     split = {"images": 10, "patients": 5, "PNEUMONIA": 6}
     experiment = {"fraction": 1.0, "name": "fraction-1", "rev": "0123456789", "code": "abcdef0123",
                   "downstream": downstream, "prepared": {"classes": ["NORMAL", "PNEUMONIA"],
@@ -372,6 +375,10 @@ def test_study_table_says_when_seeds_gave_one_model(monkeypatch):
             "helped (one model: seeds identical) |") in md
     assert ("| 1 | real_classic | 0.900 | 0.800 | 0.950 | 0.600 | 0.020 [0.010, 0.030] (seeds [0.010, 0.030]) | "
             "helped |") in md
+    # the paired difference against classic augmentation: a section of its own, not a row against real
+    assert ("| fraction-1 | 1 | xgboost | real_synthetic-real_classic | -0.004 [-0.010, 0.002] (seeds [-0.030, "
+            "0.020]) | no clear difference |") in md
+    assert md.count("real_synthetic-real_classic") == 1
     honesty = " ".join(md[md.index("## What the numbers cover"):].split())
     assert ('without augmentation it is deterministic: its 3 seeds give one model, marked "(seeds: one model)"'
             in honesty and "its only interval is the bootstrap over test patients" in honesty)

@@ -13,7 +13,7 @@ import yaml
 from conftest import stage_args, tiny_params
 from evaluation.metrics import classification_metrics
 from pipeline import downstream, downstream_summary, prepare, synthesize, train_extractor, train_gan
-from pipeline.arms import arm_name, planned
+from pipeline.arms import arm_name, comparisons, planned
 from pipeline.verdict import verdict
 
 pytestmark = pytest.mark.xdist_group("downstream-project")  # the tests build on one module-scoped project
@@ -122,6 +122,43 @@ def test_seeds_that_trained_one_model_claim_no_interval_over_seeds():
     # without predictions nothing can be told: no mark
     bare = downstream_summary.summarise(arms, downstream)
     assert "identical_seeds" not in bare["table"]["xgboost.fraction_1.0"]["real"]
+
+
+def test_synthetic_sets_are_also_compared_with_classic_augmentation():
+    """Does a synthetic set beat classic augmentation, or add to it? real_synthetic and real_synthetic_classic are
+    paired with real_classic too (the same seeds and test resamples), not only with real; synthetic-only is not."""
+    assert comparisons(["real", "real_classic", "real_synthetic", "synthetic", "real_synthetic_classic"]) == [
+        ("real_classic", "real"), ("real_synthetic", "real"), ("synthetic", "real"), ("real_synthetic_classic", "real"),
+        ("real_synthetic", "real_classic"), ("real_synthetic_classic", "real_classic")]
+    assert comparisons(["real_classic", "real_synthetic"]) == [("real_synthetic", "real_classic")]
+    assert comparisons(["real", "real_synthetic"]) == [("real_synthetic", "real")]
+    rng = np.random.default_rng(1)
+    labels = np.tile([0, 1], 40)
+    test = SimpleNamespace(labels=labels, rows=[{"patient_id": f"p{i // 2}"} for i in range(len(labels))])
+    sets = {"real": 0.3, "real_classic": 0.6, "real_synthetic": 0.6, "real_synthetic_classic": 1.2}  # separation
+    downstream = {"arms": {"xgboost": {"real": ["real", "real_classic"],
+                                       "synthetic": ["real_synthetic", "real_synthetic_classic"]}},
+                  "fractions": [1.0], "seeds": [0, 1, 2], "bootstrap": {"samples": 200}}
+    arms, predictions = {}, {}
+    for seed in downstream["seeds"]:
+        noise = rng.random(len(labels))
+        for ts, separation in sets.items():
+            name = arm_name("xgboost", ts, 1.0, seed)
+            # real_synthetic predicts as real_classic does: their paired difference is exactly 0
+            predictions[name] = labels * separation + noise
+            arms[name] = {"metrics": classification_metrics(labels, predictions[name], 0.5), "threshold": 0.5}
+    diffs = downstream_summary.summarise(arms, downstream, predictions, test)["paired_differences"]
+    diffs = diffs["xgboost.fraction_1.0"]
+    assert list(diffs) == ["real_classic-real", "real_synthetic-real", "real_synthetic_classic-real",
+                           "real_synthetic-real_classic", "real_synthetic_classic-real_classic"]
+    same = diffs["real_synthetic-real_classic"]["roc_auc"]
+    assert same["mean"] == 0 and same["ci"] == [0, 0] and verdict(same) == "no clear difference"
+    added = diffs["real_synthetic_classic-real_classic"]["roc_auc"]
+    assert added["mean"] == pytest.approx(diffs["real_synthetic_classic-real"]["roc_auc"]["mean"]
+                                          - diffs["real_classic-real"]["roc_auc"]["mean"])
+    assert added["ci"][0] > 0 and added["seed_spread"]["ci"][0] > 0 and verdict(added) == "helped"
+    md = downstream_summary.markdown({"table": {}, "paired_differences": {}}, downstream)
+    assert "real_classic: classic augmentation" in md
 
 
 def test_seeds_that_trained_different_models_keep_their_interval():

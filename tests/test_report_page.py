@@ -68,21 +68,26 @@ def test_downstream_blocks_split_training_sets_from_paired_differences(empty):
     numbers = {"roc_auc": 0.81234, "accuracy": 0.7, "balanced_accuracy": 0.69, "sensitivity": 0.6,
                "specificity": 0.8, "f1": 0.65, "pr_auc": 0.75, "seeds": 2}
     summary["downstream"] = {"cnn": {"fraction_0.25": {
-        "real": numbers, "real_synthetic": {**numbers, "roc_auc": 0.9},
+        "real": numbers, "real_synthetic": {**numbers, "roc_auc": 0.9}, "real_classic": {**numbers, "roc_auc": 0.85},
         "real_synthetic-real": {"roc_auc": 0.08766, "roc_auc_ci_low": 0.01, "roc_auc_ci_high": 0.15,
                                 "roc_auc_seeds_ci_low": 0.02, "roc_auc_seeds_ci_high": 0.14,
                                 "accuracy": 0.02, "accuracy_ci_low": -0.01, "accuracy_ci_high": 0.05,
-                                "verdict": "helped"}}}}
+                                "verdict": "helped"},
+        "real_synthetic-real_classic": {"roc_auc": 0.05, "roc_auc_ci_low": -0.01, "roc_auc_ci_high": 0.11,
+                                        "roc_auc_seeds_ci_low": -0.02, "roc_auc_seeds_ci_high": 0.12,
+                                        "accuracy": 0.01, "accuracy_ci_low": -0.02, "accuracy_ci_high": 0.04,
+                                        "verdict": "no clear difference"}}}}
     page = report_page.render(summary, figures)
     block = page[page.index("<h3>cnn, real-data fraction 0.25</h3>"):page.index('<section id="vtt">')]
     rows = re.findall(r"<tr><td>([^<]+)</td>", block)
-    assert rows == ["real", "real_synthetic", "real_synthetic-real"]  # two training sets, then one difference
+    # three training sets, then the differences against real only and against classic augmentation
+    assert rows == ["real", "real_synthetic", "real_classic", "real_synthetic-real", "real_synthetic-real_classic"]
     assert '<span class="helped">helped</span>' in block and "0.088 [0.010, 0.150]" in block
     assert "0.088 [0.020, 0.140]" in block   # the interval over seeds
     assert "Means over seeds [0, 1]" in page
     headline = page[page.index('<section id="headline">'):page.index('<section id="data">')]
-    assert re.search(r"<td>cnn</td><td class=\"n\">0.25</td>.*0.812.*0.900.*n/a.*n/a.*0.088 \[0.010, 0.150\]",
-                     headline)
+    assert re.search(r"<td>cnn</td><td class=\"n\">0.25</td>.*0.812.*0.900.*n/a.*0.850.*0.088 \[0.010, 0.150\].*"
+                     r"0.050 \[-0.010, 0.110\]", headline, re.S)
 
 
 def test_the_readers_table_has_one_row_per_reader_and_the_pooled_row(empty):
