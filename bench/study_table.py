@@ -51,16 +51,16 @@ HONESTY = """\
   the prepare stage: the domain extractor, the GAN and every classifier of an experiment see the same reduced
   real set; validation and test are the same at every fraction.
 - **The CIs.** Every arm is run with {seeds} seeds. "ΔAUC [95% CI]" is the seed-averaged paired difference against
-  real only (same seed: same real subset and initialisation); its CI is a paired bootstrap over *test
-  patients* (the same resample for both arms), so it covers test-set sampling with the seeds held fixed.
-  "(seeds [...])" is the 95% t interval over the {seeds} seeds' differences; it covers the variation between
-  trainings with the test set held fixed. Neither covers both, so the verdict calls "helped" or "hurt" only
-  when both exclude 0 on the same side. With {seeds} seeds the t interval is wide, so this rule is strict.
-  XGBoost draws nothing at random (no row or column subsampling) except real_classic's augmented copies, so
-  without augmentation it is deterministic: its {seeds} seeds give one model, marked "(seeds: one model)" (in
-  summaries written before downstream_summary marked it, found by the zero-width interval over seeds), and its
-  only interval is the bootstrap over test patients, on which its verdict rests alone. Accuracy, sensitivity
-  and specificity use the threshold chosen on validation.
+  real only, or in its own section against real_classic (same seed: same real subset and initialisation); its CI is
+  a paired bootstrap over *test patients* (the same resample for both arms), so it covers test-set sampling with the
+  seeds held fixed. "(seeds [...])" is the 95% t interval over the {seeds} seeds' differences; it covers the
+  variation between trainings with the test set held fixed. Neither covers both, so the verdict calls "helped" or
+  "hurt" only when both exclude 0 on the same side. With {seeds} seeds the t interval is wide, so this rule is
+  strict. XGBoost draws nothing at random (no row or column subsampling) except the augmented copies of real_classic
+  and real_synthetic_classic, so without augmentation it is deterministic: its {seeds} seeds give one model, marked
+  "(seeds: one model)" (in summaries written before downstream_summary marked it, found by the zero-width interval
+  over seeds), and its only interval is the bootstrap over test patients, on which its verdict rests alone.
+  Accuracy, sensitivity and specificity use the threshold chosen on validation.
 - **Known shift.** The Kermany train and test folders differ (the test folder was curated separately; the
   {positive} share: {train_share:.1%} of train, {test_share:.1%} of test) and {shared_ids} patient ids occur in
   more than one published folder, which the files cannot tell apart from ids re-used per folder. The
@@ -123,7 +123,7 @@ def tabulate(exps: list[dict]) -> dict:
                 rows.append(recalled(row))
             vs_classic += [recalled({"experiment": e["name"], "fraction": e["fraction"], "classifier": clf,
                                      "comparison": name, "seeds": sets[name.split("-")[0]]["seeds"], **delta(d)})
-                           for name, d in diffs[key].items() if name.endswith("-real_classic")]
+                           for name, d in diffs[key].items() if name.split("-")[1] != "real"]
         dom = e["fidelity"]["extractors"]["medaug-domain"]["overall"]
         mem = e["fidelity"]["memorisation"]
         splits = e["prepared"]["splits"]
@@ -159,11 +159,15 @@ def carry_over(res: dict, previous: dict) -> dict:
     gan = [{**g, "code": g.get("code", previous.get("code", "?")[:7]), "carried_over": True}
            for g in previous["gan"] if g["fraction"] not in have]
     rows = [recalled(r) for r in previous["rows"] if r["fraction"] not in have]
+    vs_classic = [recalled(r) for r in previous.get("vs_classic", []) if r["fraction"] not in have]
     ran = {exp["gan"]["experiment"] for exp in res["scale_up"]}
-    scale_up = [{**exp, "rows": [recalled(r) for r in exp["rows"]], "gan": {**exp["gan"], "carried_over": True}}
+    scale_up = [{**exp, "rows": [recalled(r) for r in exp["rows"]],
+                 "vs_classic": [recalled(r) for r in exp.get("vs_classic", [])],
+                 "gan": {**exp["gan"], "carried_over": True}}
                 for exp in previous.get("scale_up", []) if exp["gan"]["experiment"] not in ran]
     by_fraction = lambda r: r["fraction"]   # noqa: E731
     return {**res, "rows": sorted(res["rows"] + rows, key=by_fraction),
+            "vs_classic": sorted(res.get("vs_classic", []) + vs_classic, key=by_fraction),
             "gan": sorted(res["gan"] + gan, key=by_fraction), "shift": res["shift"] or previous["shift"],
             "scale_up": sorted(res["scale_up"] + scale_up, key=lambda e: (e["fraction"], e["gan"]["experiment"]))}
 

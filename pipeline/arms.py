@@ -15,10 +15,6 @@ WITH_SYNTHETIC = ("real_synthetic", "synthetic", "real_synthetic_classic")  # re
 TRAINSETS = REAL_ONLY + WITH_SYNTHETIC
 GROUPS = {"real": REAL_ONLY, "synthetic": WITH_SYNTHETIC}
 CLASSIC = ("real_classic", "real_synthetic_classic")  # trained with classic augmentation (every image it reads)
-# Paired differences (training set, baseline) that downstream_summary reports when both are planned: every set
-# against real only, and the sets that add synthetic images to the real ones against classic augmentation, the
-# cheap alternative a synthetic set has to beat (real_synthetic) or add to (real_synthetic_classic).
-BASELINES = {"real": TRAINSETS[1:], "real_classic": ("real_synthetic", "real_synthetic_classic")}
 
 
 def arm_name(classifier: str, trainset: str, fraction: float, seed: int) -> str:
@@ -45,10 +41,3 @@ def planned(arms: dict) -> dict[str, list[str]]:
         if sets:
             out[clf] = sets
     return out
-
-
-def comparisons(trainsets) -> list[tuple[str, str]]:
-    """The (training set, baseline) pairs of BASELINES whose both sides are in ``trainsets``: against real
-    first, in ``trainsets``' order. Named ``<set>-<baseline>`` in the summaries."""
-    return [(ts, base) for base, sets in BASELINES.items() if base in trainsets
-            for ts in trainsets if ts in sets]

@@ -1,7 +1,7 @@
 """downstream_summary stage: every arm's metrics -> metrics/downstream.json and reports/downstream.md.
 
 For each classifier and real-data fraction: the mean over seeds of each training set's metrics, and the
-paired differences (same seeds) of pipeline.arms.comparisons: every training set against real only, and
+paired differences (same seeds) of pipeline.verdict.comparisons: every training set against real only, and
 real_synthetic and real_synthetic_classic against real_classic (does a synthetic set beat, or add to, classic
 augmentation?), for ROC AUC, accuracy and balanced accuracy: the mean over seeds with a 95% CI from a paired
 bootstrap over test patients (evaluation.metrics.paired_bootstrap_difference), plus the spread over seeds (t
@@ -22,8 +22,8 @@ import numpy as np
 from common.io import atomic_file, write_json
 from evaluation import metrics as M
 from pipeline import outputs
-from pipeline.arms import arm_name, comparisons, planned
-from pipeline.verdict import identical_models, seed_interval, verdict
+from pipeline.arms import arm_name, planned
+from pipeline.verdict import comparisons, identical_models, seed_interval, verdict
 from pipeline.params import parse_stage_args
 from pipeline.prepared import load_split
 from pipeline.tracking import numeric_metrics, stage_run

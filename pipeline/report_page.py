@@ -36,7 +36,7 @@ def training_sets(part: dict) -> dict:
 
 
 def differences(part: dict) -> dict:
-    """A downstream block's paired differences against real only (they carry a verdict)."""
+    """A downstream block's paired differences, each against its baseline (they carry a verdict)."""
     return {name: numbers for name, numbers in part.items() if "verdict" in numbers}
 
 

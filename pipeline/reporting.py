@@ -135,8 +135,8 @@ def fidelity_summary(fidelity: dict | None) -> dict:
 
 
 def paired_difference(difference: dict) -> dict:
-    """A paired difference against real only: ROC AUC and accuracy with their 95% CIs (over test patients), ROC
-    AUC's t interval over seeds, and the verdict (which needs both of ROC AUC's). ``roc_auc_identical_models``,
+    """A paired difference against its baseline: ROC AUC and accuracy with their 95% CIs (over test patients),
+    ROC AUC's t interval over seeds, and the verdict (which needs both of ROC AUC's). ``roc_auc_identical_models``,
     only where true: the seeds trained one model on both sides, and the interval over seeds measures nothing."""
     auc, accuracy = difference[M.ROC_AUC], difference[M.ACCURACY]
     seeds = seed_interval(auc)
@@ -149,7 +149,7 @@ def paired_difference(difference: dict) -> dict:
 
 def downstream_summary(downstream: dict | None) -> dict:
     """classifier -> ``fraction_<f>`` -> training set -> test metrics (means over seeds), and ->
-    ``<set>-<baseline>`` (pipeline.arms.comparisons) -> paired difference (the entries that carry a ``verdict``)."""
+    ``<set>-<baseline>`` (pipeline.verdict.comparisons) -> paired difference (the entries that carry a ``verdict``)."""
     if not downstream:
         return {}
     summary: dict = {}

@@ -1,8 +1,22 @@
-"""The verdict on a paired difference against real only (helped / hurt / no clear difference), and the
-intervals it rests on. Used by downstream_summary, the report and bench/study_table.py; not by the arm stages,
-so changing how a difference is called reruns the summary and the report, never a classifier.
+"""Which paired differences are reported (a training set against its baseline: real only, or classic
+augmentation), the verdict on each (helped / hurt / no clear difference), and the intervals it rests on. Used by
+downstream_summary, the report and bench/study_table.py; not by the arm stages, so changing what is compared or
+how a difference is called reruns the summary and the report, never a classifier.
 """
 from __future__ import annotations
+
+# The training sets that add synthetic images to the real ones are also set against real_classic: classic
+# augmentation is the cheap alternative a synthetic set has to beat (real_synthetic) or add to
+# (real_synthetic_classic).
+OVER_CLASSIC = ("real_synthetic", "real_synthetic_classic")
+
+
+def comparisons(trainsets) -> list[tuple[str, str]]:
+    """The (training set, baseline) pairs downstream_summary reports, each where both are in ``trainsets``: every
+    set against real, then OVER_CLASSIC against real_classic, in ``trainsets``' order. Named ``<set>-<baseline>``
+    in the summaries."""
+    return ([(ts, "real") for ts in trainsets if ts != "real" and "real" in trainsets]
+            + [(ts, "real_classic") for ts in trainsets if ts in OVER_CLASSIC and "real_classic" in trainsets])
 
 
 def seed_interval(diff: dict) -> list:

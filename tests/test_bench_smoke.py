@@ -58,8 +58,9 @@ def check_downstream_kermany(out: Path) -> None:
         for m in row.values():
             assert m["seeds"] == 1 and all(finite(m[k], 0, 1) for k in ("roc_auc", "accuracy", "sensitivity"))
     for diffs in res["paired_differences"].values():
-        assert set(diffs) == {"real_classic-real", "real_synthetic-real", "synthetic-real", "real_synthetic_classic-real",
-                              "real_synthetic-real_classic", "real_synthetic_classic-real_classic"}
+        assert set(diffs) == {"real_classic-real", "real_synthetic-real", "synthetic-real",
+                              "real_synthetic_classic-real", "real_synthetic-real_classic",
+                              "real_synthetic_classic-real_classic"}
     md = (out / "downstream_kermany_cpu.md").read_text()
     assert "## cnn, real-data fraction 1.0" in md and "## xgboost, real-data fraction 1.0" in md
 
@@ -396,7 +397,10 @@ def test_study_table_carries_over_the_scale_up_experiments_of_an_earlier_project
            "train_patients": 5, "domain_fid": 0.4, "relative_fid": 8.0, "precision": 0.9, "recall": 0.4,
            "memorisation_synthetic_below": 0.01, "memorisation_heldout_below": 0.01, "memorisation_percentile": 1}
     shift = {"positive": "PNEUMONIA", "train_share": 0.74, "test_share": 0.62, "shared_ids": 1}
-    previous = {"rows": [row], "gan": [gan], "shift": shift,
+    over_classic = {"experiment": "fraction-1", "fraction": 1.0, "classifier": "xgboost", "seeds": 3,
+                    "comparison": "real_synthetic-real_classic", **{k: row[k] for k in row if k.startswith("delta")},
+                    "verdict": "helped"}
+    previous = {"rows": [row], "gan": [gan], "shift": shift, "vs_classic": [over_classic],
                 "scale_up": [{"fraction": 1.0, "settings": {"gan.width": 1.0}, "rows": [row],
                               "gan": {**gan, "experiment": "fraction-1-wide-gan"}}]}
     new = {"fraction": 1.0, "settings": {"gan.diffaugment": "color"}, "settings_against": "baseline",
@@ -405,6 +409,7 @@ def test_study_table_carries_over_the_scale_up_experiments_of_an_earlier_project
     res = table.carry_over({"rows": [], "gan": [], "shift": {}, "scale_up": [new]}, previous)
     assert res["shift"] == shift and res["gan"][0]["carried_over"]
     assert res["rows"][0]["verdict"] == "no clear difference"   # called again: the seed interval includes 0
+    assert res["vs_classic"][0]["verdict"] == "no clear difference"
     assert [e["gan"]["experiment"] for e in res["scale_up"]] == ["fraction-1-gan-color", "fraction-1-wide-gan"]
     assert res["scale_up"][1]["gan"]["carried_over"] and not res["scale_up"][0]["gan"].get("carried_over")
     md = table.markdown(res)
@@ -412,6 +417,7 @@ def test_study_table_carries_over_the_scale_up_experiments_of_an_earlier_project
     assert ("Settings on top of the study project's baseline (this project has no fraction-1 experiment): "
             "gan.diffaugment=color. The study column is fraction-1.") in md
     assert "| xgboost | real_synthetic | 0.900 → 0.910 |" in md
+    assert "| fraction-1 | 1 | xgboost | real_synthetic-real_classic | 0.020 [0.010, 0.030] (seeds [-0.010, 0.050]) |" in md
     assert "| fraction-1-gan-color | 0.40 | 6.00, one draw (0.240 / 0.040) |" in md
     assert "| fraction-1 | 0.40 | 8.00, one draw |" in md   # recorded before the real halves' FID was
     assert "The study's fraction-1 ran code bbbbbbb, this experiment code" not in md          # the same code

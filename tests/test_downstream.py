@@ -13,8 +13,8 @@ import yaml
 from conftest import stage_args, tiny_params
 from evaluation.metrics import classification_metrics
 from pipeline import downstream, downstream_summary, prepare, synthesize, train_extractor, train_gan
-from pipeline.arms import arm_name, comparisons, planned
-from pipeline.verdict import verdict
+from pipeline.arms import arm_name, planned
+from pipeline.verdict import comparisons, verdict
 
 pytestmark = pytest.mark.xdist_group("downstream-project")  # the tests build on one module-scoped project
 
@@ -159,6 +159,36 @@ def test_synthetic_sets_are_also_compared_with_classic_augmentation():
     assert added["ci"][0] > 0 and added["seed_spread"]["ci"][0] > 0 and verdict(added) == "helped"
     md = downstream_summary.markdown({"table": {}, "paired_differences": {}}, downstream)
     assert "real_classic: classic augmentation" in md
+    # "one model" is judged per side: real and real_synthetic deterministic, real_classic's seeds varying
+    fixed = {ts: labels * separation + rng.random(len(labels)) for ts, separation in sets.items()}
+    for seed in downstream["seeds"]:
+        for ts, separation in sets.items():
+            name = arm_name("xgboost", ts, 1.0, seed)
+            vary = ts not in ("real", "real_synthetic")
+            predictions[name] = labels * separation + rng.random(len(labels)) if vary else fixed[ts].copy()
+            arms[name] = {"metrics": classification_metrics(labels, predictions[name], 0.5), "threshold": 0.5}
+    diffs = downstream_summary.summarise(arms, downstream, predictions, test)["paired_differences"]
+    diffs = diffs["xgboost.fraction_1.0"]
+    assert diffs["real_synthetic-real"]["roc_auc"]["seed_spread"]["identical_models"] is True
+    assert "identical_models" not in diffs["real_synthetic-real_classic"]["roc_auc"]["seed_spread"]
+
+
+def test_classic_augmentation_goes_with_the_training_set():
+    """real_classic and real_synthetic_classic train with classic augmentation (the CNN on every batch, XGBoost on
+    one augmented copy of every image), the others without; real_synthetic_classic reads real_synthetic's images."""
+    params = {"downstream": {"device": "cpu", "cnn": {"arch": "resnet10", "width": 4, "epochs": 1, "batch": 4,
+                                                      "lr": 1e-3},
+                             "xgboost": {"features": ["pixels"], "pixel_size": 4, "n_estimators": 2, "max_depth": 2,
+                                         "learning_rate": 0.1}}}
+    for ts in downstream.TRAINSETS:
+        augmented = ts in ("real_classic", "real_synthetic_classic")
+        assert downstream.build_classifier("cnn", ts, params, 0, None, n_real=4).augment is augmented
+        assert downstream.build_classifier("xgboost", ts, params, 0, None).augment_copies == int(augmented)
+    real_x, syn_x = np.zeros((3, 1, 4, 4)), np.ones((2, 1, 4, 4))
+    real_y, syn_y = np.array([0, 1, 0]), np.array([1, 1])
+    for got, want in zip(downstream.training_set("real_synthetic_classic", real_x, real_y, syn_x, syn_y),
+                         (np.concatenate([real_x, syn_x]), np.array([0, 1, 0, 1, 1]))):
+        assert np.array_equal(got, want)
 
 
 def test_seeds_that_trained_different_models_keep_their_interval():
@@ -278,4 +308,6 @@ def test_summary_of_both_classifiers(project):
     assert set(s["table"]) == {"cnn.fraction_1.0", "cnn.fraction_0.5", "xgboost.fraction_1.0", "xgboost.fraction_0.5"}
     d = s["paired_differences"]["cnn.fraction_1.0"]["real_synthetic-real"]["roc_auc"]
     assert d["seeds"] == 1 and d["ci"][0] <= d["mean"] <= d["ci"][1] and d["seed_spread"]["n"] == 1
+    assert set(s["paired_differences"]["xgboost.fraction_0.5"]) == {
+        "real_classic-real", "real_synthetic-real", "synthetic-real", "real_synthetic-real_classic"}
     assert "| real_synthetic |" in (project / "reports/downstream.md").read_text()
