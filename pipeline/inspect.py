@@ -105,11 +105,13 @@ def collect_entries(source: Path, data: dict, headers: bool,
                    for i, (split, label) in enumerate(npz_labels(source))]
         return found, entries, quarantine
     mode = header_mode(found)
-    patient_id_wanted = "dicom" in order and ("patient_column" not in found.labels_from or "csv" not in order
-                                              or order.index("dicom") < order.index("csv"))
-    need_header = headers and (mode is not None or patient_id_wanted)
+    # PatientID is wanted for every file when dicom comes before csv or the CSV has no patient column, and else
+    # for the files whose CSV row leaves the patient empty (prepare reads PatientID for those)
+    every_file = "dicom" in order and ("patient_column" not in found.labels_from or "csv" not in order
+                                       or order.index("dicom") < order.index("csv"))
     entries = []
     for item in found.items:
+        need_header = headers and (mode is not None or every_file or ("dicom" in order and not item.patient))
         entry, reason = item_entry(item, found, mode, need_header, headers)
         if entry is None:
             quarantine.append((item.rel, reason))

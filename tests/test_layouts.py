@@ -815,3 +815,23 @@ def test_an_anonymisers_constant_patient_id_gives_way_to_the_path_when_asked(pro
         with pytest.raises(SystemExit, match=r"data.patient_id_from must be a list of some of \['csv', 'dicom', "
                                              rf"'regex'\], each once.*got {got}"):
             run(project, f"data.source={src}", f"data.patient_id_from={wrong}")
+
+
+def test_inspect_reads_patient_id_where_the_csv_leaves_the_patient_empty(project):
+    """A labels CSV whose patient column is empty on some rows, csv before dicom: prepare takes those files'
+    DICOM PatientID, and inspect reads those headers too (it read none, and showed each such file as a patient)."""
+    src = project / "partial"
+    src.mkdir()
+    rng = np.random.default_rng(11)
+    rows = []
+    for i in range(24):   # 12 patients, 2 images each; the CSV names the patient of the first 12 images only
+        grey_dataset(phantom(rng, i % 4 >= 2), bits_stored=8, PatientID=f"P{i // 2}").save_as(
+            src / f"img{i}.dcm", enforce_file_format=True)
+        rows.append([f"img{i}.dcm", "sick" if i % 4 >= 2 else "well", f"P{i // 2}" if i < 12 else ""])
+    with open(src / "labels.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["file", "diagnosis", "patient"], *rows])
+    args = (f"data.source={src}", "data.patient_column=patient", "data.split_from=patients", "data.min_val_images=1")
+    s = run(project, *args)
+    assert s["patient_id_from"] == {"csv": 12, "dicom": 12} and s["patients"] == 12
+    patients = plan(project, *args)["patients"]
+    assert patients["count"] == 12 and patients["id_from"] == {"csv": 12, "dicom": 12}
