@@ -105,13 +105,11 @@ def collect_entries(source: Path, data: dict, headers: bool,
                    for i, (split, label) in enumerate(npz_labels(source))]
         return found, entries, quarantine
     mode = header_mode(found)
-    # PatientID is wanted for every file when dicom comes before csv or the CSV has no patient column, and else
-    # for the files whose CSV row leaves the patient empty (prepare reads PatientID for those)
-    every_file = "dicom" in order and ("patient_column" not in found.labels_from or "csv" not in order
-                                       or order.index("dicom") < order.index("csv"))
+    # PatientID is wanted for a file unless its CSV row gives the patient and csv comes before dicom (as prepare)
+    csv_first = "csv" in order and "dicom" in order and order.index("csv") < order.index("dicom")
     entries = []
     for item in found.items:
-        need_header = headers and (mode is not None or every_file or ("dicom" in order and not item.patient))
+        need_header = headers and (mode is not None or ("dicom" in order and not (csv_first and item.patient)))
         entry, reason = item_entry(item, found, mode, need_header, headers)
         if entry is None:
             quarantine.append((item.rel, reason))
