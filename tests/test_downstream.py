@@ -82,6 +82,17 @@ def test_a_verdict_needs_the_patient_and_the_seed_intervals_on_one_side():
     assert verdict({"mean": 0.02, "ci": [None, None], "n": 1}) == "one seed: no CI"
 
 
+def xgboost_arms(labels, scores: dict) -> tuple[dict, dict]:
+    """Arms and their test predictions as downstream_summary reads them: (training set, seed) -> test scores of an
+    xgboost arm at fraction 1.0, threshold 0.5. Each arm gets its own array (equal arrays, not one object)."""
+    arms, predictions = {}, {}
+    for (ts, seed), values in scores.items():
+        name = arm_name("xgboost", ts, 1.0, seed)
+        predictions[name] = np.array(values, copy=True)
+        arms[name] = {"metrics": classification_metrics(labels, predictions[name], 0.5), "threshold": 0.5}
+    return arms, predictions
+
+
 def one_model_study(vary: bool) -> tuple[dict, dict, dict, SimpleNamespace]:
     """Three seeds of xgboost on real and real_synthetic: real's seeds predict identically; real_synthetic's too
     unless ``vary``. real_synthetic separates the classes, real barely does (a clear ΔAUC > 0)."""
@@ -92,13 +103,11 @@ def one_model_study(vary: bool) -> tuple[dict, dict, dict, SimpleNamespace]:
     helped = labels + 0.5 * rng.random(len(labels))               # separates the classes
     downstream = {"arms": {"xgboost": {"real": ["real"], "synthetic": ["real_synthetic"]}}, "fractions": [1.0],
                   "seeds": [0, 1, 2], "bootstrap": {"samples": 200}}
-    arms, predictions = {}, {}
+    scores = {}
     for seed in downstream["seeds"]:
         jitter = rng.random(len(labels)) * 1.5 if vary else 0.0  # another model (and ROC AUC) per seed
-        for ts, scores in (("real", real), ("real_synthetic", helped + jitter)):
-            name = arm_name("xgboost", ts, 1.0, seed)
-            predictions[name] = scores.copy()                     # equal arrays, not one object
-            arms[name] = {"metrics": classification_metrics(labels, scores, 0.5), "threshold": 0.5}
+        scores["real", seed], scores["real_synthetic", seed] = real, helped + jitter
+    arms, predictions = xgboost_arms(labels, scores)
     return arms, downstream, predictions, test
 
 
@@ -139,14 +148,11 @@ def test_synthetic_sets_are_also_compared_with_classic_augmentation():
     downstream = {"arms": {"xgboost": {"real": ["real", "real_classic"],
                                        "synthetic": ["real_synthetic", "real_synthetic_classic"]}},
                   "fractions": [1.0], "seeds": [0, 1, 2], "bootstrap": {"samples": 200}}
-    arms, predictions = {}, {}
+    scores = {}
     for seed in downstream["seeds"]:
-        noise = rng.random(len(labels))
-        for ts, separation in sets.items():
-            name = arm_name("xgboost", ts, 1.0, seed)
-            # real_synthetic predicts as real_classic does: their paired difference is exactly 0
-            predictions[name] = labels * separation + noise
-            arms[name] = {"metrics": classification_metrics(labels, predictions[name], 0.5), "threshold": 0.5}
+        noise = rng.random(len(labels))   # real_synthetic predicts as real_classic does: their difference is exactly 0
+        scores.update({(ts, seed): labels * separation + noise for ts, separation in sets.items()})
+    arms, predictions = xgboost_arms(labels, scores)
     diffs = downstream_summary.summarise(arms, downstream, predictions, test)["paired_differences"]
     diffs = diffs["xgboost.fraction_1.0"]
     assert list(diffs) == ["real_classic-real", "real_synthetic-real", "real_synthetic_classic-real",
@@ -161,12 +167,9 @@ def test_synthetic_sets_are_also_compared_with_classic_augmentation():
     assert "real_classic: classic augmentation" in md
     # "one model" is judged per side: real and real_synthetic deterministic, real_classic's seeds varying
     fixed = {ts: labels * separation + rng.random(len(labels)) for ts, separation in sets.items()}
-    for seed in downstream["seeds"]:
-        for ts, separation in sets.items():
-            name = arm_name("xgboost", ts, 1.0, seed)
-            vary = ts not in ("real", "real_synthetic")
-            predictions[name] = labels * separation + rng.random(len(labels)) if vary else fixed[ts].copy()
-            arms[name] = {"metrics": classification_metrics(labels, predictions[name], 0.5), "threshold": 0.5}
+    arms, predictions = xgboost_arms(labels, {
+        (ts, seed): fixed[ts] if ts in ("real", "real_synthetic") else labels * separation + rng.random(len(labels))
+        for seed in downstream["seeds"] for ts, separation in sets.items()})
     diffs = downstream_summary.summarise(arms, downstream, predictions, test)["paired_differences"]
     diffs = diffs["xgboost.fraction_1.0"]
     assert diffs["real_synthetic-real"]["roc_auc"]["seed_spread"]["identical_models"] is True
