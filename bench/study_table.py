@@ -12,8 +12,9 @@ Writes <results>/kermany_study.md, kermany_study.json and kermany_study_delta_au
 fraction with 95% CIs, real_synthetic next to real_classic and real_synthetic_classic where run, one panel per
 classifier). The study's experiments are named fraction-<f>; any other (the scale-up experiments of
 bench/kermany_study.yaml) is set beside the study experiment of its fraction in a section of its own, and kept out
-of the per-fraction table and the plot. The paired differences against real_classic, of every experiment that
-has them, get a section of their own.
+of the per-fraction table. The plot has a row of its own for each recipe of scale-up experiments run at two or
+more fractions (the same settings apart from the fraction, the ones that scale with it and the arms). The paired
+differences against real_classic, of every experiment that has them, get a section of their own.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import yaml
@@ -409,34 +411,73 @@ def baseline_params(project: Path, baseline: str) -> dict:
                                          capture_output=True, text=True).stdout)
 
 
+# Settings that scale with the real fraction (as the study's per_fraction ones do) or only pick arms: experiments
+# that differ in nothing else share a recipe, and the plot draws each recipe run at two or more fractions.
+PER_FRACTION = ("data.train_fraction", "gan.fid_every", "downstream.cnn.epochs")
+
+
+def recipe(settings: dict) -> tuple:
+    return tuple(sorted((k, json.dumps(v)) for k, v in settings.items()
+                        if k not in PER_FRACTION and not k.startswith("downstream.arms.")))
+
+
+def recipes(res: dict) -> list[tuple[str, list[dict]]]:
+    """(label, rows) for the study and for every recipe of scale-up experiments run at two or more fractions. At a
+    fraction several experiments of one recipe (the same GAN, other arms) give each (classifier, set) once: the
+    experiment with the most rows first."""
+    groups: dict[tuple, list[dict]] = {}
+    for exp in res.get("scale_up", []):
+        groups.setdefault(recipe(exp["settings"]), []).append(exp)
+    out = [("study (bench/kermany_study.yaml: common, per_fraction)", res["rows"])]
+    for key, exps in groups.items():
+        if not key or len({e["fraction"] for e in exps}) < 2:
+            continue
+        seen: dict[tuple, dict] = {}
+        for exp in sorted(exps, key=lambda e: -len(e["rows"])):
+            for r in exp["rows"]:
+                seen.setdefault((r["fraction"], r["classifier"], r["training_set"]), r)
+        names = sorted({e["gan"]["experiment"] for e in exps})
+        out.append((", ".join(f"{k}={json.loads(v)}" for k, v in key) + " (" + ", ".join(names) + ")",
+                    sorted(seen.values(), key=lambda r: r["fraction"])))
+    return out
+
+
 def plot(res: dict, out: Path) -> None:
+    """ΔAUC against the real fraction with 95% CIs: one row of panels per recipe (the study's, then each scale-up
+    recipe run at two or more fractions), one panel per classifier."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    classifiers = sorted({r["classifier"] for r in res["rows"]})
-    fig, axes = plt.subplots(1, len(classifiers), figsize=(5 * len(classifiers), 3.8), squeeze=False, sharey=True)
-    fractions = sorted({r["fraction"] for r in res["rows"]})
-    for ax, clf in zip(axes[0], classifiers):
-        for offset, ts, colour in ((-0.1, "real_classic", "tab:gray"), (0.0, "real_synthetic", "tab:blue"),
-                                   (0.1, "real_synthetic_classic", "tab:green")):
-            rows = [r for r in res["rows"] if r["classifier"] == clf and r["training_set"] == ts
-                    and r.get("delta_auc") is not None]
-            if not rows:
-                continue
-            ys = [r["delta_auc"] for r in rows]
-            low = [y - (r["delta_auc_ci"][0] if r["delta_auc_ci"][0] is not None else y) for y, r in zip(ys, rows)]
-            high = [(r["delta_auc_ci"][1] if r["delta_auc_ci"][1] is not None else y) - y for y, r in zip(ys, rows)]
-            ax.errorbar([fractions.index(r["fraction"]) + offset for r in rows], ys, yerr=[low, high], fmt="o",
-                        capsize=4, color=colour, label=ts)
-        ax.set_xticks(range(len(fractions)), [f"{f:g}" for f in fractions])
-        ax.set_xlim(-0.5, len(fractions) - 0.5)
-        ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_title(clf)
-        ax.set_xlabel("real training fraction (data.train_fraction)")
-        ax.legend(frameon=False, fontsize=8)
-    axes[0][0].set_ylabel("ΔROC AUC vs real only (95% CI)")
+    series = recipes(res)
+    classifiers = sorted({r["classifier"] for _, rows in series for r in rows})
+    fractions = sorted({r["fraction"] for _, rows in series for r in rows})
+    fig, axes = plt.subplots(len(series), len(classifiers), figsize=(5 * len(classifiers), 4.2 * len(series)),
+                             squeeze=False, sharey=True)
+    for (label, all_rows), panels in zip(series, axes):
+        for ax, clf in zip(panels, classifiers):
+            for offset, ts, colour in ((-0.1, "real_classic", "tab:gray"), (0.0, "real_synthetic", "tab:blue"),
+                                       (0.1, "real_synthetic_classic", "tab:green")):
+                rows = [r for r in all_rows if r["classifier"] == clf and r["training_set"] == ts
+                        and r.get("delta_auc") is not None]
+                if not rows:
+                    continue
+                ys = [r["delta_auc"] for r in rows]
+                low = [y - (r["delta_auc_ci"][0] if r["delta_auc_ci"][0] is not None else y)
+                       for y, r in zip(ys, rows)]
+                high = [(r["delta_auc_ci"][1] if r["delta_auc_ci"][1] is not None else y) - y
+                        for y, r in zip(ys, rows)]
+                ax.errorbar([fractions.index(r["fraction"]) + offset for r in rows], ys, yerr=[low, high],
+                            fmt="o", capsize=4, color=colour, label=ts)
+            ax.set_xticks(range(len(fractions)), [f"{f:g}" for f in fractions])
+            ax.set_xlim(-0.5, len(fractions) - 0.5)
+            ax.axhline(0, color="black", linewidth=0.8)
+            ax.set_title(textwrap.fill(f"{clf}: {label}", 75), fontsize=8)
+            ax.set_xlabel("real training fraction (data.train_fraction)")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(frameon=False, fontsize=8)
+        panels[0].set_ylabel("ΔROC AUC vs real only (95% CI)")
     fig.tight_layout()
     fig.savefig(out, dpi=110, metadata={"Software": None})
     plt.close(fig)

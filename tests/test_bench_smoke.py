@@ -343,6 +343,38 @@ def test_study_table_names_a_shared_real_arm_once(monkeypatch):
                                         ("real_classic", "0.960", "0.800"): ["other"]}
 
 
+def test_study_table_plots_each_recipe_run_at_two_fractions(monkeypatch):
+    """Scale-up experiments that differ only in the fraction, in what scales with it (FID cadence, CNN epochs) and
+    in their arms share a recipe, and the plot gives it a row beside the study's; a recipe run at one fraction
+    only is left out. Two experiments of one recipe at one fraction give each arm once, the larger one's."""
+    table = load_script("study_table", monkeypatch)
+
+    def exp(name, fraction, settings, sets, auc=0.9):
+        return {"fraction": fraction, "gan": {"experiment": name}, "settings": settings,
+                "rows": [{"fraction": fraction, "classifier": "cnn", "training_set": ts, "roc_auc": auc,
+                          "delta_auc": auc - 0.9, "delta_auc_ci": [auc - 0.91, auc - 0.89]} for ts in sets]}
+
+    decay = {"gan.steps": 12000, "gan.lr_decay": 0.5}
+    study_rows = exp("fraction-1", 1.0, {}, ("real", "real_synthetic"))["rows"]
+    res = {"rows": study_rows, "scale_up": [
+        exp("low", 0.1, {**decay, "data.train_fraction": 0.1, "gan.fid_every": 400, "downstream.cnn.epochs": 60,
+                         "downstream.arms.cnn.synthetic": ["real_synthetic"]}, ("real", "real_synthetic"), 0.92),
+        exp("low-classic", 0.1, {**decay, "data.train_fraction": 0.1, "gan.fid_every": 400,
+                                 "downstream.cnn.epochs": 60}, ("real", "real_synthetic", "real_classic"), 0.93),
+        exp("full", 1.0, {**decay, "gan.fid_every": 20}, ("real", "real_synthetic")),
+        exp("wide", 1.0, {"gan.width": 1.0}, ("real", "real_synthetic")),              # one fraction: no row
+        exp("decay-wide", 0.1, {**decay, "gan.width": 1.0}, ("real", "real_synthetic"))]}   # another recipe
+    series = table.recipes(res)
+    assert [label for label, _ in series] == [
+        "study (bench/kermany_study.yaml: common, per_fraction)",
+        "gan.lr_decay=0.5, gan.steps=12000 (full, low, low-classic)"]
+    assert series[0][1] is study_rows
+    rows = series[1][1]
+    assert [(r["fraction"], r["training_set"], r["roc_auc"]) for r in rows] == [
+        (0.1, "real", 0.93), (0.1, "real_synthetic", 0.93), (0.1, "real_classic", 0.93),
+        (1.0, "real", 0.9), (1.0, "real_synthetic", 0.9)]
+
+
 def test_study_table_says_when_seeds_gave_one_model(monkeypatch):
     """XGBoost without augmentation gives one model whatever the seed: where the experiment's summary marks it,
     its ΔAUC shows no interval over seeds and its verdict rests on the bootstrap over test patients alone. A
