@@ -40,13 +40,28 @@ def differences(part: dict) -> dict:
     return {name: numbers for name, numbers in part.items() if "verdict" in numbers}
 
 
+def headline_columns(downstream: dict) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The headline table's (training set, header) AUC columns and (paired difference, header) columns.
+    real+synthetic+classic aug. is not a default arm: its two columns are there when some block ran it."""
+    sets = [("real", "AUC real"), ("real_synthetic", "AUC real+synthetic"), ("synthetic", "AUC synthetic"),
+            ("real_classic", "AUC real+classic aug.")]
+    diffs = [("real_synthetic-real", "ΔAUC real+synthetic vs real [95% CI]"),
+             ("real_synthetic-real_classic", "ΔAUC real+synthetic vs real+classic aug. [95% CI]")]
+    if any("real_synthetic_classic" in part for fractions in downstream.values() for part in fractions.values()):
+        sets.append(("real_synthetic_classic", "AUC real+synthetic+classic aug."))
+        diffs.append(("real_synthetic_classic-real_classic",
+                      "ΔAUC real+synthetic+classic aug. vs real+classic aug. [95% CI]"))
+    return sets, diffs
+
+
 def environment():
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
     env = Environment(loader=FileSystemLoader(Path(__file__).parent), autoescape=True, trim_blocks=True,
                       lstrip_blocks=True, undefined=StrictUndefined, keep_trailing_newline=True)
     env.filters.update(fmt=fmt, percent=percent)
-    env.globals.update(ci=ci, training_sets=training_sets, differences=differences)
+    env.globals.update(ci=ci, training_sets=training_sets, differences=differences,
+                       headline_columns=headline_columns)
     return env
 
 

@@ -90,6 +90,38 @@ def test_downstream_blocks_split_training_sets_from_paired_differences(empty):
                      r"0.050 \[-0.010, 0.110\]", headline, re.S)
 
 
+def test_the_headline_shows_real_synthetic_classic_where_a_block_ran_it(empty):
+    """real+synthetic+classic aug. is not a default arm: without it the headline has the four AUC columns and two
+    differences; once one block ran it, every row gets its AUC and its difference against real+classic aug.,
+    "n/a" where that block did not run it."""
+    summary, figures = copy.deepcopy(empty[0]), empty[1]
+    numbers = {"roc_auc": 0.8, "accuracy": 0.7, "balanced_accuracy": 0.69, "sensitivity": 0.6, "specificity": 0.8,
+               "f1": 0.65, "pr_auc": 0.75, "seeds": 1}
+    difference = {"roc_auc": 0.01, "roc_auc_ci_low": -0.01, "roc_auc_ci_high": 0.03, "roc_auc_seeds_ci_low": None,
+                  "roc_auc_seeds_ci_high": None, "accuracy": 0.0, "accuracy_ci_low": 0.0, "accuracy_ci_high": 0.0,
+                  "verdict": "no clear difference"}
+    part = {"real": numbers, "real_classic": numbers, "real_synthetic": numbers, "real_synthetic-real": difference}
+    summary["downstream"] = {"cnn": {"fraction_1.0": part}, "xgboost": {"fraction_1.0": dict(part)}}
+
+    def headline():
+        page = report_page.render(summary, figures)
+        return page[page.index('<section id="headline">'):page.index('<section id="data">')]
+
+    assert "real+synthetic+classic" not in headline()
+    summary["downstream"]["cnn"]["fraction_1.0"].update(
+        real_synthetic_classic={**numbers, "roc_auc": 0.912},
+        **{"real_synthetic_classic-real_classic": {**difference, "roc_auc": -0.013}})
+    table = headline()
+    assert re.findall(r"<th>([^<]+)</th>", table)[-4:] == [
+        "AUC real+synthetic+classic aug.", "ΔAUC real+synthetic vs real [95% CI]",
+        "ΔAUC real+synthetic vs real+classic aug. [95% CI]",
+        "ΔAUC real+synthetic+classic aug. vs real+classic aug. [95% CI]"]
+    cnn, xgboost = re.findall(r"<tr><td>(?:cnn|xgboost)</td>.*?</tr>", table, re.S)
+    assert re.findall(r'<td class="n">([^<]+)</td>', cnn)[1:] == [
+        "0.800", "0.800", "n/a", "0.800", "0.912", "0.010 [-0.010, 0.030]", "n/a", "-0.013 [-0.010, 0.030]"]
+    assert re.findall(r'<td class="n">([^<]+)</td>', xgboost)[5:] == ["n/a", "0.010 [-0.010, 0.030]", "n/a", "n/a"]
+
+
 def test_the_readers_table_has_one_row_per_reader_and_the_pooled_row(empty):
     summary, figures = copy.deepcopy(empty[0]), empty[1]
     summary["vtt_export"] = {"folder": "exports/vtt", "images": 4, "real_split": "test", "display_size": 64,
