@@ -258,7 +258,10 @@ def markdown(res: dict) -> str:
                       for g in res["gan"])
     lines = ["# The Kermany low-data study: do synthetic images help, and when?", "",
              f"Experiments {names}; code = the commit of this repository each ran. Settings: "
-             "bench/kermany_study.yaml. Means over seeds; Δ = paired difference against real only.", ""]
+             "bench/kermany_study.yaml. Means over seeds; Δ = paired difference against real only.", "",
+             "The plot (kermany_study_delta_auc.png) draws ΔAUC against the real fraction: a row for the study, "
+             "then one for each recipe of the scale-up experiments run at two or more fractions: "
+             + ("; ".join(label for label, _ in recipes(res)[1:]) or "none yet") + ".", ""]
     for clf in sorted({r["classifier"] for r in res["rows"]}):
         lines += [f"## {clf}", "", "| real fraction | training set | ROC AUC | accuracy | sensitivity | specificity | "
                   "ΔAUC vs real [95% CI] | verdict |", "|---|---|---|---|---|---|---|---|"]
