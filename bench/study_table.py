@@ -401,8 +401,11 @@ def scale_up_results(extra: list[dict], in_study: list[dict], project: Path) -> 
         study = next((s for s in in_study if s["fraction"] == e["fraction"]), None)
         base = flat(study["params"] if study else baseline_params(project, e["baseline"]))
         settings = {k: v for k, v in flat(e["params"]).items() if base.get(k) != v and not k.startswith("paths.")}
+        own = flat(baseline_params(project, e["baseline"]))   # what its own baseline commit set: the recipe's key
         table = tabulate([e])
         out.append({"fraction": e["fraction"], "settings": settings, "rows": table["rows"],
+                    "recipe_settings": {k: v for k, v in flat(e["params"]).items()
+                                        if own.get(k) != v and not k.startswith("paths.")},
                     "vs_classic": table["vs_classic"], "gan": table["gan"][0],
                     **({} if study else {"settings_against": "baseline"})})
     return out
@@ -414,32 +417,43 @@ def baseline_params(project: Path, baseline: str) -> dict:
                                          capture_output=True, text=True).stdout)
 
 
-# Settings that scale with the real fraction (as the study's per_fraction ones do) or only pick arms: experiments
-# that differ in nothing else share a recipe, and the plot draws each recipe run at two or more fractions.
+# Settings that scale with the real fraction (bench/kermany_study.yaml's per_fraction keys, and the fraction
+# itself) or only pick arms: experiments that differ in nothing else share a recipe, and the plot draws each recipe
+# run at two or more fractions.
 PER_FRACTION = ("data.train_fraction", "gan.fid_every", "downstream.cnn.epochs")
 
 
-def recipe(settings: dict) -> tuple:
-    return tuple(sorted((k, json.dumps(v)) for k, v in settings.items()
-                        if k not in PER_FRACTION and not k.startswith("downstream.arms.")))
+def recipe(exp: dict) -> tuple[tuple, tuple]:
+    """(the recipe, its per-fraction settings) of a scale-up experiment, from its params against its own baseline
+    commit (``settings`` is against the study experiment of its fraction, which may have run at another baseline;
+    entries carried over from an older JSON have nothing else)."""
+    settings = exp.get("recipe_settings", exp["settings"])
+    pick = lambda keep: tuple(sorted((k, json.dumps(v)) for k, v in settings.items() if keep(k)))   # noqa: E731
+    return (pick(lambda k: k not in PER_FRACTION and not k.startswith("downstream.arms.")),
+            pick(lambda k: k in PER_FRACTION))
 
 
 def recipes(res: dict) -> list[tuple[str, list[dict]]]:
     """(label, rows) for the study and for every recipe of scale-up experiments run at two or more fractions. At a
     fraction several experiments of one recipe (the same GAN, other arms) give each (classifier, set) once: the
-    experiment with the most rows first."""
+    experiment with the most rows first, joined only by those with the same per-fraction settings (another FID
+    cadence picks another generator; other CNN epochs train another CNN)."""
     groups: dict[tuple, list[dict]] = {}
     for exp in res.get("scale_up", []):
-        groups.setdefault(recipe(exp["settings"]), []).append(exp)
+        groups.setdefault(recipe(exp)[0], []).append(exp)
     out = [("study (bench/kermany_study.yaml: common, per_fraction)", res["rows"])]
     for key, exps in groups.items():
         if not key or len({e["fraction"] for e in exps}) < 2:
             continue
         seen: dict[tuple, dict] = {}
-        for exp in sorted(exps, key=lambda e: -len(e["rows"])):
-            for r in exp["rows"]:
-                seen.setdefault((r["fraction"], r["classifier"], r["training_set"]), r)
-        names = sorted({e["gan"]["experiment"] for e in exps})
+        names = set()
+        for fraction in sorted({e["fraction"] for e in exps}):
+            here = sorted((e for e in exps if e["fraction"] == fraction), key=lambda e: -len(e["rows"]))
+            for exp in (e for e in here if recipe(e)[1] == recipe(here[0])[1]):
+                names.add(exp["gan"]["experiment"])
+                for r in exp["rows"]:
+                    seen.setdefault((r["fraction"], r["classifier"], r["training_set"]), r)
+        names = sorted(names)
         out.append((", ".join(f"{k}={json.loads(v)}" for k, v in key) + " (" + ", ".join(names) + ")",
                     sorted(seen.values(), key=lambda r: r["fraction"])))
     return out

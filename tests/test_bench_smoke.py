@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from browser import CHROMEDRIVER, CHROMIUM
 
@@ -345,23 +346,28 @@ def test_study_table_names_a_shared_real_arm_once(monkeypatch):
 
 def test_study_table_plots_each_recipe_run_at_two_fractions(monkeypatch):
     """Scale-up experiments that differ only in the fraction, in what scales with it (FID cadence, CNN epochs) and
-    in their arms share a recipe, and the plot gives it a row beside the study's; a recipe run at one fraction
-    only is left out. Two experiments of one recipe at one fraction give each arm once, the larger one's."""
+    in their arms share a recipe, read against each one's own baseline commit (``recipe_settings``; ``settings``
+    for entries of an older JSON), and the plot gives it a row beside the study's; a recipe run at one fraction
+    only is left out. Experiments of one recipe at one fraction give each arm once, the larger one's, and one
+    with other per-fraction settings (another FID cadence: another generator) is not mixed in."""
     table = load_script("study_table", monkeypatch)
 
-    def exp(name, fraction, settings, sets, auc=0.9):
-        return {"fraction": fraction, "gan": {"experiment": name}, "settings": settings,
+    def exp(name, fraction, settings, sets, auc=0.9, **extra):
+        return {"fraction": fraction, "gan": {"experiment": name}, "settings": settings, **extra,
                 "rows": [{"fraction": fraction, "classifier": "cnn", "training_set": ts, "roc_auc": auc,
                           "delta_auc": auc - 0.9, "delta_auc_ci": [auc - 0.91, auc - 0.89]} for ts in sets]}
 
     decay = {"gan.steps": 12000, "gan.lr_decay": 0.5}
+    low = {**decay, "data.train_fraction": 0.1, "gan.fid_every": 400, "downstream.cnn.epochs": 60}
     study_rows = exp("fraction-1", 1.0, {}, ("real", "real_synthetic"))["rows"]
     res = {"rows": study_rows, "scale_up": [
-        exp("low", 0.1, {**decay, "data.train_fraction": 0.1, "gan.fid_every": 400, "downstream.cnn.epochs": 60,
-                         "downstream.arms.cnn.synthetic": ["real_synthetic"]}, ("real", "real_synthetic"), 0.92),
-        exp("low-classic", 0.1, {**decay, "data.train_fraction": 0.1, "gan.fid_every": 400,
-                                 "downstream.cnn.epochs": 60}, ("real", "real_synthetic", "real_classic"), 0.93),
-        exp("full", 1.0, {**decay, "gan.fid_every": 20}, ("real", "real_synthetic")),
+        exp("low", 0.1, {**low, "downstream.arms.cnn.synthetic": ["real_synthetic"]}, ("real", "real_synthetic"),
+            0.92),
+        exp("low-classic", 0.1, low, ("real", "real_synthetic", "real_classic"), 0.93),
+        exp("low-other-cadence", 0.1, {**low, "gan.fid_every": 100}, ("real", "real_synthetic_classic"), 0.8),
+        # its settings against a study experiment of an older baseline show a key its own baseline has
+        exp("full", 1.0, {**decay, "gan.fid_every": 20, "fidelity.relative_fid_draws": 100},
+            ("real", "real_synthetic"), recipe_settings={**decay, "gan.fid_every": 20}),
         exp("wide", 1.0, {"gan.width": 1.0}, ("real", "real_synthetic")),              # one fraction: no row
         exp("decay-wide", 0.1, {**decay, "gan.width": 1.0}, ("real", "real_synthetic"))]}   # another recipe
     series = table.recipes(res)
@@ -373,6 +379,15 @@ def test_study_table_plots_each_recipe_run_at_two_fractions(monkeypatch):
     assert [(r["fraction"], r["training_set"], r["roc_auc"]) for r in rows] == [
         (0.1, "real", 0.93), (0.1, "real_synthetic", 0.93), (0.1, "real_classic", 0.93),
         (1.0, "real", 0.9), (1.0, "real_synthetic", 0.9)]
+
+
+def test_study_table_per_fraction_settings_are_the_yamls(monkeypatch):
+    """What scales with the fraction, for the plot's recipes, is bench/kermany_study.yaml's per_fraction keys
+    and the fraction itself: a key added there must not split every recipe."""
+    table = load_script("study_table", monkeypatch)
+    study = yaml.safe_load((ROOT / "bench/kermany_study.yaml").read_text())
+    keys = {k for overrides in study["per_fraction"].values() for k in overrides}
+    assert set(table.PER_FRACTION) == keys | {"data.train_fraction"}
 
 
 def test_study_table_says_when_seeds_gave_one_model(monkeypatch):
