@@ -399,13 +399,13 @@ def scale_up_results(extra: list[dict], in_study: list[dict], project: Path) -> 
     out = []
     for e in sorted(extra, key=lambda e: (e["fraction"], e["name"])):
         study = next((s for s in in_study if s["fraction"] == e["fraction"]), None)
-        base = flat(study["params"] if study else baseline_params(project, e["baseline"]))
-        settings = {k: v for k, v in flat(e["params"]).items() if base.get(k) != v and not k.startswith("paths.")}
         own = flat(baseline_params(project, e["baseline"]))   # what its own baseline commit set: the recipe's key
+        params = flat(e["params"])
+        differ = lambda base: {k: v for k, v in params.items()   # noqa: E731
+                               if base.get(k) != v and not k.startswith("paths.")}
         table = tabulate([e])
-        out.append({"fraction": e["fraction"], "settings": settings, "rows": table["rows"],
-                    "recipe_settings": {k: v for k, v in flat(e["params"]).items()
-                                        if own.get(k) != v and not k.startswith("paths.")},
+        out.append({"fraction": e["fraction"], "settings": differ(flat(study["params"]) if study else own),
+                    "rows": table["rows"], "recipe_settings": differ(own),
                     "vs_classic": table["vs_classic"], "gan": table["gan"][0],
                     **({} if study else {"settings_against": "baseline"})})
     return out
@@ -449,7 +449,8 @@ def recipes(res: dict) -> list[tuple[str, list[dict]]]:
         names = set()
         for fraction in sorted({e["fraction"] for e in exps}):
             here = sorted((e for e in exps if e["fraction"] == fraction), key=lambda e: -len(e["rows"]))
-            for exp in (e for e in here if recipe(e)[1] == recipe(here[0])[1]):
+            per_fraction = recipe(here[0])[1]
+            for exp in (e for e in here if recipe(e)[1] == per_fraction):
                 names.add(exp["gan"]["experiment"])
                 for r in exp["rows"]:
                     seen.setdefault((r["fraction"], r["classifier"], r["training_set"]), r)
